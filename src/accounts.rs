@@ -1,0 +1,251 @@
+//! Managing users, groups and API keys: validation and rules shared by the
+//! CLI and the REST API. Every invalid input is refused before anything is
+//! written.
+
+use crate::authn::api_key;
+use crate::domain::{ApiKey, Group, NewApiKey, NewUser, PermissionSet, Role, RolePermissions, User};
+use crate::secret::Secret;
+use crate::store::cache::KeyCache;
+use crate::store::{DynStore, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{field}: {message}")]
+    Validation { field: &'static str, message: String },
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn validation(field: &'static str, message: impl Into<String>) -> AccountError {
+    AccountError::Validation {
+        field,
+        message: message.into(),
+    }
+}
+
+pub const MAX_KEY_LIFETIME_DAYS: u32 = 3650;
+
+#[derive(Clone)]
+pub struct Accounts {
+    store: DynStore,
+    roles: RolePermissions,
+    /// Present in a running server, so changes take effect in Check at once.
+    keys: Option<KeyCache>,
+}
+
+impl Accounts {
+    pub fn new(store: DynStore, roles: RolePermissions, keys: Option<KeyCache>) -> Self {
+        Accounts { store, roles, keys }
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    pub async fn create_user(
+        &self,
+        email: &str,
+        name: Option<&str>,
+        role: Role,
+        group: &str,
+    ) -> Result<User, AccountError> {
+        let email = validate_email(email)?;
+        let name = name.map(|n| validate_text("name", n, 200)).transpose()?;
+        validate_group_name(group)?;
+        if self.store.group(group).await?.is_none() {
+            return Err(validation("group", format!("group '{group}' does not exist")));
+        }
+        let new = NewUser {
+            email: email.clone(),
+            name,
+            role,
+            group: group.to_owned(),
+        };
+        match self.store.create_user(&new).await {
+            Err(StoreError::Conflict) => Err(AccountError::Conflict(format!(
+                "a user with email {email} already exists"
+            ))),
+            other => Ok(other?),
+        }
+    }
+
+    /// A user by id, or by email when the argument contains `@`.
+    pub async fn find_user(&self, id_or_email: &str) -> Result<User, AccountError> {
+        let found = if id_or_email.contains('@') {
+            self.store.user_by_email(id_or_email).await?
+        } else {
+            self.store.user_by_id(id_or_email).await?
+        };
+        found.ok_or(AccountError::NotFound("user"))
+    }
+
+    pub async fn create_group(&self, group: Group) -> Result<Group, AccountError> {
+        validate_group_name(&group.name)?;
+        for (field, value) in [
+            ("requests_per_period", group.requests_per_period),
+            ("period_seconds", group.period_seconds),
+            ("burst", group.burst),
+        ] {
+            if value.is_some_and(|v| v <= 0) {
+                return Err(validation(field, "must be a positive number"));
+            }
+        }
+        if group.requests_per_period.is_some() != group.period_seconds.is_some() {
+            return Err(validation(
+                "period_seconds",
+                "a limit needs both requests_per_period and period_seconds",
+            ));
+        }
+        match self.store.create_group(&group).await {
+            Err(StoreError::Conflict) => Err(AccountError::Conflict(format!("group '{}' already exists", group.name))),
+            other => other.map(|()| group).map_err(Into::into),
+        }
+    }
+
+    /// Creates a key for `owner`. The returned secret is the only copy.
+    pub async fn create_key(
+        &self,
+        owner: &User,
+        name: &str,
+        permissions: Option<&[String]>,
+        expires_in_days: Option<u32>,
+        now: i64,
+    ) -> Result<(ApiKey, Secret), AccountError> {
+        let name = validate_text("name", name, 100)?;
+        let permissions = match permissions {
+            None => None,
+            Some(names) => {
+                Some(PermissionSet::from_names(names).map_err(|e| validation("permissions", e.to_string()))?)
+            }
+        };
+        let allowed = self.roles.of(owner.role);
+        if let Some(requested) = permissions {
+            let extra = requested.difference(allowed);
+            if !extra.is_empty() {
+                return Err(AccountError::Forbidden(format!(
+                    "a {} cannot grant permissions it does not hold: {extra}",
+                    owner.role
+                )));
+            }
+        }
+        let expires_at = match expires_in_days {
+            None => None,
+            Some(d) if (1..=MAX_KEY_LIFETIME_DAYS).contains(&d) => Some(now + i64::from(d) * 86_400),
+            Some(_) => {
+                return Err(validation(
+                    "expires_in_days",
+                    format!("must be between 1 and {MAX_KEY_LIFETIME_DAYS}"),
+                ));
+            }
+        };
+        let generated = api_key::generate();
+        let new = NewApiKey {
+            id: generated.id,
+            user_id: owner.id.clone(),
+            name,
+            secret_hash: generated.secret_hash,
+            permissions,
+            expires_at,
+        };
+        let key = self.store.create_api_key(&new).await?;
+        Ok((key, generated.key))
+    }
+
+    pub async fn list_keys(&self, user_id: Option<&str>) -> Result<Vec<ApiKey>, AccountError> {
+        Ok(self.store.list_api_keys(user_id).await?)
+    }
+
+    /// Revokes a key. Revoking an already revoked key changes nothing and succeeds.
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<ApiKey, AccountError> {
+        if !api_key::is_valid_id(id) {
+            return Err(AccountError::NotFound("API key"));
+        }
+        self.store.revoke_api_key(id, now).await?;
+        if let Some(keys) = &self.keys {
+            keys.invalidate(id).await;
+        }
+        self.store.api_key(id).await?.ok_or(AccountError::NotFound("API key"))
+    }
+}
+
+pub fn validate_email(email: &str) -> Result<String, AccountError> {
+    let email = email.trim().to_lowercase();
+    let valid = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !domain.contains('@')
+        })
+        && email
+            .chars()
+            .all(|c| c.is_ascii_graphic() || !c.is_ascii() && !c.is_control());
+    if valid {
+        Ok(email)
+    } else {
+        Err(validation("email", "not a valid email address"))
+    }
+}
+
+fn validate_text(field: &'static str, value: &str, max: usize) -> Result<String, AccountError> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(validation(field, "must not be empty"));
+    }
+    if value.chars().count() > max {
+        return Err(validation(field, format!("must be at most {max} characters")));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(validation(field, "must not contain control characters"));
+    }
+    Ok(value.to_owned())
+}
+
+pub fn validate_group_name(name: &str) -> Result<(), AccountError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(validation("group", "use 1-64 characters: a-z, 0-9, '-' and '_'"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        assert_eq!(validate_email(" Alice@Example.COM ").unwrap(), "alice@example.com");
+        for bad in [
+            "",
+            "alice",
+            "@example.com",
+            "alice@",
+            "alice@example",
+            "a@b@c.com",
+            "al ice@x.com",
+            "a@.x.com",
+        ] {
+            assert!(validate_email(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn group_names() {
+        assert!(validate_group_name("team-a_1").is_ok());
+        for bad in ["", "Team", "a b", "ä", &"x".repeat(65)] {
+            assert!(validate_group_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The decision for one request, independent of how it arrived (Envoy's
+//! ext_authz gRPC call, the `gatehouse check` command, a test).
+
+use crate::authn::{Authenticator, credentials};
+use crate::domain::{Denial, Principal};
+use crate::policy::{Policy, path};
+
+/// The request attributes a decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// The path as received, with its query string.
+    pub path: &'a str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow(Allow),
+    Deny(Denial),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allow {
+    /// `None`: the caller is anonymous (a public route, or auth not required).
+    pub principal: Option<Principal>,
+    /// Whether the credential was consumed here and should be kept from the upstream.
+    pub credential_used: bool,
+}
+
+pub struct Authorizer {
+    authn: Authenticator,
+    policy: Policy,
+    require_auth: bool,
+}
+
+impl Authorizer {
+    pub fn new(authn: Authenticator, policy: Policy, require_auth: bool) -> Self {
+        Authorizer {
+            authn,
+            policy,
+            require_auth,
+        }
+    }
+
+    pub async fn decide<'a, H>(&self, request: RequestView<'_>, headers: H, now: i64) -> Decision
+    where
+        H: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        match self.try_decide(request, headers, now).await {
+            Ok(allow) => Decision::Allow(allow),
+            Err(denial) => Decision::Deny(denial),
+        }
+    }
+
+    async fn try_decide<'a, H>(&self, request: RequestView<'_>, headers: H, now: i64) -> Result<Allow, Denial>
+    where
+        H: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let path = path::normalize(request.path).map_err(|_| Denial::InvalidRequest("ambiguous or malformed path"))?;
+        if self.policy.is_public(&path) {
+            return Ok(Allow {
+                principal: None,
+                credential_used: false,
+            });
+        }
+        match credentials::extract(headers)? {
+            Some(credential) => {
+                let principal = self.authn.authenticate(credential, now).await?;
+                Ok(Allow {
+                    principal: Some(principal),
+                    credential_used: true,
+                })
+            }
+            None if self.require_auth => Err(Denial::MissingCredential),
+            None => Ok(Allow {
+                principal: None,
+                credential_used: false,
+            }),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Command-line interface: `serve`, plus operator commands that work straight
+//! on the store. Every command takes `--json`; errors go to stderr with a
+//! non-zero exit status.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::Serialize;
+
+use crate::accounts::Accounts;
+use crate::domain::{DEFAULT_GROUP, Group, Role, RolePermissions};
+use crate::store::DynStore;
+use crate::views::{CreatedKeyView, GroupView, KeyView, UserView};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Envoy external authorization for AI / LLM gateways"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the ext_authz gRPC server and the HTTP API.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Manage groups.
+    #[command(subcommand)]
+    Groups(GroupsCommand),
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// gRPC listen address (ext_authz and health) [env: GATEHOUSE_GRPC_ADDR, default 0.0.0.0:9191]
+    #[arg(long)]
+    pub grpc_addr: Option<std::net::SocketAddr>,
+    /// HTTP listen address (REST API, probes) [env: GATEHOUSE_HTTP_ADDR, default 0.0.0.0:8080]
+    #[arg(long)]
+    pub http_addr: Option<std::net::SocketAddr>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create a user.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        #[arg(long, default_value = DEFAULT_GROUP)]
+        group: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List users.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupsCommand {
+    /// Create a group, optionally with a rate limit.
+    Create {
+        name: String,
+        /// Requests allowed per period.
+        #[arg(long, requires = "period_seconds")]
+        requests: Option<i64>,
+        #[arg(long, requires = "requests")]
+        period_seconds: Option<i64>,
+        #[arg(long)]
+        burst: Option<i64>,
+    },
+    /// List groups.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create an API key; the key is printed once.
+    Create {
+        /// Owner: user id or email.
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// A permission to grant (repeat); default: the owner's permissions.
+        #[arg(long = "permission")]
+        permissions: Vec<String>,
+        #[arg(long)]
+        expires_in_days: Option<u32>,
+    },
+    /// List keys (never their secrets).
+    List {
+        /// Only this user's keys (id or email).
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke { id: String },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    s.parse().map_err(|e: crate::domain::UnknownRole| e.to_string())
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// Prints `value` as JSON, or `text` for people.
+fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+pub async fn run_users(store: DynStore, json: bool, cmd: UsersCommand) -> anyhow::Result<()> {
+    let accounts = Accounts::new(store, RolePermissions::default(), None);
+    match cmd {
+        UsersCommand::Create {
+            email,
+            role,
+            group,
+            name,
+        } => {
+            let user = accounts.create_user(&email, name.as_deref(), role, &group).await?;
+            print(json, &UserView::from(&user), || {
+                format!(
+                    "created user {} ({}, {}, group {})",
+                    user.id, user.email, user.role, user.group
+                )
+            })
+        }
+        UsersCommand::List => {
+            let users = accounts.store().list_users().await?;
+            let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+            print(json, &views, || {
+                users
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{}  {}  {}  {}{}",
+                            u.id,
+                            u.email,
+                            u.role,
+                            u.group,
+                            if u.disabled { "  (disabled)" } else { "" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
+
+pub async fn run_groups(store: DynStore, json: bool, cmd: GroupsCommand) -> anyhow::Result<()> {
+    let accounts = Accounts::new(store, RolePermissions::default(), None);
+    match cmd {
+        GroupsCommand::Create {
+            name,
+            requests,
+            period_seconds,
+            burst,
+        } => {
+            let group = accounts
+                .create_group(Group {
+                    name,
+                    requests_per_period: requests,
+                    period_seconds,
+                    burst,
+                })
+                .await?;
+            print(json, &GroupView::from(&group), || {
+                format!("created group {}", group.name)
+            })
+        }
+        GroupsCommand::List => {
+            let groups = accounts.store().list_groups().await?;
+            let views: Vec<GroupView> = groups.iter().map(GroupView::from).collect();
+            print(json, &views, || {
+                groups
+                    .iter()
+                    .map(|g| match (g.requests_per_period, g.period_seconds) {
+                        (Some(r), Some(p)) => format!("{}  {r} requests / {p}s", g.name),
+                        _ => format!("{}  unlimited", g.name),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+    }
+}
+
+pub async fn run_keys(store: DynStore, json: bool, cmd: KeysCommand) -> anyhow::Result<()> {
+    let accounts = Accounts::new(store, RolePermissions::default(), None);
+    let now = now();
+    match cmd {
+        KeysCommand::Create {
+            user,
+            name,
+            permissions,
+            expires_in_days,
+        } => {
+            let owner = accounts.find_user(&user).await?;
+            let permissions = (!permissions.is_empty()).then_some(permissions.as_slice());
+            let (key, secret) = accounts
+                .create_key(&owner, &name, permissions, expires_in_days, now)
+                .await?;
+            let view = CreatedKeyView {
+                info: KeyView::new(&key, now),
+                secret,
+            };
+            print(json, &view, || {
+                format!(
+                    "created API key {} ({}) for {}\nkey (shown once, store it now): {}",
+                    key.id,
+                    key.name,
+                    owner.email,
+                    view.secret.expose()
+                )
+            })
+        }
+        KeysCommand::List { user } => {
+            let user_id = match user {
+                Some(u) => Some(accounts.find_user(&u).await?.id),
+                None => None,
+            };
+            let keys = accounts.list_keys(user_id.as_deref()).await?;
+            let views: Vec<KeyView> = keys.iter().map(|k| KeyView::new(k, now)).collect();
+            print(json, &views, || {
+                views
+                    .iter()
+                    .map(|k| {
+                        format!(
+                            "{}  {}  {}  {}  {}",
+                            k.id,
+                            k.status,
+                            k.user_id,
+                            k.name,
+                            k.expires_at.as_deref().unwrap_or("never")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+        }
+        KeysCommand::Revoke { id } => {
+            let key = accounts.revoke_key(&id, now).await?;
+            print(json, &KeyView::new(&key, now), || format!("revoked API key {}", key.id))
+        }
+    }
+}

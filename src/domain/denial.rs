@@ -1,0 +1,177 @@
+//! Why a request is refused. One enum for the whole Check path; transports map
+//! it once to an HTTP status, a gRPC code and a JSON error body.
+
+use super::permission::PermissionSet;
+
+/// The error families of the seed's error table and of OpenAI's error `type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// 400 `VALIDATION_ERROR` / `invalid_request_error`
+    InvalidRequest,
+    /// 401 `AUTHENTICATION_FAILED` / `authentication_error`
+    Unauthenticated,
+    /// 403 `PERMISSION_DENIED` / `permission_error`
+    Forbidden,
+    /// 429 `RATE_LIMITED` / `rate_limit_error`
+    RateLimited,
+    /// 503 `AUTH_BACKEND_UNAVAILABLE` / `api_error`
+    Unavailable,
+}
+
+impl ErrorKind {
+    pub const fn http_status(self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest => 400,
+            ErrorKind::Unauthenticated => 401,
+            ErrorKind::Forbidden => 403,
+            ErrorKind::RateLimited => 429,
+            ErrorKind::Unavailable => 503,
+        }
+    }
+
+    pub const fn code(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "VALIDATION_ERROR",
+            ErrorKind::Unauthenticated => "AUTHENTICATION_FAILED",
+            ErrorKind::Forbidden => "PERMISSION_DENIED",
+            ErrorKind::RateLimited => "RATE_LIMITED",
+            ErrorKind::Unavailable => "AUTH_BACKEND_UNAVAILABLE",
+        }
+    }
+
+    /// The OpenAI error `type`, so OpenAI SDKs raise the right exception.
+    pub const fn error_type(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::Unauthenticated => "authentication_error",
+            ErrorKind::Forbidden => "permission_error",
+            ErrorKind::RateLimited => "rate_limit_error",
+            ErrorKind::Unavailable => "api_error",
+        }
+    }
+}
+
+/// A refused Check. Messages never contain the presented credential.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("authentication required: send an API key (X-API-Key) or a bearer token")]
+    MissingCredential,
+    #[error("malformed credential: {0}")]
+    MalformedCredential(&'static str),
+    /// Unknown key id and wrong secret share one message, so a caller cannot
+    /// learn which key ids exist.
+    #[error("invalid API key or token")]
+    InvalidCredential,
+    #[error("credential has expired")]
+    Expired,
+    #[error("credential has been revoked")]
+    Revoked,
+    #[error("account is disabled")]
+    AccountDisabled,
+    #[error("conflicting credentials: the request carries more than one, and they differ")]
+    ConflictingCredentials,
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    #[error("missing permission: {}", .missing)]
+    MissingPermissions { missing: PermissionSet },
+    #[error("authentication backend unavailable, try again later")]
+    BackendUnavailable,
+}
+
+impl Denial {
+    pub const fn kind(&self) -> ErrorKind {
+        match self {
+            Denial::MissingCredential
+            | Denial::MalformedCredential(_)
+            | Denial::InvalidCredential
+            | Denial::Expired
+            | Denial::Revoked
+            | Denial::AccountDisabled => ErrorKind::Unauthenticated,
+            Denial::ConflictingCredentials | Denial::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            Denial::MissingPermissions { .. } => ErrorKind::Forbidden,
+            Denial::BackendUnavailable => ErrorKind::Unavailable,
+        }
+    }
+
+    /// A stable snake_case label for metrics, logs and Envoy dynamic metadata.
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Denial::MissingCredential => "missing_credential",
+            Denial::MalformedCredential(_) => "malformed_credential",
+            Denial::InvalidCredential => "invalid_credential",
+            Denial::Expired => "expired",
+            Denial::Revoked => "revoked",
+            Denial::AccountDisabled => "account_disabled",
+            Denial::ConflictingCredentials => "conflicting_credentials",
+            Denial::InvalidRequest(_) => "invalid_request",
+            Denial::MissingPermissions { .. } => "missing_permission",
+            Denial::BackendUnavailable => "backend_unavailable",
+        }
+    }
+
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The `WWW-Authenticate` challenge (RFC 6750 section 3) for 401s.
+    pub fn www_authenticate(&self) -> Option<String> {
+        match self {
+            Denial::MissingCredential => Some(r#"Bearer realm="gatehouse""#.to_owned()),
+            d if d.kind() == ErrorKind::Unauthenticated => Some(format!(
+                r#"Bearer realm="gatehouse", error="invalid_token", error_description="{}""#,
+                d.to_string().replace('"', "'")
+            )),
+            _ => None,
+        }
+    }
+
+    /// The JSON error body shared by the REST API and Check denials.
+    pub fn body(&self) -> String {
+        error_body(self.kind(), &self.message(), serde_json::Value::Null)
+    }
+}
+
+/// `{"error":{"code","message","type","param","details"}}`: the seed's shape with
+/// OpenAI's `type` and `param`, so both kinds of client understand it.
+pub fn error_body(kind: ErrorKind, message: &str, details: serde_json::Value) -> String {
+    serde_json::json!({
+        "error": {
+            "code": kind.code(),
+            "message": message,
+            "type": kind.error_type(),
+            "param": null,
+            "details": details,
+        }
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_have_the_seed_shape() {
+        let body: serde_json::Value = serde_json::from_str(&Denial::InvalidCredential.body()).unwrap();
+        assert_eq!(body["error"]["code"], "AUTHENTICATION_FAILED");
+        assert_eq!(body["error"]["type"], "authentication_error");
+        assert!(body["error"]["param"].is_null());
+        assert!(body["error"]["details"].is_null());
+    }
+
+    #[test]
+    fn challenges_only_for_401() {
+        assert_eq!(
+            Denial::MissingCredential.www_authenticate().unwrap(),
+            r#"Bearer realm="gatehouse""#
+        );
+        assert!(
+            Denial::Expired
+                .www_authenticate()
+                .unwrap()
+                .contains(r#"error="invalid_token""#)
+        );
+        assert!(Denial::BackendUnavailable.www_authenticate().is_none());
+        assert!(Denial::ConflictingCredentials.www_authenticate().is_none());
+    }
+}

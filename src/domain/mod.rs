@@ -1,0 +1,14 @@
+//! The domain: identities, credentials, permissions and decisions. Nothing in
+//! here knows about gRPC, HTTP or SQL.
+
+pub mod denial;
+pub mod permission;
+pub mod principal;
+pub mod role;
+pub mod user;
+
+pub use denial::{Denial, ErrorKind};
+pub use permission::{Permission, PermissionSet, UnknownPermission};
+pub use principal::{AuthMethod, Principal};
+pub use role::{Role, RolePermissions, UnknownRole};
+pub use user::{ApiKey, DEFAULT_GROUP, Group, KeyGrant, NewApiKey, NewUser, User};

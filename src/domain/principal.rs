@@ -1,0 +1,47 @@
+//! Who is calling: the outcome of authentication.
+
+use std::fmt;
+use std::sync::Arc;
+
+use super::permission::PermissionSet;
+use super::role::Role;
+
+/// How the caller authenticated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    ApiKey,
+    Jwt,
+    Oidc,
+    Anonymous,
+}
+
+impl AuthMethod {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ApiKey => "api_key",
+            AuthMethod::Jwt => "jwt",
+            AuthMethod::Oidc => "oidc",
+            AuthMethod::Anonymous => "anonymous",
+        }
+    }
+}
+
+impl fmt::Display for AuthMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An authenticated caller. Cheap to clone: strings are shared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Arc<str>,
+    pub email: Arc<str>,
+    pub role: Role,
+    pub group: Arc<str>,
+    pub method: AuthMethod,
+    /// The API key used, when `method` is [`AuthMethod::ApiKey`].
+    pub key_id: Option<Arc<str>>,
+    /// Effective permissions for this request.
+    pub permissions: PermissionSet,
+}

@@ -1,0 +1,78 @@
+//! Stored users, groups and API keys, as the domain sees them.
+
+use std::sync::Arc;
+
+use super::permission::PermissionSet;
+use super::role::Role;
+
+/// The group every user belongs to unless given another.
+pub const DEFAULT_GROUP: &str = "default";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub group: String,
+    pub disabled: bool,
+    pub created_at: i64,
+}
+
+/// A user to create. `email` is stored lower-cased.
+#[derive(Clone, Debug)]
+pub struct NewUser {
+    pub email: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub group: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub name: String,
+    /// Requests allowed per `period_seconds`; `None` means unlimited.
+    pub requests_per_period: Option<i64>,
+    pub period_seconds: Option<i64>,
+    pub burst: Option<i64>,
+}
+
+/// An API key as listed to its owner: everything but the secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    /// `None`: the key inherits its owner's permissions as they are at each request.
+    pub permissions: Option<PermissionSet>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A key to store. The secret itself never reaches the store, only its hash.
+#[derive(Clone, Debug)]
+pub struct NewApiKey {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub secret_hash: [u8; 32],
+    pub permissions: Option<PermissionSet>,
+    pub expires_at: Option<i64>,
+}
+
+/// What Check needs to authenticate a key: the key joined with its owner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyGrant {
+    pub key_id: Arc<str>,
+    pub secret_hash: [u8; 32],
+    pub permissions: Option<PermissionSet>,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    pub user_id: Arc<str>,
+    pub email: Arc<str>,
+    pub role: Role,
+    pub group: Arc<str>,
+    pub user_disabled: bool,
+}

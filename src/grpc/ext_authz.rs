@@ -1,0 +1,255 @@
+//! Envoy `envoy.service.auth.v3.Authorization/Check`: translate the request
+//! into a [`RequestView`] and headers, ask the [`Authorizer`], translate the
+//! [`Decision`] back. No policy lives here.
+//!
+//! The gRPC call itself always succeeds: the verdict travels inside the
+//! `CheckResponse` (`status` plus an OK or denied HTTP response), which is what
+//! Envoy acts on. A transport-level error would make Envoy apply its own
+//! `status_on_error`, losing our status code and JSON body.
+
+use std::sync::Arc;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
+};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+use crate::authz::{Allow, Authorizer, Decision, RequestView};
+use crate::domain::{Denial, ErrorKind, Principal};
+
+/// Headers Gatehouse sets for the upstream. Any client-sent header in the
+/// `x-auth-` namespace is removed, so none of these can be spoofed.
+pub const IDENTITY_PREFIX: &str = "x-auth-";
+
+#[derive(Clone)]
+pub struct ExtAuthz {
+    authorizer: Arc<Authorizer>,
+    strip_credentials: bool,
+}
+
+impl ExtAuthz {
+    pub fn new(authorizer: Arc<Authorizer>, strip_credentials: bool) -> Self {
+        ExtAuthz {
+            authorizer,
+            strip_credentials,
+        }
+    }
+
+    /// Decides one request; used by the gRPC service and by in-process callers.
+    pub async fn check(&self, request: &CheckRequest) -> CheckResponse {
+        let Some(http) = request
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+        else {
+            return deny(&Denial::InvalidRequest("no HTTP request attributes"));
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let view = RequestView {
+            method: &http.method,
+            path: &http.path,
+        };
+        let decision = self.authorizer.decide(view, headers(http), now).await;
+        log_decision(http, &decision);
+        match decision {
+            Decision::Allow(allow) => self.allow(http, &allow),
+            Decision::Deny(denial) => deny(&denial),
+        }
+    }
+
+    fn allow(&self, http: &HttpRequest, allow: &Allow) -> CheckResponse {
+        let identity = identity_headers(allow.principal.as_ref());
+        let mut remove: Vec<String> = headers(http)
+            .map(|(name, _)| name)
+            .filter(|name| is_identity_header(name) && !identity.iter().any(|(set, _)| name.eq_ignore_ascii_case(set)))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        if allow.credential_used && self.strip_credentials {
+            remove.extend(
+                headers(http)
+                    .map(|(name, _)| name)
+                    .filter(|n| n.eq_ignore_ascii_case("authorization") || n.eq_ignore_ascii_case("x-api-key"))
+                    .map(str::to_ascii_lowercase),
+            );
+        }
+        let ok = OkHttpResponse {
+            headers: identity
+                .into_iter()
+                .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
+                .collect(),
+            headers_to_remove: remove,
+            ..Default::default()
+        };
+        CheckResponse {
+            status: Some(rpc::Status {
+                code: tonic::Code::Ok as i32,
+                ..Default::default()
+            }),
+            dynamic_metadata: Some(allow_metadata(allow.principal.as_ref())),
+            http_response: Some(HttpResponse::OkResponse(ok)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthz {
+    async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(ExtAuthz::check(self, request.get_ref()).await))
+    }
+}
+
+/// The request's headers, from the `headers` map or, when Envoy is set to
+/// `encode_raw_headers`, from `header_map`. A raw value that is not UTF-8 is
+/// passed on as a string no credential can match.
+fn headers(http: &HttpRequest) -> impl Iterator<Item = (&str, &str)> + '_ {
+    let map = http.headers.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let raw = http.header_map.iter().flat_map(|m| m.headers.iter()).map(|h| {
+        let value = if h.raw_value.is_empty() {
+            h.value.as_str()
+        } else {
+            std::str::from_utf8(&h.raw_value).unwrap_or("\u{0}")
+        };
+        (h.key.as_str(), value)
+    });
+    map.chain(raw)
+}
+
+fn is_identity_header(name: &str) -> bool {
+    name.len() >= IDENTITY_PREFIX.len() && name[..IDENTITY_PREFIX.len()].eq_ignore_ascii_case(IDENTITY_PREFIX)
+}
+
+fn identity_headers(principal: Option<&Principal>) -> Vec<(&'static str, String)> {
+    let Some(p) = principal else {
+        return vec![("x-auth-method", "anonymous".to_owned())];
+    };
+    let mut out = vec![
+        ("x-auth-user-id", p.user_id.to_string()),
+        ("x-auth-email", p.email.to_string()),
+        ("x-auth-role", p.role.as_str().to_owned()),
+        ("x-auth-group", p.group.to_string()),
+        ("x-auth-method", p.method.as_str().to_owned()),
+        ("x-auth-permissions", p.permissions.to_string()),
+    ];
+    if let Some(key_id) = &p.key_id {
+        out.push(("x-auth-key-id", key_id.to_string()));
+    }
+    out
+}
+
+fn header(key: &str, value: String, action: HeaderAppendAction) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value,
+            raw_value: Vec::new(),
+        }),
+        append_action: action as i32,
+        ..Default::default()
+    }
+}
+
+/// The refusal Envoy sends to the client: status, JSON body, challenge.
+pub fn deny(denial: &Denial) -> CheckResponse {
+    let kind = denial.kind();
+    let mut headers = vec![
+        header(
+            "content-type",
+            "application/json".to_owned(),
+            HeaderAppendAction::OverwriteIfExistsOrAdd,
+        ),
+        header(
+            "cache-control",
+            "no-store".to_owned(),
+            HeaderAppendAction::OverwriteIfExistsOrAdd,
+        ),
+    ];
+    if let Some(challenge) = denial.www_authenticate() {
+        headers.push(header(
+            "www-authenticate",
+            challenge,
+            HeaderAppendAction::OverwriteIfExistsOrAdd,
+        ));
+    }
+    let denied = DeniedHttpResponse {
+        status: Some(HttpStatus {
+            code: i32::from(kind.http_status()),
+        }),
+        headers,
+        body: denial.body(),
+    };
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc_code(kind) as i32,
+            message: denial.reason().to_owned(),
+            details: vec![],
+        }),
+        dynamic_metadata: Some(metadata(&[("decision", "deny"), ("reason", denial.reason())])),
+        http_response: Some(HttpResponse::DeniedResponse(denied)),
+    }
+}
+
+fn grpc_code(kind: ErrorKind) -> tonic::Code {
+    match kind {
+        ErrorKind::InvalidRequest => tonic::Code::InvalidArgument,
+        ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
+        ErrorKind::Forbidden => tonic::Code::PermissionDenied,
+        ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
+        ErrorKind::Unavailable => tonic::Code::Unavailable,
+    }
+}
+
+/// Dynamic metadata (namespace `envoy.filters.http.ext_authz` in Envoy), for
+/// access logs and later filters.
+fn allow_metadata(principal: Option<&Principal>) -> Struct {
+    match principal {
+        None => metadata(&[("decision", "allow"), ("method", "anonymous")]),
+        Some(p) => metadata(&[
+            ("decision", "allow"),
+            ("method", p.method.as_str()),
+            ("user_id", &p.user_id),
+            ("role", p.role.as_str()),
+            ("group", &p.group),
+            ("key_id", p.key_id.as_deref().unwrap_or("")),
+        ]),
+    }
+}
+
+fn metadata(fields: &[(&str, &str)]) -> Struct {
+    Struct {
+        fields: fields
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| {
+                (
+                    (*k).to_owned(),
+                    Value {
+                        kind: Some(Kind::StringValue((*v).to_owned())),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn log_decision(http: &HttpRequest, decision: &Decision) {
+    // The path is logged without its query string, which may carry secrets.
+    let path = http.path.split('?').next().unwrap_or("");
+    match decision {
+        Decision::Allow(a) => tracing::debug!(
+            request_id = %http.id,
+            method = %http.method,
+            path,
+            user_id = a.principal.as_ref().map(|p| &*p.user_id),
+            key_id = a.principal.as_ref().and_then(|p| p.key_id.as_deref()),
+            "allow"
+        ),
+        Decision::Deny(d) => {
+            tracing::info!(request_id = %http.id, method = %http.method, path, reason = d.reason(), "deny")
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! Gatehouse: an Envoy external authorization server for AI / LLM gateways.
+//!
+//! Layout, from the inside out:
+//! * [`domain`]: principals, roles, permissions, denials. No transport, no SQL.
+//! * [`authn`]: credentials to principals (API keys today).
+//! * [`policy`]: path normalization and route rules.
+//! * [`authz`]: one decision per request, transport-independent.
+//! * [`store`]: the `Store` trait, its SQLite and Postgres implementation, and
+//!   the in-process cache the Check path reads through.
+//! * [`accounts`]: managing users, groups and keys (CLI and REST share it).
+//! * [`grpc`], [`http`]: thin adapters for Envoy's ext_authz, health and probes.
+//! * [`config`], [`app`], [`cli`], [`telemetry`]: start-up.
+
+pub mod accounts;
+pub mod app;
+pub mod authn;
+pub mod authz;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod policy;
+pub mod secret;
+pub mod store;
+pub mod telemetry;
+pub mod views;

@@ -1,0 +1,60 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use gatehouse::app::{App, shutdown_signal};
+use gatehouse::cli::{Cli, Command};
+use gatehouse::config::Config;
+use gatehouse::{cli, store, telemetry};
+use tokio::net::TcpListener;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    telemetry::init(config.log_json);
+    let json = cli.json;
+    match cli.command {
+        Command::Serve(args) => {
+            if let Some(addr) = args.grpc_addr {
+                config.grpc_addr = addr;
+            }
+            if let Some(addr) = args.http_addr {
+                config.http_addr = addr;
+            }
+            serve(config).await
+        }
+        Command::Migrate => {
+            let store = store::connect(&config.database_url, true, config.database_timeout).await?;
+            if json {
+                println!("{}", serde_json::json!({"migrated": true, "backend": store.backend()}));
+            } else {
+                println!("database schema is up to date ({})", store.backend());
+            }
+            Ok(())
+        }
+        Command::Users(cmd) => cli::run_users(connect(&config).await?, json, cmd).await,
+        Command::Groups(cmd) => cli::run_groups(connect(&config).await?, json, cmd).await,
+        Command::Keys(cmd) => cli::run_keys(connect(&config).await?, json, cmd).await,
+    }
+}
+
+async fn connect(config: &Config) -> anyhow::Result<store::DynStore> {
+    store::connect(&config.database_url, config.auto_migrate, config.database_timeout).await
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let grpc = TcpListener::bind(config.grpc_addr).await?;
+    let http = TcpListener::bind(config.http_addr).await?;
+    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, config = ?config, "gatehouse listening");
+    App::build(config).await?.serve(grpc, http, shutdown_signal()).await
+}

@@ -1,0 +1,90 @@
+//! Persistence behind one small trait, with one SQL implementation per backend
+//! (SQLite, the embedded default, and Postgres). The Check path reaches the
+//! store only on a cache miss (see [`cache`]).
+
+pub mod cache;
+mod sql;
+pub mod usage;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, User};
+
+pub use sql::{PostgresStore, SqliteStore, connect};
+
+/// What went wrong, classified where the driver's error is converted.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded; worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique constraint would be violated.
+    #[error("already exists")]
+    Conflict,
+    /// A referenced row (user, group) does not exist.
+    #[error("referenced record does not exist")]
+    MissingReference,
+    #[error("database error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::error::ErrorKind;
+        match &e {
+            sqlx::Error::Database(db) => match db.kind() {
+                ErrorKind::UniqueViolation => StoreError::Conflict,
+                ErrorKind::ForeignKeyViolation => StoreError::MissingReference,
+                _ => StoreError::Internal(db.message().to_owned()),
+            },
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A shared handle to the configured backend.
+pub type DynStore = Arc<dyn Store>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Which backend this is ("sqlite" or "postgres").
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// The Check path's one query: a key joined with its owner.
+    async fn key_grant(&self, key_id: &str) -> StoreResult<Option<KeyGrant>>;
+
+    async fn create_user(&self, user: &NewUser) -> StoreResult<User>;
+    async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
+    async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
+    async fn list_users(&self) -> StoreResult<Vec<User>>;
+
+    async fn create_group(&self, group: &Group) -> StoreResult<()>;
+    async fn group(&self, name: &str) -> StoreResult<Option<Group>>;
+    async fn list_groups(&self) -> StoreResult<Vec<Group>>;
+
+    async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKey>;
+    async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
+    /// Keys of one user, or of everyone when `user_id` is `None`; newest first.
+    async fn list_api_keys(&self, user_id: Option<&str>) -> StoreResult<Vec<ApiKey>>;
+    /// Sets `revoked_at` unless already revoked. Returns whether a key changed.
+    async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool>;
+    /// Records when keys were last used (batched off the Check path).
+    async fn touch_api_keys(&self, used: &[(String, i64)]) -> StoreResult<()>;
+}

@@ -1,0 +1,294 @@
+//! The SQL store. The query text is shared (both SQLite and Postgres accept
+//! `$N` placeholders, and the schema uses portable types: Unix-second
+//! integers, TEXT, a boolean, a blob). [`sql_store!`] instantiates the same
+//! code for each backend's concrete pool type, so every query is checked
+//! against both drivers by the compiler and by the test suite.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, Row, SqlitePool};
+
+use super::{DynStore, Store, StoreError, StoreResult};
+use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, PermissionSet, Role, User};
+
+/// Connects to `url` (`sqlite:` or `postgres:`), running migrations when asked.
+pub async fn connect(url: &str, migrate: bool, acquire_timeout: Duration) -> anyhow::Result<DynStore> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        let options = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(options);
+        let store = PostgresStore { pool };
+        if migrate {
+            sqlx::migrate!("./migrations/postgres").run(&store.pool).await?;
+        }
+        Ok(Arc::new(store))
+    } else if url.starts_with("sqlite:") {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool };
+        if migrate {
+            sqlx::migrate!("./migrations/sqlite").run(&store.pool).await?;
+        }
+        Ok(Arc::new(store))
+    } else {
+        anyhow::bail!("DATABASE_URL must start with sqlite: or postgres:")
+    }
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at";
+const KEY_COLUMNS: &str = "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at";
+
+fn parse_role(s: &str) -> StoreResult<Role> {
+    s.parse()
+        .map_err(|e| StoreError::Internal(format!("corrupt role: {e}")))
+}
+
+fn parse_permissions(s: Option<String>) -> StoreResult<Option<PermissionSet>> {
+    s.map(|s| PermissionSet::parse_list(&s))
+        .transpose()
+        .map_err(|e| StoreError::Internal(format!("corrupt permissions: {e}")))
+}
+
+fn parse_hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Internal("corrupt secret hash".into()))
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+macro_rules! sql_store {
+    ($store:ident, $row:ty, $backend:literal) => {
+        impl $store {
+            fn user(r: &$row) -> StoreResult<User> {
+                Ok(User {
+                    id: r.try_get("id")?,
+                    email: r.try_get("email")?,
+                    name: r.try_get("name")?,
+                    role: parse_role(r.try_get("role")?)?,
+                    group: r.try_get("group_name")?,
+                    disabled: r.try_get("disabled")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            }
+
+            fn group(r: &$row) -> StoreResult<Group> {
+                Ok(Group {
+                    name: r.try_get("name")?,
+                    requests_per_period: r.try_get("requests_per_period")?,
+                    period_seconds: r.try_get("period_seconds")?,
+                    burst: r.try_get("burst")?,
+                })
+            }
+
+            fn key(r: &$row) -> StoreResult<ApiKey> {
+                Ok(ApiKey {
+                    id: r.try_get("id")?,
+                    user_id: r.try_get("user_id")?,
+                    name: r.try_get("name")?,
+                    permissions: parse_permissions(r.try_get("permissions")?)?,
+                    expires_at: r.try_get("expires_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    created_at: r.try_get("created_at")?,
+                    last_used_at: r.try_get("last_used_at")?,
+                })
+            }
+
+            fn grant(r: &$row) -> StoreResult<KeyGrant> {
+                Ok(KeyGrant {
+                    key_id: Arc::from(r.try_get::<&str, _>("id")?),
+                    secret_hash: parse_hash(r.try_get("secret_hash")?)?,
+                    permissions: parse_permissions(r.try_get("permissions")?)?,
+                    expires_at: r.try_get("expires_at")?,
+                    revoked_at: r.try_get("revoked_at")?,
+                    user_id: Arc::from(r.try_get::<&str, _>("user_id")?),
+                    email: Arc::from(r.try_get::<&str, _>("email")?),
+                    role: parse_role(r.try_get("role")?)?,
+                    group: Arc::from(r.try_get::<&str, _>("group_name")?),
+                    user_disabled: r.try_get("disabled")?,
+                })
+            }
+
+            async fn user_where(&self, column: &str, value: &str) -> StoreResult<Option<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
+                let row = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::user).transpose()
+            }
+        }
+
+        #[async_trait]
+        impl Store for $store {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn ping(&self) -> StoreResult<()> {
+                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                Ok(())
+            }
+
+            async fn key_grant(&self, key_id: &str) -> StoreResult<Option<KeyGrant>> {
+                let row = sqlx::query(
+                    "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, \
+                     k.user_id, u.email, u.role, u.group_name, u.disabled \
+                     FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
+                )
+                .bind(key_id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(Self::grant).transpose()
+            }
+
+            async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
+                let id = uuid::Uuid::new_v4().to_string();
+                let now = now();
+                let sql = format!(
+                    "INSERT INTO users (id, email, name, role, group_name, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6) RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(&id)
+                    .bind(user.email.to_lowercase())
+                    .bind(&user.name)
+                    .bind(user.role.as_str())
+                    .bind(&user.group)
+                    .bind(now)
+                    .fetch_one(&self.pool)
+                    .await?;
+                Self::user(&row)
+            }
+
+            async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+                self.user_where("id", id).await
+            }
+
+            async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+                self.user_where("email", &email.to_lowercase()).await
+            }
+
+            async fn list_users(&self) -> StoreResult<Vec<User>> {
+                let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email");
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::user).collect()
+            }
+
+            async fn create_group(&self, group: &Group) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO groups (name, requests_per_period, period_seconds, burst, created_at) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&group.name)
+                .bind(group.requests_per_period)
+                .bind(group.period_seconds)
+                .bind(group.burst)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn group(&self, name: &str) -> StoreResult<Option<Group>> {
+                let row =
+                    sqlx::query("SELECT name, requests_per_period, period_seconds, burst FROM groups WHERE name = $1")
+                        .bind(name)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                row.as_ref().map(Self::group).transpose()
+            }
+
+            async fn list_groups(&self) -> StoreResult<Vec<Group>> {
+                let rows =
+                    sqlx::query("SELECT name, requests_per_period, period_seconds, burst FROM groups ORDER BY name")
+                        .fetch_all(&self.pool)
+                        .await?;
+                rows.iter().map(Self::group).collect()
+            }
+
+            async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKey> {
+                let sql = format!(
+                    "INSERT INTO api_keys (id, user_id, name, secret_hash, permissions, expires_at, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(&key.id)
+                    .bind(&key.user_id)
+                    .bind(&key.name)
+                    .bind(&key.secret_hash[..])
+                    .bind(key.permissions.map(|p| p.to_string()))
+                    .bind(key.expires_at)
+                    .bind(now())
+                    .fetch_one(&self.pool)
+                    .await?;
+                Self::key(&row)
+            }
+
+            async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
+                let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::key).transpose()
+            }
+
+            async fn list_api_keys(&self, user_id: Option<&str>) -> StoreResult<Vec<ApiKey>> {
+                let sql = format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE ($1 IS NULL OR user_id = $1) \
+                     ORDER BY created_at DESC, id"
+                );
+                let rows = sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await?;
+                rows.iter().map(Self::key).collect()
+            }
+
+            async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
+                    .bind(id)
+                    .bind(at)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn touch_api_keys(&self, used: &[(String, i64)]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for (id, at) in used {
+                    sqlx::query(
+                        "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 \
+                         AND (last_used_at IS NULL OR last_used_at < $2)",
+                    )
+                    .bind(id)
+                    .bind(*at)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+        }
+    };
+}
+
+sql_store!(SqliteStore, sqlx::sqlite::SqliteRow, "sqlite");
+sql_store!(PostgresStore, sqlx::postgres::PgRow, "postgres");

@@ -1,0 +1,117 @@
+//! JSON shapes of users, groups and keys, shared by the CLI's `--json` output
+//! and the REST API. Secrets appear only in [`CreatedKeyView`].
+
+use serde::Serialize;
+
+use crate::domain::{ApiKey, Group, User};
+use crate::secret::Secret;
+
+/// RFC 3339 UTC, as the seed documents show (`2026-02-04T12:00:00Z`).
+pub fn timestamp(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+fn opt_timestamp(unix: Option<i64>) -> Option<String> {
+    unix.map(timestamp)
+}
+
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub name: Option<String>,
+    pub role: String,
+    pub group: String,
+    pub disabled: bool,
+    pub created_at: String,
+}
+
+impl From<&User> for UserView {
+    fn from(u: &User) -> Self {
+        UserView {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            role: u.role.to_string(),
+            group: u.group.clone(),
+            disabled: u.disabled,
+            created_at: timestamp(u.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct GroupView {
+    pub name: String,
+    pub requests_per_period: Option<i64>,
+    pub period_seconds: Option<i64>,
+    pub burst: Option<i64>,
+}
+
+impl From<&Group> for GroupView {
+    fn from(g: &Group) -> Self {
+        GroupView {
+            name: g.name.clone(),
+            requests_per_period: g.requests_per_period,
+            period_seconds: g.period_seconds,
+            burst: g.burst,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct KeyView {
+    pub id: String,
+    /// The non-secret start of the key, to recognise it in a list.
+    pub prefix: String,
+    pub name: String,
+    pub user_id: String,
+    /// `null`: the key has its owner's permissions.
+    pub permissions: Option<Vec<&'static str>>,
+    pub expires_at: Option<String>,
+    pub revoked_at: Option<String>,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub status: &'static str,
+}
+
+impl KeyView {
+    pub fn new(k: &ApiKey, now: i64) -> Self {
+        let status = if k.revoked_at.is_some_and(|t| t <= now) {
+            "revoked"
+        } else if k.expires_at.is_some_and(|t| t <= now) {
+            "expired"
+        } else {
+            "active"
+        };
+        KeyView {
+            id: k.id.clone(),
+            prefix: format!("{}{}", crate::authn::api_key::KEY_PREFIX, k.id),
+            name: k.name.clone(),
+            user_id: k.user_id.clone(),
+            permissions: k.permissions.map(|p| p.names()),
+            expires_at: opt_timestamp(k.expires_at),
+            revoked_at: opt_timestamp(k.revoked_at),
+            created_at: timestamp(k.created_at),
+            last_used_at: opt_timestamp(k.last_used_at),
+            status,
+        }
+    }
+}
+
+/// A key just created: the only time its secret is shown.
+#[derive(Debug, Serialize)]
+pub struct CreatedKeyView {
+    #[serde(flatten)]
+    pub info: KeyView,
+    /// The full key: `gk_<id>_<secret>`.
+    #[serde(rename = "key", serialize_with = "expose")]
+    pub secret: Secret,
+}
+
+fn expose<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s.expose())
+}
