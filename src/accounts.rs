@@ -3,7 +3,7 @@
 //! written.
 
 use crate::authn::api_key;
-use crate::domain::{ApiKey, Group, NewApiKey, NewUser, PermissionSet, Role, RolePermissions, User};
+use crate::domain::{ApiKey, Group, NewApiKey, NewUser, PermissionSet, Role, RolePermissions, User, UserUpdate};
 use crate::secret::Secret;
 use crate::store::cache::KeyCache;
 use crate::store::{DynStore, StoreError};
@@ -83,6 +83,26 @@ impl Accounts {
             self.store.user_by_id(id_or_email).await?
         };
         found.ok_or(AccountError::NotFound("user"))
+    }
+
+    /// Changes a user's role, group or status. Cached grants are dropped so
+    /// the change applies to the user's keys at once on this replica.
+    pub async fn update_user(&self, id: &str, update: &UserUpdate) -> Result<User, AccountError> {
+        if let Some(group) = &update.group {
+            validate_group_name(group)?;
+            if self.store.group(group).await?.is_none() {
+                return Err(validation("group", format!("group '{group}' does not exist")));
+            }
+        }
+        let user = self
+            .store
+            .update_user(id, update)
+            .await?
+            .ok_or(AccountError::NotFound("user"))?;
+        if let Some(keys) = &self.keys {
+            keys.invalidate_all();
+        }
+        Ok(user)
     }
 
     pub async fn create_group(&self, group: Group) -> Result<Group, AccountError> {

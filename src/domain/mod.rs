@@ -11,4 +11,4 @@ pub use denial::{Denial, ErrorKind};
 pub use permission::{Permission, PermissionSet, UnknownPermission};
 pub use principal::{AuthMethod, Principal};
 pub use role::{Role, RolePermissions, UnknownRole};
-pub use user::{ApiKey, DEFAULT_GROUP, Group, KeyGrant, NewApiKey, NewUser, User};
+pub use user::{ApiKey, DEFAULT_GROUP, Group, KeyGrant, NewApiKey, NewUser, User, UserUpdate};

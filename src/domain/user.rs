@@ -28,6 +28,14 @@ pub struct NewUser {
     pub group: String,
 }
 
+/// Changes to a user; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct UserUpdate {
+    pub role: Option<Role>,
+    pub group: Option<String>,
+    pub disabled: Option<bool>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     pub name: String,

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, User};
+use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, User, UserUpdate};
 
 pub use sql::{PostgresStore, SqliteStore, connect};
 
@@ -74,6 +74,8 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// Applies `update`; `None` when no such user.
+    async fn update_user(&self, id: &str, update: &UserUpdate) -> StoreResult<Option<User>>;
 
     async fn create_group(&self, group: &Group) -> StoreResult<()>;
     async fn group(&self, name: &str) -> StoreResult<Option<Group>>;

@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, Row, SqlitePool};
 
 use super::{DynStore, Store, StoreError, StoreResult};
-use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, PermissionSet, Role, User};
+use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, PermissionSet, Role, User, UserUpdate};
 
 /// Connects to `url` (`sqlite:` or `postgres:`), running migrations when asked.
 pub async fn connect(url: &str, migrate: bool, acquire_timeout: Duration) -> anyhow::Result<DynStore> {
@@ -195,6 +195,22 @@ macro_rules! sql_store {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email");
                 let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::user).collect()
+            }
+
+            async fn update_user(&self, id: &str, update: &UserUpdate) -> StoreResult<Option<User>> {
+                let sql = format!(
+                    "UPDATE users SET role = COALESCE($2, role), group_name = COALESCE($3, group_name), \
+                     disabled = COALESCE($4, disabled), updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(id)
+                    .bind(update.role.map(Role::as_str))
+                    .bind(update.group.as_deref())
+                    .bind(update.disabled)
+                    .bind(now())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::user).transpose()
             }
 
             async fn create_group(&self, group: &Group) -> StoreResult<()> {

@@ -1,0 +1,302 @@
+//! Test harness: a real gatehouse server on 127.0.0.1:0 against a real
+//! database (a temporary SQLite file, or a fresh database on the Postgres
+//! server named by `GATEHOUSE_TEST_POSTGRES_URL`, which `scripts/test` starts).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
+use gatehouse::accounts::Accounts;
+use gatehouse::app::App;
+use gatehouse::config::Config;
+use gatehouse::domain::{DEFAULT_GROUP, Role, User};
+use gatehouse::store::DynStore;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed async test once per backend:
+/// `backend_tests! { my_test, other_test }` with `async fn my_test(b: Backend)`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Sqlite).await })+
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name($crate::common::Backend::Postgres).await })+
+        }
+    };
+}
+
+/// A database URL for a fresh, empty database on `backend`.
+pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("gatehouse.db").display());
+            (url, Some(dir))
+        }
+        Backend::Postgres => {
+            let admin = std::env::var("GATEHOUSE_TEST_POSTGRES_URL").expect(
+                "GATEHOUSE_TEST_POSTGRES_URL is not set: run the suite with scripts/test, which starts a Postgres",
+            );
+            let name = format!("gh_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+            sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
+                .await
+                .unwrap();
+            let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+            (format!("{base}/{name}"), None)
+        }
+    }
+}
+
+pub fn test_config(database_url: &str) -> Config {
+    let mut config = Config::default();
+    config.database_url = database_url.to_owned();
+    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config
+}
+
+pub struct TestServer {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub store: DynStore,
+    pub accounts: Accounts,
+    pub database_url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> TestServer {
+        TestServer::start_with(backend, |_| {}).await
+    }
+
+    pub async fn start_with(backend: Backend, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let (url, dir) = fresh_database(backend).await;
+        let mut config = test_config(&url);
+        tweak(&mut config);
+        let mut server = TestServer::start_config(config).await;
+        server._dir = dir;
+        server
+    }
+
+    pub async fn start_config(config: Config) -> TestServer {
+        let grpc_listener = TcpListener::bind(config.grpc_addr).await.unwrap();
+        let http_listener = TcpListener::bind(config.http_addr).await.unwrap();
+        let database_url = config.database_url.clone();
+        let app = App::build(config).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = TestServer {
+            grpc: grpc_listener.local_addr().unwrap(),
+            http: http_listener.local_addr().unwrap(),
+            store: app.store.clone(),
+            accounts: app.accounts.clone(),
+            database_url,
+            stop: Some(stop),
+            task: None,
+            _dir: None,
+        };
+        let task = tokio::spawn(app.serve(grpc_listener, http_listener, async {
+            let _ = stopped.await;
+        }));
+        TestServer {
+            task: Some(task),
+            ..server
+        }
+    }
+
+    pub async fn client(&self) -> AuthorizationClient<Channel> {
+        AuthorizationClient::connect(format!("http://{}", self.grpc))
+            .await
+            .unwrap()
+    }
+
+    pub async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Check {
+        let response = self
+            .client()
+            .await
+            .check(check_request(method, path, headers))
+            .await
+            .unwrap();
+        Check(response.into_inner())
+    }
+
+    /// Begins shutdown; `finish` waits for it.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    pub async fn finish(mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+    }
+
+    pub async fn user(&self, email: &str, role: Role) -> User {
+        self.accounts
+            .create_user(email, None, role, DEFAULT_GROUP)
+            .await
+            .unwrap()
+    }
+
+    /// Creates a user and a key for them; returns both.
+    pub async fn user_with_key(&self, email: &str, role: Role, permissions: Option<&[&str]>) -> (User, String) {
+        let user = self.user(email, role).await;
+        let key = self.key_for(&user, permissions).await;
+        (user, key)
+    }
+
+    pub async fn key_for(&self, user: &User, permissions: Option<&[&str]>) -> String {
+        let permissions: Option<Vec<String>> = permissions.map(|p| p.iter().map(|s| s.to_string()).collect());
+        let (_, secret) = self
+            .accounts
+            .create_key(user, "test key", permissions.as_deref(), None, now())
+            .await
+            .unwrap();
+        secret.expose().to_owned()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> CheckRequest {
+    let http = attribute_context::HttpRequest {
+        id: "test-request-id".into(),
+        method: method.into(),
+        path: path.into(),
+        host: "gateway.test".into(),
+        scheme: "http".into(),
+        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        ..Default::default()
+    };
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(attribute_context::Request {
+                http: Some(http),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A CheckResponse with accessors for what tests assert on.
+#[derive(Debug, Clone)]
+pub struct Check(pub CheckResponse);
+
+impl Check {
+    /// The gRPC code inside the CheckResponse (0 = OK).
+    pub fn code(&self) -> i32 {
+        self.0.status.as_ref().map_or(-1, |s| s.code)
+    }
+
+    pub fn allowed(&self) -> bool {
+        self.code() == 0 && matches!(self.0.http_response, Some(HttpResponse::OkResponse(_)))
+    }
+
+    /// Headers set for the upstream on allow.
+    pub fn upstream_headers(&self) -> HashMap<String, String> {
+        match &self.0.http_response {
+            Some(HttpResponse::OkResponse(ok)) => ok
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            _ => HashMap::new(),
+        }
+    }
+
+    pub fn removed(&self) -> Vec<String> {
+        match &self.0.http_response {
+            Some(HttpResponse::OkResponse(ok)) => ok.headers_to_remove.clone(),
+            _ => vec![],
+        }
+    }
+
+    /// HTTP status of a denial (0 when allowed).
+    pub fn http_status(&self) -> i32 {
+        match &self.0.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map_or(0, |s| s.code),
+            _ => 0,
+        }
+    }
+
+    pub fn denied_headers(&self) -> HashMap<String, String> {
+        match &self.0.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => d
+                .headers
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            _ => HashMap::new(),
+        }
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        match &self.0.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => serde_json::from_str(&d.body).unwrap(),
+            _ => serde_json::Value::Null,
+        }
+    }
+
+    pub fn raw_body(&self) -> String {
+        match &self.0.http_response {
+            Some(HttpResponse::DeniedResponse(d)) => d.body.clone(),
+            _ => String::new(),
+        }
+    }
+
+    pub fn metadata(&self, field: &str) -> Option<String> {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let value = self.0.dynamic_metadata.as_ref()?.fields.get(field)?;
+        match &value.kind {
+            Some(Kind::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    /// Asserts a denial with this HTTP status, gRPC code and error code.
+    pub fn assert_denied(&self, http: i32, grpc: tonic::Code, code: &str) {
+        assert!(!self.allowed(), "expected a denial, got {:?}", self.0);
+        assert_eq!(self.http_status(), http, "{:?}", self.0);
+        assert_eq!(self.code(), grpc as i32, "{:?}", self.0);
+        assert_eq!(self.body()["error"]["code"], code, "{:?}", self.0);
+        assert_eq!(
+            self.denied_headers().get("content-type").map(String::as_str),
+            Some("application/json")
+        );
+    }
+}
