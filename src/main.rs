@@ -53,8 +53,11 @@ async fn connect(config: &Config) -> anyhow::Result<store::DynStore> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let grpc = TcpListener::bind(config.grpc_addr).await?;
     let http = TcpListener::bind(config.http_addr).await?;
-    tracing::info!(grpc = %grpc.local_addr()?, http = %http.local_addr()?, config = ?config, "gatehouse listening");
-    App::build(config).await?.serve(grpc, http, shutdown_signal()).await
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let app = App::build(config).await?;
+    tracing::info!(grpc = %grpc_addr, http = %http_addr, config = ?app.config, "gatehouse listening");
+    app.serve(grpc, http, shutdown).await
 }

@@ -1,5 +1,7 @@
 //! Logging set-up. Logs go to stderr; `RUST_LOG` filters them.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init(json: bool) {
