@@ -1,5 +1,7 @@
 //! Envoy ext_authz Check over a real gRPC socket, against SQLite and Postgres.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 mod common;
 
 use common::{Backend, TestServer, check_request, now};

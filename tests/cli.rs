@@ -1,5 +1,7 @@
 //! The `gatehouse` binary's operator commands, on SQLite and Postgres.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

@@ -1,5 +1,7 @@
 //! Health, readiness, graceful shutdown and failing closed.
 
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
 mod common;
 
 use std::time::Duration;

@@ -66,11 +66,12 @@ pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempD
 }
 
 pub fn test_config(database_url: &str) -> Config {
-    let mut config = Config::default();
-    config.database_url = database_url.to_owned();
-    config.grpc_addr = "127.0.0.1:0".parse().unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config
+    Config {
+        database_url: database_url.to_owned(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
 }
 
 pub struct TestServer {
