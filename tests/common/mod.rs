@@ -301,3 +301,118 @@ impl Check {
         );
     }
 }
+
+/// An upstream that answers every request with the method, path and headers
+/// it received, as JSON.
+pub async fn spawn_echo() -> SocketAddr {
+    use axum::extract::Request;
+    async fn echo(request: Request) -> axum::Json<serde_json::Value> {
+        let headers: serde_json::Map<String, serde_json::Value> = request
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
+                )
+            })
+            .collect();
+        axum::Json(serde_json::json!({
+            "method": request.method().as_str(),
+            "path": request.uri().path(),
+            "headers": headers,
+        }))
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(echo)).await });
+    addr
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real Envoy (from `GATEHOUSE_TEST_ENVOY`, installed by `scripts/test`)
+/// running the shipped `envoy/envoy.yaml` with its ports moved to free ones.
+pub struct Envoy {
+    pub port: u16,
+    child: std::process::Child,
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Envoy {
+    pub async fn start(gatehouse: &TestServer, upstream: SocketAddr) -> Envoy {
+        let binary = std::env::var("GATEHOUSE_TEST_ENVOY")
+            .expect("GATEHOUSE_TEST_ENVOY is not set: run the suite with scripts/test, which installs Envoy");
+        let port = free_port();
+        let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
+            .unwrap()
+            .replace("port_value: 10000", &format!("port_value: {port}"))
+            .replace("port_value: 9901", &format!("port_value: {}", free_port()))
+            .replace("port_value: 9191", &format!("port_value: {}", gatehouse.grpc.port()))
+            .replace("port_value: 8080", &format!("port_value: {}", gatehouse.http.port()))
+            .replace("port_value: 9000", &format!("port_value: {}", upstream.port()))
+            .replace("address: 0.0.0.0", "address: 127.0.0.1");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("envoy.yaml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("access.log");
+        let child = std::process::Command::new(binary)
+            .args([
+                "-c",
+                path.to_str().unwrap(),
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "1",
+                "-l",
+                "warning",
+                "--file-flush-interval-msec",
+                "50",
+            ])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let envoy = Envoy {
+            port,
+            child,
+            log,
+            _dir: dir,
+        };
+        envoy.wait_ready().await;
+        envoy
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(self.url("/healthz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("Envoy did not become ready");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

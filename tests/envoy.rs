@@ -1,0 +1,159 @@
+//! End to end: a client talks to a real Envoy, which asks gatehouse, then
+//! forwards to an upstream that echoes the headers it received.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Envoy, TestServer, spawn_echo};
+use gatehouse::domain::Role;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_forwards_identity_and_relays_denials() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let upstream = spawn_echo().await;
+    let envoy = Envoy::start(&s, upstream).await;
+    let http = reqwest::Client::new();
+    let (user, key) = s.user_with_key("alice@example.com", Role::Operator, None).await;
+
+    // Allowed: the upstream sees who is calling, never the key, never a forged identity.
+    let r = http
+        .post(envoy.url("/v1/chat/completions"))
+        .header("x-api-key", &key)
+        .header("x-auth-role", "admin")
+        .header("x-auth-user-id", "someone-else")
+        .header("x-auth-extra", "forged")
+        .body(r#"{"model":"m","messages":[]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    let h = &echo["headers"];
+    assert_eq!(echo["path"], "/v1/chat/completions");
+    assert_eq!(h["x-auth-user-id"], user.id.as_str());
+    assert_eq!(h["x-auth-email"], "alice@example.com");
+    assert_eq!(h["x-auth-role"], "operator");
+    assert_eq!(h["x-auth-method"], "api_key");
+    assert_eq!(h["x-auth-key-id"], &key[3..19]);
+    assert!(h.get("x-auth-extra").is_none());
+    assert!(h.get("x-api-key").is_none());
+    assert!(h.get("authorization").is_none());
+    assert!(
+        !echo.to_string().contains(&key[20..]),
+        "the key must never reach the upstream"
+    );
+
+    // Same through Authorization: Bearer.
+    let r = http
+        .get(envoy.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert!(echo["headers"].get("authorization").is_none());
+    assert_eq!(echo["headers"]["x-auth-user-id"], user.id.as_str());
+
+    // Denied: the client gets gatehouse's status, headers and JSON body.
+    let r = http.get(envoy.url("/v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["www-authenticate"], r#"Bearer realm="gatehouse""#);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "AUTHENTICATION_FAILED");
+    assert_eq!(body["error"]["type"], "authentication_error");
+
+    let bad = format!("{}{}", &key[..20], "x".repeat(43));
+    let r = http
+        .get(envoy.url("/v1/models"))
+        .header("x-api-key", &bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert!(!r.text().await.unwrap().contains(&bad[20..]));
+
+    let other = s.key_for(&user, None).await;
+    let r = http
+        .get(envoy.url("/v1/models"))
+        .header("x-api-key", &key)
+        .bearer_auth(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "VALIDATION_ERROR");
+
+    // A public path cannot be used as a springboard: Envoy normalizes the path
+    // before asking, and gatehouse matches the normalized path.
+    let r = http.get(envoy.url("/healthz/../v1/models")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.get(envoy.url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Revoked keys stop working at once.
+    s.accounts.revoke_key(&key[3..19], common::now()).await.unwrap();
+    let r = http
+        .get(envoy.url("/v1/models"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // The access log carries the decision context from dynamic metadata.
+    let mut log = String::new();
+    for _ in 0..50 {
+        log = envoy.access_log();
+        if log.contains("reason=revoked") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        log.contains(&format!("decision=allow reason=- user={}", user.id)),
+        "{log}"
+    );
+    assert!(log.contains("method=api_key"), "{log}");
+    assert!(log.contains("decision=deny reason=missing_credential"), "{log}");
+    assert!(!log.contains(&key[20..]), "the access log must not contain the key");
+    drop(envoy);
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_fails_closed_when_gatehouse_is_gone() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let upstream = spawn_echo().await;
+    let envoy = Envoy::start(&s, upstream).await;
+    let (_, key) = s.user_with_key("bob@example.com", Role::Viewer, None).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        http.get(envoy.url("/v1/models"))
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    s.finish().await;
+    let r = http
+        .get(envoy.url("/v1/models"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "failure_mode_allow must be off");
+}
