@@ -23,10 +23,7 @@ pub enum AccountError {
 }
 
 fn validation(field: &'static str, message: impl Into<String>) -> AccountError {
-    AccountError::Validation {
-        field,
-        message: message.into(),
-    }
+    AccountError::Validation { field, message: message.into() }
 }
 
 pub const MAX_KEY_LIFETIME_DAYS: u32 = 3650;
@@ -61,16 +58,11 @@ impl Accounts {
         if self.store.group(group).await?.is_none() {
             return Err(validation("group", format!("group '{group}' does not exist")));
         }
-        let new = NewUser {
-            email: email.clone(),
-            name,
-            role,
-            group: group.to_owned(),
-        };
+        let new = NewUser { email: email.clone(), name, role, group: group.to_owned() };
         match self.store.create_user(&new).await {
-            Err(StoreError::Conflict) => Err(AccountError::Conflict(format!(
-                "a user with email {email} already exists"
-            ))),
+            Err(StoreError::Conflict) => {
+                Err(AccountError::Conflict(format!("a user with email {email} already exists")))
+            }
             other => Ok(other?),
         }
     }
@@ -94,11 +86,7 @@ impl Accounts {
                 return Err(validation("group", format!("group '{group}' does not exist")));
             }
         }
-        let user = self
-            .store
-            .update_user(id, update)
-            .await?
-            .ok_or(AccountError::NotFound("user"))?;
+        let user = self.store.update_user(id, update).await?.ok_or(AccountError::NotFound("user"))?;
         if let Some(keys) = &self.keys {
             keys.invalidate_all();
         }
@@ -117,10 +105,7 @@ impl Accounts {
             }
         }
         if group.requests_per_period.is_some() != group.period_seconds.is_some() {
-            return Err(validation(
-                "period_seconds",
-                "a limit needs both requests_per_period and period_seconds",
-            ));
+            return Err(validation("period_seconds", "a limit needs both requests_per_period and period_seconds"));
         }
         match self.store.create_group(&group).await {
             Err(StoreError::Conflict) => Err(AccountError::Conflict(format!("group '{}' already exists", group.name))),
@@ -158,10 +143,7 @@ impl Accounts {
             None => None,
             Some(d) if (1..=MAX_KEY_LIFETIME_DAYS).contains(&d) => Some(now + i64::from(d) * 86_400),
             Some(_) => {
-                return Err(validation(
-                    "expires_in_days",
-                    format!("must be between 1 and {MAX_KEY_LIFETIME_DAYS}"),
-                ));
+                return Err(validation("expires_in_days", format!("must be between 1 and {MAX_KEY_LIFETIME_DAYS}")));
             }
         };
         let generated = api_key::generate();
@@ -204,14 +186,8 @@ pub fn validate_email(email: &str) -> Result<String, AccountError> {
                 && !domain.ends_with('.')
                 && !domain.contains('@')
         })
-        && email
-            .chars()
-            .all(|c| c.is_ascii_graphic() || !c.is_ascii() && !c.is_control());
-    if valid {
-        Ok(email)
-    } else {
-        Err(validation("email", "not a valid email address"))
-    }
+        && email.chars().all(|c| c.is_ascii_graphic() || !c.is_ascii() && !c.is_control());
+    if valid { Ok(email) } else { Err(validation("email", "not a valid email address")) }
 }
 
 fn validate_text(field: &'static str, value: &str, max: usize) -> Result<String, AccountError> {
@@ -230,14 +206,8 @@ fn validate_text(field: &'static str, value: &str, max: usize) -> Result<String,
 
 pub fn validate_group_name(name: &str) -> Result<(), AccountError> {
     let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(validation("group", "use 1-64 characters: a-z, 0-9, '-' and '_'"))
-    }
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok { Ok(()) } else { Err(validation("group", "use 1-64 characters: a-z, 0-9, '-' and '_'")) }
 }
 
 #[cfg(test)]
@@ -247,16 +217,7 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(validate_email(" Alice@Example.COM ").unwrap(), "alice@example.com");
-        for bad in [
-            "",
-            "alice",
-            "@example.com",
-            "alice@",
-            "alice@example",
-            "a@b@c.com",
-            "al ice@x.com",
-            "a@.x.com",
-        ] {
+        for bad in ["", "alice", "@example.com", "alice@", "alice@example", "a@b@c.com", "al ice@x.com", "a@.x.com"] {
             assert!(validate_email(bad).is_err(), "{bad}");
         }
     }

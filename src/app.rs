@@ -14,7 +14,7 @@ use crate::authn::Authenticator;
 use crate::authz::Authorizer;
 use crate::config::Config;
 use crate::domain::RolePermissions;
-use crate::grpc::{self, ExtAuthz};
+use crate::grpc::{self, AdminService, ExtAuthz};
 use crate::http::{self, HttpState};
 use crate::policy::Policy;
 use crate::store::cache::KeyCache;
@@ -27,6 +27,7 @@ pub struct App {
     pub keys: KeyCache,
     pub accounts: Accounts,
     pub ext_authz: ExtAuthz,
+    pub admin: AdminService,
     usage: UsageRecorder,
 }
 
@@ -43,16 +44,10 @@ impl App {
         let authn = Authenticator::new(keys.clone(), roles, usage.clone());
         let policy = Policy::new(config.public_paths.clone());
         let authorizer = Arc::new(Authorizer::new(authn, policy, config.require_auth));
-        let ext_authz = ExtAuthz::new(authorizer, config.strip_credentials);
+        let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
         let accounts = Accounts::new(store.clone(), roles, Some(keys.clone()));
-        App {
-            config,
-            store,
-            keys,
-            accounts,
-            ext_authz,
-            usage,
-        }
+        let admin = AdminService::new(authorizer, accounts.clone());
+        App { config, store, keys, accounts, ext_authz, admin, usage }
     }
 
     /// Serves gRPC and HTTP until `shutdown` resolves. Then: health reports
@@ -69,12 +64,10 @@ impl App {
         let ready = Arc::new(AtomicBool::new(true));
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let router = http::router(HttpState {
-            store: self.store.clone(),
-            ready: ready.clone(),
-        });
+        let router = http::router(HttpState { store: self.store.clone(), ready: ready.clone() });
         let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let grpc = grpc::serve(grpc_listener, self.ext_authz.clone(), health, stopped(stop_rx.clone()));
+        let grpc =
+            grpc::serve(grpc_listener, self.ext_authz.clone(), self.admin.clone(), health, stopped(stop_rx.clone()));
         let usage = tokio::spawn(self.usage.clone().run(
             self.store.clone(),
             self.config.usage_flush_interval,

@@ -35,11 +35,7 @@ pub struct Authorizer {
 
 impl Authorizer {
     pub fn new(authn: Authenticator, policy: Policy, require_auth: bool) -> Self {
-        Authorizer {
-            authn,
-            policy,
-            require_auth,
-        }
+        Authorizer { authn, policy, require_auth }
     }
 
     pub async fn decide<'a, H>(&self, request: RequestView<'_>, headers: H, now: i64) -> Decision
@@ -52,30 +48,30 @@ impl Authorizer {
         }
     }
 
+    /// Authenticates a caller of Gatehouse's own APIs: a credential is required.
+    pub async fn authenticate<'a, H>(&self, headers: H, now: i64) -> Result<Principal, Denial>
+    where
+        H: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        let credential = credentials::extract(headers)?.ok_or(Denial::MissingCredential)?;
+        self.authn.authenticate(credential, now).await
+    }
+
     async fn try_decide<'a, H>(&self, request: RequestView<'_>, headers: H, now: i64) -> Result<Allow, Denial>
     where
         H: IntoIterator<Item = (&'a str, &'a str)>,
     {
         let path = path::normalize(request.path).map_err(|_| Denial::InvalidRequest("ambiguous or malformed path"))?;
         if self.policy.is_public(&path) {
-            return Ok(Allow {
-                principal: None,
-                credential_used: false,
-            });
+            return Ok(Allow { principal: None, credential_used: false });
         }
         match credentials::extract(headers)? {
             Some(credential) => {
                 let principal = self.authn.authenticate(credential, now).await?;
-                Ok(Allow {
-                    principal: Some(principal),
-                    credential_used: true,
-                })
+                Ok(Allow { principal: Some(principal), credential_used: true })
             }
             None if self.require_auth => Err(Denial::MissingCredential),
-            None => Ok(Allow {
-                principal: None,
-                credential_used: false,
-            }),
+            None => Ok(Allow { principal: None, credential_used: false }),
         }
     }
 }

@@ -13,11 +13,7 @@ use crate::store::DynStore;
 use crate::views::{CreatedKeyView, GroupView, KeyView, UserView};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "gatehouse",
-    version,
-    about = "Envoy external authorization for AI / LLM gateways"
-)]
+#[command(name = "gatehouse", version, about = "Envoy external authorization for AI / LLM gateways")]
 pub struct Cli {
     /// TOML configuration file.
     #[arg(long, global = true, env = "GATEHOUSE_CONFIG")]
@@ -136,18 +132,10 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> 
 pub async fn run_users(store: DynStore, json: bool, cmd: UsersCommand) -> anyhow::Result<()> {
     let accounts = Accounts::new(store, RolePermissions::default(), None);
     match cmd {
-        UsersCommand::Create {
-            email,
-            role,
-            group,
-            name,
-        } => {
+        UsersCommand::Create { email, role, group, name } => {
             let user = accounts.create_user(&email, name.as_deref(), role, &group).await?;
             print(json, &UserView::from(&user), || {
-                format!(
-                    "created user {} ({}, {}, group {})",
-                    user.id, user.email, user.role, user.group
-                )
+                format!("created user {} ({}, {}, group {})", user.id, user.email, user.role, user.group)
             })
         }
         UsersCommand::List => {
@@ -176,23 +164,10 @@ pub async fn run_users(store: DynStore, json: bool, cmd: UsersCommand) -> anyhow
 pub async fn run_groups(store: DynStore, json: bool, cmd: GroupsCommand) -> anyhow::Result<()> {
     let accounts = Accounts::new(store, RolePermissions::default(), None);
     match cmd {
-        GroupsCommand::Create {
-            name,
-            requests,
-            period_seconds,
-            burst,
-        } => {
-            let group = accounts
-                .create_group(Group {
-                    name,
-                    requests_per_period: requests,
-                    period_seconds,
-                    burst,
-                })
-                .await?;
-            print(json, &GroupView::from(&group), || {
-                format!("created group {}", group.name)
-            })
+        GroupsCommand::Create { name, requests, period_seconds, burst } => {
+            let group =
+                accounts.create_group(Group { name, requests_per_period: requests, period_seconds, burst }).await?;
+            print(json, &GroupView::from(&group), || format!("created group {}", group.name))
         }
         GroupsCommand::List => {
             let groups = accounts.store().list_groups().await?;
@@ -215,21 +190,11 @@ pub async fn run_keys(store: DynStore, json: bool, cmd: KeysCommand) -> anyhow::
     let accounts = Accounts::new(store, RolePermissions::default(), None);
     let now = now();
     match cmd {
-        KeysCommand::Create {
-            user,
-            name,
-            permissions,
-            expires_in_days,
-        } => {
+        KeysCommand::Create { user, name, permissions, expires_in_days } => {
             let owner = accounts.find_user(&user).await?;
             let permissions = (!permissions.is_empty()).then_some(permissions.as_slice());
-            let (key, secret) = accounts
-                .create_key(&owner, &name, permissions, expires_in_days, now)
-                .await?;
-            let view = CreatedKeyView {
-                info: KeyView::new(&key, now),
-                secret,
-            };
+            let (key, secret) = accounts.create_key(&owner, &name, permissions, expires_in_days, now).await?;
+            let view = CreatedKeyView { info: KeyView::new(&key, now), secret };
             print(json, &view, || {
                 format!(
                     "created API key {} ({}) for {}\nkey (shown once, store it now): {}",

@@ -43,10 +43,7 @@ impl Default for Config {
             auto_migrate: true,
             database_timeout: Duration::from_secs(2),
             require_auth: true,
-            public_paths: DEFAULT_PUBLIC_PATHS
-                .iter()
-                .filter_map(|p| PathPattern::parse(p).ok())
-                .collect(),
+            public_paths: DEFAULT_PUBLIC_PATHS.iter().filter_map(|p| PathPattern::parse(p).ok()).collect(),
             strip_credentials: true,
             cache: CacheSettings {
                 capacity: 100_000,
@@ -94,11 +91,7 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{name}: invalid value {value:?}: {reason}")]
-    Invalid {
-        name: String,
-        value: String,
-        reason: String,
-    },
+    Invalid { name: String, value: String, reason: String },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
 }
@@ -171,11 +164,7 @@ where
 }
 
 fn invalid(name: &str, value: &str, reason: impl fmt::Display) -> ConfigError {
-    ConfigError::Invalid {
-        name: name.to_owned(),
-        value: value.to_owned(),
-        reason: reason.to_string(),
-    }
+    ConfigError::Invalid { name: name.to_owned(), value: value.to_owned(), reason: reason.to_string() }
 }
 
 /// `true/false`, `1/0`, `yes/no`, `on/off`.
@@ -234,24 +223,15 @@ impl Config {
     }
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let file_error = |reason: String| ConfigError::File {
-            path: path.display().to_string(),
-            reason,
-        };
+        let file_error = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
         let file: FileConfig = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
         set(&mut self.grpc_addr, file.server.grpc_addr);
         set(&mut self.http_addr, file.server.http_addr);
-        set(
-            &mut self.shutdown_delay,
-            file.server.shutdown_delay_seconds.map(Duration::from_secs),
-        );
+        set(&mut self.shutdown_delay, file.server.shutdown_delay_seconds.map(Duration::from_secs));
         set(&mut self.database_url, file.database.url);
         set(&mut self.auto_migrate, file.database.auto_migrate);
-        set(
-            &mut self.database_timeout,
-            file.database.timeout_ms.map(Duration::from_millis),
-        );
+        set(&mut self.database_timeout, file.database.timeout_ms.map(Duration::from_millis));
         set(&mut self.require_auth, file.auth.require_auth);
         set(&mut self.strip_credentials, file.auth.strip_credentials);
         if let Some(paths) = file.auth.public_paths {
@@ -259,14 +239,8 @@ impl Config {
         }
         set(&mut self.cache.capacity, file.cache.capacity);
         set(&mut self.cache.ttl, file.cache.ttl_seconds.map(Duration::from_secs));
-        set(
-            &mut self.cache.negative_ttl,
-            file.cache.negative_ttl_seconds.map(Duration::from_secs),
-        );
-        set(
-            &mut self.usage_flush_interval,
-            file.cache.usage_flush_seconds.map(Duration::from_secs),
-        );
+        set(&mut self.cache.negative_ttl, file.cache.negative_ttl_seconds.map(Duration::from_secs));
+        set(&mut self.usage_flush_interval, file.cache.usage_flush_seconds.map(Duration::from_secs));
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
         }
@@ -279,32 +253,20 @@ impl Config {
         set(&mut self.http_addr, parse_var(env, "GATEHOUSE_HTTP_ADDR")?);
         set(&mut self.shutdown_delay, secs("GATEHOUSE_SHUTDOWN_DELAY_SECONDS")?);
         set(&mut self.database_url, parse_var(env, "DATABASE_URL")?);
-        set(
-            &mut self.auto_migrate,
-            parse_var::<Flag>(env, "GATEHOUSE_AUTO_MIGRATE")?.map(|f| f.0),
-        );
+        set(&mut self.auto_migrate, parse_var::<Flag>(env, "GATEHOUSE_AUTO_MIGRATE")?.map(|f| f.0));
         set(
             &mut self.database_timeout,
             parse_var::<u64>(env, "GATEHOUSE_DATABASE_TIMEOUT_MS")?.map(Duration::from_millis),
         );
-        set(
-            &mut self.require_auth,
-            parse_var::<Flag>(env, "REQUIRE_AUTH")?.map(|f| f.0),
-        );
-        set(
-            &mut self.strip_credentials,
-            parse_var::<Flag>(env, "GATEHOUSE_STRIP_CREDENTIALS")?.map(|f| f.0),
-        );
+        set(&mut self.require_auth, parse_var::<Flag>(env, "REQUIRE_AUTH")?.map(|f| f.0));
+        set(&mut self.strip_credentials, parse_var::<Flag>(env, "GATEHOUSE_STRIP_CREDENTIALS")?.map(|f| f.0));
         if let Some(list) = parse_var::<String>(env, "GATEHOUSE_PUBLIC_PATHS")? {
             let items: Vec<String> = list.split(',').map(str::to_owned).collect();
             self.public_paths = parse_patterns("GATEHOUSE_PUBLIC_PATHS", &items)?;
         }
         set(&mut self.cache.capacity, parse_var(env, "GATEHOUSE_CACHE_CAPACITY")?);
         set(&mut self.cache.ttl, secs("GATEHOUSE_CACHE_TTL_SECONDS")?);
-        set(
-            &mut self.cache.negative_ttl,
-            secs("GATEHOUSE_NEGATIVE_CACHE_TTL_SECONDS")?,
-        );
+        set(&mut self.cache.negative_ttl, secs("GATEHOUSE_NEGATIVE_CACHE_TTL_SECONDS")?);
         set(&mut self.usage_flush_interval, secs("GATEHOUSE_USAGE_FLUSH_SECONDS")?);
         if let Some(format) = parse_var::<String>(env, "GATEHOUSE_LOG_FORMAT")? {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;
@@ -314,15 +276,8 @@ impl Config {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let url = &self.database_url;
-        if !["sqlite:", "postgres:", "postgresql:"]
-            .iter()
-            .any(|s| url.starts_with(s))
-        {
-            return Err(invalid(
-                "DATABASE_URL",
-                &redact_url(url),
-                "must start with sqlite: or postgres:",
-            ));
+        if !["sqlite:", "postgres:", "postgresql:"].iter().any(|s| url.starts_with(s)) {
+            return Err(invalid("DATABASE_URL", &redact_url(url), "must start with sqlite: or postgres:"));
         }
         if self.cache.capacity == 0 {
             return Err(invalid("GATEHOUSE_CACHE_CAPACITY", "0", "must be at least 1"));
@@ -368,27 +323,18 @@ mod tests {
         .unwrap();
         assert!(!c.require_auth);
         assert_eq!(c.grpc_addr.port(), 7000);
-        assert_eq!(
-            c.public_paths,
-            vec![PathPattern::Exact("/x".into()), PathPattern::Prefix("/docs".into())]
-        );
+        assert_eq!(c.public_paths, vec![PathPattern::Exact("/x".into()), PathPattern::Prefix("/docs".into())]);
     }
 
     #[test]
     fn invalid_values_name_the_variable() {
         let e = load(&[("REQUIRE_AUTH", "maybe")], None).unwrap_err().to_string();
         assert!(e.contains("REQUIRE_AUTH"), "{e}");
-        let e = load(&[("GATEHOUSE_HTTP_ADDR", "nowhere")], None)
-            .unwrap_err()
-            .to_string();
+        let e = load(&[("GATEHOUSE_HTTP_ADDR", "nowhere")], None).unwrap_err().to_string();
         assert!(e.contains("GATEHOUSE_HTTP_ADDR"), "{e}");
-        let e = load(&[("DATABASE_URL", "mysql://u:pw@h/db")], None)
-            .unwrap_err()
-            .to_string();
+        let e = load(&[("DATABASE_URL", "mysql://u:pw@h/db")], None).unwrap_err().to_string();
         assert!(e.contains("DATABASE_URL") && !e.contains("pw"), "{e}");
-        let e = load(&[], Some("[auth]\nrequire_auht = true\n"))
-            .unwrap_err()
-            .to_string();
+        let e = load(&[], Some("[auth]\nrequire_auht = true\n")).unwrap_err().to_string();
         assert!(e.contains("require_auht"), "{e}");
     }
 

@@ -52,20 +52,12 @@ async fn allows_a_key_in_x_api_key_and_injects_identity(b: Backend) {
 async fn allows_a_key_as_bearer_and_strips_it(b: Backend) {
     let s = TestServer::start(b).await;
     let (_, key) = s.user_with_key("bob@example.com", Role::Viewer, None).await;
-    let c = s
-        .check("GET", "/v1/models", &[("Authorization", &format!("Bearer {key}"))])
-        .await;
+    let c = s.check("GET", "/v1/models", &[("Authorization", &format!("Bearer {key}"))]).await;
     assert!(c.allowed(), "{c:?}");
     assert_eq!(c.upstream_headers()["x-auth-role"], "viewer");
     assert_eq!(c.removed(), vec!["authorization"]);
     // Scheme and header name are case-insensitive; the same key twice is fine.
-    let c = s
-        .check(
-            "GET",
-            "/v1/models",
-            &[("AUTHORIZATION", &format!("bearer {key}")), ("X-Api-Key", &key)],
-        )
-        .await;
+    let c = s.check("GET", "/v1/models", &[("AUTHORIZATION", &format!("bearer {key}")), ("X-Api-Key", &key)]).await;
     assert!(c.allowed(), "{c:?}");
     let mut removed = c.removed();
     removed.sort();
@@ -75,25 +67,14 @@ async fn allows_a_key_as_bearer_and_strips_it(b: Backend) {
 
 async fn key_permissions_are_capped_by_the_owner_role(b: Backend) {
     let s = TestServer::start(b).await;
-    let (user, key) = s
-        .user_with_key("carol@example.com", Role::Admin, Some(&["read_models"]))
-        .await;
+    let (user, key) = s.user_with_key("carol@example.com", Role::Admin, Some(&["read_models"])).await;
     let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
     assert_eq!(c.upstream_headers()["x-auth-permissions"], "read_models");
     // The owner is demoted: the key loses what the new role lacks, at once.
     let full = s.key_for(&user, None).await;
     let c = s.check("GET", "/v1/models", &[("x-api-key", &full)]).await;
     assert!(c.upstream_headers()["x-auth-permissions"].contains("manage_users"));
-    s.accounts
-        .update_user(
-            &user.id,
-            &UserUpdate {
-                role: Some(Role::Viewer),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    s.accounts.update_user(&user.id, &UserUpdate { role: Some(Role::Viewer), ..Default::default() }).await.unwrap();
     let c = s.check("GET", "/v1/models", &[("x-api-key", &full)]).await;
     assert_eq!(c.upstream_headers()["x-auth-role"], "viewer");
     assert!(!c.upstream_headers()["x-auth-permissions"].contains("manage_users"));
@@ -161,10 +142,7 @@ async fn conflicting_credentials_are_400(b: Backend) {
     for headers in [
         vec![("x-api-key", key.clone()), ("authorization", format!("Bearer {other}"))],
         vec![("x-api-key", format!("{key},{other}"))],
-        vec![
-            ("authorization", format!("Bearer {key}")),
-            ("Authorization", format!("Bearer {other}")),
-        ],
+        vec![("authorization", format!("Bearer {key}")), ("Authorization", format!("Bearer {other}"))],
     ] {
         let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let c = s.check("GET", "/v1/models", &headers).await;
@@ -187,9 +165,7 @@ async fn expired_key_is_401(b: Backend) {
         expires_at: Some(now() - 1),
     };
     s.store.create_api_key(&new).await.unwrap();
-    let c = s
-        .check("GET", "/v1/models", &[("x-api-key", generated.key.expose())])
-        .await;
+    let c = s.check("GET", "/v1/models", &[("x-api-key", generated.key.expose())]).await;
     c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
     assert_eq!(c.metadata("reason").as_deref(), Some("expired"));
     assert!(c.body()["error"]["message"].as_str().unwrap().contains("expired"));
@@ -213,16 +189,7 @@ async fn disabled_owner_is_denied(b: Backend) {
     let s = TestServer::start(b).await;
     let (user, key) = s.user_with_key("hank@example.com", Role::Admin, None).await;
     assert!(s.check("GET", "/v1/models", &[("x-api-key", &key)]).await.allowed());
-    s.accounts
-        .update_user(
-            &user.id,
-            &UserUpdate {
-                disabled: Some(true),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+    s.accounts.update_user(&user.id, &UserUpdate { disabled: Some(true), ..Default::default() }).await.unwrap();
     let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
     c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
     assert_eq!(c.metadata("reason").as_deref(), Some("account_disabled"));
@@ -254,11 +221,7 @@ async fn spoofed_identity_headers_are_replaced_or_removed(b: Backend) {
     // Set headers overwrite rather than append.
     if let Some(envoy_types::ext_authz::v3::pb::HttpResponse::OkResponse(ok)) = &c.0.http_response {
         use envoy_types::ext_authz::v3::pb::HeaderAppendAction;
-        assert!(
-            ok.headers
-                .iter()
-                .all(|h| h.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32)
-        );
+        assert!(ok.headers.iter().all(|h| h.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32));
     }
     s.finish().await;
 }
@@ -272,12 +235,7 @@ async fn public_paths_need_no_credential_and_cannot_be_tricked(b: Backend) {
         assert!(!c.upstream_headers().contains_key("x-auth-user-id"));
         assert_eq!(c.removed(), vec!["x-auth-user-id"]);
     }
-    for path in [
-        "/healthz/../v1/chat/completions",
-        "/healthz/x",
-        "/auth/login/../../v1/models",
-        "/healthzz",
-    ] {
+    for path in ["/healthz/../v1/chat/completions", "/healthz/x", "/auth/login/../../v1/models", "/healthzz"] {
         let c = s.check("POST", path, &[]).await;
         c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
     }
@@ -308,16 +266,7 @@ async fn raw_header_map_is_read(b: Backend) {
     let s = TestServer::start(b).await;
     let (_, key) = s.user_with_key("kim@example.com", Role::Viewer, None).await;
     let mut request = check_request("GET", "/v1/models", &[]);
-    let http = request
-        .attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap();
+    let http = request.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
     http.header_map = Some(HeaderMap {
         headers: vec![HeaderValue {
             key: "x-api-key".into(),
@@ -328,16 +277,7 @@ async fn raw_header_map_is_read(b: Backend) {
     let c = common::Check(s.client().await.check(request.clone()).await.unwrap().into_inner());
     assert!(c.allowed(), "{c:?}");
     // Bytes that are not UTF-8 are not a credential.
-    let http = request
-        .attributes
-        .as_mut()
-        .unwrap()
-        .request
-        .as_mut()
-        .unwrap()
-        .http
-        .as_mut()
-        .unwrap();
+    let http = request.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
     http.header_map.as_mut().unwrap().headers[0].raw_value = vec![0xff, 0xfe, b'g', b'k'];
     let c = common::Check(s.client().await.check(request).await.unwrap().into_inner());
     c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");

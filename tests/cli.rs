@@ -31,22 +31,14 @@ fn json(url: &str, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.push("--json");
     let out = gatehouse(url, &all);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Runs a command that must fail; returns its stderr.
 fn fails(url: &str, args: &[&str]) -> String {
     let out = gatehouse(url, args);
-    assert!(
-        !out.status.success(),
-        "{args:?} should fail: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert!(!out.status.success(), "{args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
     assert!(out.stdout.is_empty(), "errors go to stderr, not stdout");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -54,32 +46,9 @@ fn fails(url: &str, args: &[&str]) -> String {
 async fn users_groups_and_keys_round_trip(b: Backend) {
     let (url, _dir) = fresh_database(b).await;
     assert_eq!(json(&url, &["migrate"])["migrated"], true);
-    let group = json(
-        &url,
-        &[
-            "groups",
-            "create",
-            "research",
-            "--requests",
-            "60",
-            "--period-seconds",
-            "60",
-        ],
-    );
+    let group = json(&url, &["groups", "create", "research", "--requests", "60", "--period-seconds", "60"]);
     assert_eq!(group["requests_per_period"], 60);
-    let user = json(
-        &url,
-        &[
-            "users",
-            "create",
-            "--email",
-            "Ops@Example.com",
-            "--role",
-            "admin",
-            "--group",
-            "research",
-        ],
-    );
+    let user = json(&url, &["users", "create", "--email", "Ops@Example.com", "--role", "admin", "--group", "research"]);
     assert_eq!(user["email"], "ops@example.com");
     assert_eq!(user["role"], "admin");
     assert_eq!(user["group"], "research");
@@ -103,10 +72,7 @@ async fn users_groups_and_keys_round_trip(b: Backend) {
     );
     let key = created["key"].as_str().unwrap();
     assert!(key.starts_with("gk_"));
-    assert_eq!(
-        created["permissions"],
-        serde_json::json!(["read_models", "run_inference"])
-    );
+    assert_eq!(created["permissions"], serde_json::json!(["read_models", "run_inference"]));
     assert_eq!(created["status"], "active");
     assert!(created["expires_at"].as_str().unwrap().ends_with('Z'));
     let id = created["id"].as_str().unwrap();
@@ -115,17 +81,8 @@ async fn users_groups_and_keys_round_trip(b: Backend) {
     assert_eq!(listed.as_array().unwrap().len(), 1);
     assert_eq!(listed[0]["id"], id);
     assert!(listed[0].get("key").is_none());
-    assert!(
-        !listed.to_string().contains(&key[20..]),
-        "listing must never show a secret"
-    );
-    assert_eq!(
-        json(&url, &["keys", "list", "--user", "ops@example.com"])
-            .as_array()
-            .unwrap()
-            .len(),
-        1
-    );
+    assert!(!listed.to_string().contains(&key[20..]), "listing must never show a secret");
+    assert_eq!(json(&url, &["keys", "list", "--user", "ops@example.com"]).as_array().unwrap().len(), 1);
 
     let revoked = json(&url, &["keys", "revoke", id]);
     assert_eq!(revoked["status"], "revoked");
@@ -133,10 +90,7 @@ async fn users_groups_and_keys_round_trip(b: Backend) {
     assert_eq!(json(&url, &["keys", "revoke", id])["status"], "revoked");
 
     // Human output prints the key once, on its own line.
-    let out = gatehouse(
-        &url,
-        &["keys", "create", "--user", "ops@example.com", "--name", "human"],
-    );
+    let out = gatehouse(&url, &["keys", "create", "--user", "ops@example.com", "--name", "human"]);
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.lines().any(|l| l.contains("gk_")), "{text}");
     assert_eq!(json(&url, &["users", "list"]).as_array().unwrap().len(), 1);
@@ -144,90 +98,29 @@ async fn users_groups_and_keys_round_trip(b: Backend) {
 
 async fn bad_input_fails_and_changes_nothing(b: Backend) {
     let (url, _dir) = fresh_database(b).await;
-    json(
-        &url,
-        &["users", "create", "--email", "v@example.com", "--role", "viewer"],
-    );
+    json(&url, &["users", "create", "--email", "v@example.com", "--role", "viewer"]);
 
     assert!(fails(&url, &["users", "create", "--email", "x@example.com", "--role", "root"]).contains("root"));
+    assert!(fails(&url, &["users", "create", "--email", "not-an-email", "--role", "viewer"]).contains("email"));
     assert!(
-        fails(
-            &url,
-            &["users", "create", "--email", "not-an-email", "--role", "viewer"]
-        )
-        .contains("email")
+        fails(&url, &["users", "create", "--email", "V@example.com", "--role", "viewer"]).contains("already exists")
     );
     assert!(
-        fails(
-            &url,
-            &["users", "create", "--email", "V@example.com", "--role", "viewer"]
-        )
-        .contains("already exists")
-    );
-    assert!(
-        fails(
-            &url,
-            &[
-                "users",
-                "create",
-                "--email",
-                "y@example.com",
-                "--role",
-                "viewer",
-                "--group",
-                "nope"
-            ]
-        )
-        .contains("nope")
+        fails(&url, &["users", "create", "--email", "y@example.com", "--role", "viewer", "--group", "nope"])
+            .contains("nope")
     );
     assert_eq!(json(&url, &["users", "list"]).as_array().unwrap().len(), 1);
 
-    let e = fails(
-        &url,
-        &[
-            "keys",
-            "create",
-            "--user",
-            "v@example.com",
-            "--name",
-            "k",
-            "--permission",
-            "manage_users",
-        ],
-    );
+    let e = fails(&url, &["keys", "create", "--user", "v@example.com", "--name", "k", "--permission", "manage_users"]);
     assert!(e.contains("manage_users"), "{e}");
     assert!(
-        fails(
-            &url,
-            &[
-                "keys",
-                "create",
-                "--user",
-                "v@example.com",
-                "--name",
-                "k",
-                "--permission",
-                "fly"
-            ]
-        )
-        .contains("fly")
+        fails(&url, &["keys", "create", "--user", "v@example.com", "--name", "k", "--permission", "fly"])
+            .contains("fly")
     );
     assert!(fails(&url, &["keys", "create", "--user", "ghost@example.com", "--name", "k"]).contains("not found"));
     assert!(
-        fails(
-            &url,
-            &[
-                "keys",
-                "create",
-                "--user",
-                "v@example.com",
-                "--name",
-                "k",
-                "--expires-in-days",
-                "0"
-            ]
-        )
-        .contains("expires_in_days")
+        fails(&url, &["keys", "create", "--user", "v@example.com", "--name", "k", "--expires-in-days", "0"])
+            .contains("expires_in_days")
     );
     assert!(fails(&url, &["keys", "create", "--user", "v@example.com", "--name", " "]).contains("name"));
     assert_eq!(json(&url, &["keys", "list"]).as_array().unwrap().len(), 0);
@@ -235,13 +128,7 @@ async fn bad_input_fails_and_changes_nothing(b: Backend) {
     assert!(fails(&url, &["keys", "revoke", "0123456789abcdef"]).contains("not found"));
     assert!(fails(&url, &["keys", "revoke", "'; DROP TABLE api_keys; --"]).contains("not found"));
     assert!(fails(&url, &["groups", "create", "Bad Name"]).contains("group"));
-    assert!(
-        fails(
-            &url,
-            &["groups", "create", "g", "--requests=-1", "--period-seconds", "60"]
-        )
-        .contains("positive")
-    );
+    assert!(fails(&url, &["groups", "create", "g", "--requests=-1", "--period-seconds", "60"]).contains("positive"));
     assert_eq!(json(&url, &["groups", "list"]).as_array().unwrap().len(), 1);
 }
 
@@ -261,10 +148,7 @@ fn serve_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
         .args(["serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}", dir.path().join("g.db").display()),
-        )
+        .env("DATABASE_URL", format!("sqlite://{}", dir.path().join("g.db").display()))
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -279,10 +163,7 @@ fn serve_stops_cleanly_on_sigterm() {
         }
         assert!(started.elapsed() < Duration::from_secs(30));
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();

@@ -42,18 +42,10 @@ async fn envoy_forwards_identity_and_relays_denials() {
     assert!(h.get("x-auth-extra").is_none());
     assert!(h.get("x-api-key").is_none());
     assert!(h.get("authorization").is_none());
-    assert!(
-        !echo.to_string().contains(&key[20..]),
-        "the key must never reach the upstream"
-    );
+    assert!(!echo.to_string().contains(&key[20..]), "the key must never reach the upstream");
 
     // Same through Authorization: Bearer.
-    let r = http
-        .get(envoy.url("/v1/models"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(envoy.url("/v1/models")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let echo: Value = r.json().await.unwrap();
     assert!(echo["headers"].get("authorization").is_none());
@@ -69,29 +61,13 @@ async fn envoy_forwards_identity_and_relays_denials() {
     assert_eq!(body["error"]["type"], "authentication_error");
 
     let bad = format!("{}{}", &key[..20], "x".repeat(43));
-    let r = http
-        .get(envoy.url("/v1/models"))
-        .header("x-api-key", &bad)
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(envoy.url("/v1/models")).header("x-api-key", &bad).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    assert!(
-        r.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .contains("invalid_token")
-    );
+    assert!(r.headers()["www-authenticate"].to_str().unwrap().contains("invalid_token"));
     assert!(!r.text().await.unwrap().contains(&bad[20..]));
 
     let other = s.key_for(&user, None).await;
-    let r = http
-        .get(envoy.url("/v1/models"))
-        .header("x-api-key", &key)
-        .bearer_auth(&other)
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(envoy.url("/v1/models")).header("x-api-key", &key).bearer_auth(&other).send().await.unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "VALIDATION_ERROR");
 
@@ -104,12 +80,7 @@ async fn envoy_forwards_identity_and_relays_denials() {
 
     // Revoked keys stop working at once.
     s.accounts.revoke_key(&key[3..19], common::now()).await.unwrap();
-    let r = http
-        .get(envoy.url("/v1/models"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(envoy.url("/v1/models")).header("x-api-key", &key).send().await.unwrap();
     assert_eq!(r.status(), 401);
 
     // The access log carries the decision context from dynamic metadata.
@@ -121,10 +92,7 @@ async fn envoy_forwards_identity_and_relays_denials() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(
-        log.contains(&format!("decision=allow reason=- user={}", user.id)),
-        "{log}"
-    );
+    assert!(log.contains(&format!("decision=allow reason=- user={}", user.id)), "{log}");
     assert!(log.contains("method=api_key"), "{log}");
     assert!(log.contains("decision=deny reason=missing_credential"), "{log}");
     assert!(!log.contains(&key[20..]), "the access log must not contain the key");
@@ -139,21 +107,8 @@ async fn envoy_fails_closed_when_gatehouse_is_gone() {
     let envoy = Envoy::start(&s, upstream).await;
     let (_, key) = s.user_with_key("bob@example.com", Role::Viewer, None).await;
     let http = reqwest::Client::new();
-    assert_eq!(
-        http.get(envoy.url("/v1/models"))
-            .header("x-api-key", &key)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(http.get(envoy.url("/v1/models")).header("x-api-key", &key).send().await.unwrap().status(), 200);
     s.finish().await;
-    let r = http
-        .get(envoy.url("/v1/models"))
-        .header("x-api-key", &key)
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(envoy.url("/v1/models")).header("x-api-key", &key).send().await.unwrap();
     assert_eq!(r.status(), 503, "failure_mode_allow must be off");
 }

@@ -21,27 +21,16 @@ backend_tests! {
 }
 
 async fn health(s: &TestServer, service: &str) -> Result<i32, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", s.grpc)).unwrap().connect().await.unwrap();
     let mut client = HealthClient::new(channel);
-    client
-        .check(HealthCheckRequest {
-            service: service.into(),
-        })
-        .await
-        .map(|r| r.into_inner().status)
+    client.check(HealthCheckRequest { service: service.into() }).await.map(|r| r.into_inner().status)
 }
 
 async fn grpc_health_reports_serving_for_both_names(b: Backend) {
     let s = TestServer::start(b).await;
     assert_eq!(health(&s, "").await.unwrap(), ServingStatus::Serving as i32);
-    assert_eq!(
-        health(&s, "envoy.service.auth.v3.Authorization").await.unwrap(),
-        ServingStatus::Serving as i32
-    );
+    assert_eq!(health(&s, "envoy.service.auth.v3.Authorization").await.unwrap(), ServingStatus::Serving as i32);
     assert_eq!(health(&s, "no.such.Service").await.unwrap_err().code(), Code::NotFound);
     s.finish().await;
 }
@@ -56,10 +45,7 @@ async fn http_probes_answer(b: Backend) {
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["database"], "ok");
     let r = reqwest::get(s.url("/no/such/thing")).await.unwrap();
     assert_eq!(r.status(), 404);
-    assert_eq!(
-        r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
-        "NOT_FOUND"
-    );
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"]["code"], "NOT_FOUND");
     s.finish().await;
 }
 
@@ -91,19 +77,13 @@ async fn shutdown_lets_in_flight_checks_finish() {
     let (_, key) = s.user_with_key("b@example.com", Role::Viewer, None).await;
     let mut locker = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
     let mut tx = locker.begin().await.unwrap();
-    sqlx::query("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    sqlx::query("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE").execute(&mut *tx).await.unwrap();
 
     let mut client = s.client().await;
     let request = common::check_request("GET", "/v1/models", &[("x-api-key", &key)]);
     let in_flight = tokio::spawn(async move { client.check(request).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        !in_flight.is_finished(),
-        "the Check should be waiting on the table lock"
-    );
+    assert!(!in_flight.is_finished(), "the Check should be waiting on the table lock");
     s.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!in_flight.is_finished());

@@ -73,11 +73,7 @@ pub fn generate() -> GeneratedKey {
     let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
     let secret = random_base62(SECRET_LEN);
     let secret_hash = hash_secret(&secret);
-    GeneratedKey {
-        key: Secret::new(format!("{KEY_PREFIX}{id}_{secret}")),
-        id,
-        secret_hash,
-    }
+    GeneratedKey { key: Secret::new(format!("{KEY_PREFIX}{id}_{secret}")), id, secret_hash }
 }
 
 /// `len` characters drawn uniformly from the base62 alphabet (rejection sampling,

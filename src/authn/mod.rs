@@ -55,9 +55,7 @@ impl Authenticator {
             method: AuthMethod::ApiKey,
             key_id: Some(grant.key_id.clone()),
             // A key never holds more than its owner's role grants now.
-            permissions: grant
-                .permissions
-                .map_or(role_permissions, |p| p.intersection(role_permissions)),
+            permissions: grant.permissions.map_or(role_permissions, |p| p.intersection(role_permissions)),
         })
     }
 }

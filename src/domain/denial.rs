@@ -161,16 +161,8 @@ mod tests {
 
     #[test]
     fn challenges_only_for_401() {
-        assert_eq!(
-            Denial::MissingCredential.www_authenticate().unwrap(),
-            r#"Bearer realm="gatehouse""#
-        );
-        assert!(
-            Denial::Expired
-                .www_authenticate()
-                .unwrap()
-                .contains(r#"error="invalid_token""#)
-        );
+        assert_eq!(Denial::MissingCredential.www_authenticate().unwrap(), r#"Bearer realm="gatehouse""#);
+        assert!(Denial::Expired.www_authenticate().unwrap().contains(r#"error="invalid_token""#));
         assert!(Denial::BackendUnavailable.www_authenticate().is_none());
         assert!(Denial::ConflictingCredentials.www_authenticate().is_none());
     }

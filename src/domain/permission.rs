@@ -99,10 +99,7 @@ impl PermissionSet {
 
     /// Parses a comma- or whitespace-separated list; empty input is the empty set.
     pub fn parse_list(s: &str) -> Result<Self, UnknownPermission> {
-        s.split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|p| !p.is_empty())
-            .map(Permission::from_str)
-            .collect()
+        s.split(|c: char| c == ',' || c.is_whitespace()).filter(|p| !p.is_empty()).map(Permission::from_str).collect()
     }
 
     /// Parses a list of names, as given on a command line or in JSON.
@@ -158,10 +155,7 @@ mod tests {
 
     #[test]
     fn rejects_unknown_names() {
-        assert_eq!(
-            PermissionSet::parse_list("read_models,root").unwrap_err(),
-            UnknownPermission("root".into())
-        );
+        assert_eq!(PermissionSet::parse_list("read_models,root").unwrap_err(), UnknownPermission("root".into()));
     }
 
     #[test]

@@ -78,11 +78,7 @@ impl Default for RolePermissions {
         for p in [WriteModels, ManageCache, ReadMetrics, ManageQueue] {
             operator.insert(p);
         }
-        RolePermissions {
-            viewer,
-            operator,
-            admin: PermissionSet::all(),
-        }
+        RolePermissions { viewer, operator, admin: PermissionSet::all() }
     }
 }
 

@@ -33,27 +33,17 @@ pub struct ExtAuthz {
 
 impl ExtAuthz {
     pub fn new(authorizer: Arc<Authorizer>, strip_credentials: bool) -> Self {
-        ExtAuthz {
-            authorizer,
-            strip_credentials,
-        }
+        ExtAuthz { authorizer, strip_credentials }
     }
 
     /// Decides one request; used by the gRPC service and by in-process callers.
     pub async fn check(&self, request: &CheckRequest) -> CheckResponse {
-        let Some(http) = request
-            .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref())
+        let Some(http) = request.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref())
         else {
             return deny(&Denial::InvalidRequest("no HTTP request attributes"));
         };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let view = RequestView {
-            method: &http.method,
-            path: &http.path,
-        };
+        let view = RequestView { method: &http.method, path: &http.path };
         let decision = self.authorizer.decide(view, headers(http), now).await;
         log_decision(http, &decision);
         match decision {
@@ -86,10 +76,7 @@ impl ExtAuthz {
             ..Default::default()
         };
         CheckResponse {
-            status: Some(rpc::Status {
-                code: tonic::Code::Ok as i32,
-                ..Default::default()
-            }),
+            status: Some(rpc::Status { code: tonic::Code::Ok as i32, ..Default::default() }),
             dynamic_metadata: Some(allow_metadata(allow.principal.as_ref())),
             http_response: Some(HttpResponse::OkResponse(ok)),
         }
@@ -143,11 +130,7 @@ fn identity_headers(principal: Option<&Principal>) -> Vec<(&'static str, String)
 
 fn header(key: &str, value: String, action: HeaderAppendAction) -> HeaderValueOption {
     HeaderValueOption {
-        header: Some(HeaderValue {
-            key: key.to_owned(),
-            value,
-            raw_value: Vec::new(),
-        }),
+        header: Some(HeaderValue { key: key.to_owned(), value, raw_value: Vec::new() }),
         append_action: action as i32,
         ..Default::default()
     }
@@ -157,28 +140,14 @@ fn header(key: &str, value: String, action: HeaderAppendAction) -> HeaderValueOp
 pub fn deny(denial: &Denial) -> CheckResponse {
     let kind = denial.kind();
     let mut headers = vec![
-        header(
-            "content-type",
-            "application/json".to_owned(),
-            HeaderAppendAction::OverwriteIfExistsOrAdd,
-        ),
-        header(
-            "cache-control",
-            "no-store".to_owned(),
-            HeaderAppendAction::OverwriteIfExistsOrAdd,
-        ),
+        header("content-type", "application/json".to_owned(), HeaderAppendAction::OverwriteIfExistsOrAdd),
+        header("cache-control", "no-store".to_owned(), HeaderAppendAction::OverwriteIfExistsOrAdd),
     ];
     if let Some(challenge) = denial.www_authenticate() {
-        headers.push(header(
-            "www-authenticate",
-            challenge,
-            HeaderAppendAction::OverwriteIfExistsOrAdd,
-        ));
+        headers.push(header("www-authenticate", challenge, HeaderAppendAction::OverwriteIfExistsOrAdd));
     }
     let denied = DeniedHttpResponse {
-        status: Some(HttpStatus {
-            code: i32::from(kind.http_status()),
-        }),
+        status: Some(HttpStatus { code: i32::from(kind.http_status()) }),
         headers,
         body: denial.body(),
     };
@@ -224,14 +193,7 @@ fn metadata(fields: &[(&str, &str)]) -> Struct {
         fields: fields
             .iter()
             .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| {
-                (
-                    (*k).to_owned(),
-                    Value {
-                        kind: Some(Kind::StringValue((*v).to_owned())),
-                    },
-                )
-            })
+            .map(|(k, v)| ((*k).to_owned(), Value { kind: Some(Kind::StringValue((*v).to_owned())) }))
             .collect(),
     }
 }

@@ -1,5 +1,6 @@
 //! gRPC transport: Envoy's ext_authz service and `grpc.health.v1.Health`.
 
+pub mod admin;
 pub mod ext_authz;
 
 use std::future::Future;
@@ -10,6 +11,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+pub use admin::AdminService;
 pub use ext_authz::ExtAuthz;
 
 /// The service names health is reported for: the whole server ("") and Check.
@@ -26,6 +28,7 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 pub async fn serve(
     listener: TcpListener,
     ext_authz: ExtAuthz,
+    admin: AdminService,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
@@ -33,6 +36,7 @@ pub async fn serve(
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(AuthorizationServer::new(ext_authz))
+        .add_service(admin.into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -23,20 +23,16 @@ impl PathPattern {
         };
         let base = path::normalize(if base.is_empty() { "/" } else { base })
             .map_err(|e| format!("invalid path pattern '{pattern}': {e}"))?;
-        Ok(if prefix {
-            PathPattern::Prefix(base)
-        } else {
-            PathPattern::Exact(base)
-        })
+        Ok(if prefix { PathPattern::Prefix(base) } else { PathPattern::Exact(base) })
     }
 
     pub fn matches(&self, normalized: &str) -> bool {
         match self {
             PathPattern::Exact(p) => normalized == p,
             PathPattern::Prefix(p) if p == "/" => true,
-            PathPattern::Prefix(p) => normalized
-                .strip_prefix(p.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/')),
+            PathPattern::Prefix(p) => {
+                normalized.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            }
         }
     }
 }

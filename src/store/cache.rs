@@ -49,10 +49,7 @@ impl KeyCache {
     pub fn new(store: DynStore, settings: &CacheSettings) -> Self {
         let cache = Cache::builder()
             .max_capacity(settings.capacity)
-            .expire_after(EntryExpiry {
-                ttl: settings.ttl,
-                negative_ttl: settings.negative_ttl,
-            })
+            .expire_after(EntryExpiry { ttl: settings.ttl, negative_ttl: settings.negative_ttl })
             .build();
         KeyCache { store, cache }
     }
@@ -64,11 +61,7 @@ impl KeyCache {
         }
         let store = self.store.clone();
         let id = key_id.to_owned();
-        self.cache
-            .try_get_with(key_id.to_owned(), async move {
-                Ok(store.key_grant(&id).await?.map(Arc::new))
-            })
-            .await
+        self.cache.try_get_with(key_id.to_owned(), async move { Ok(store.key_grant(&id).await?.map(Arc::new)) }).await
     }
 
     /// Forgets a key so the next Check reads it from the store again.

@@ -20,10 +20,7 @@ use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, PermissionSet, 
 pub async fn connect(url: &str, migrate: bool, acquire_timeout: Duration) -> anyhow::Result<DynStore> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
         let options = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new()
-            .max_connections(16)
-            .acquire_timeout(acquire_timeout)
-            .connect_lazy_with(options);
+        let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(acquire_timeout).connect_lazy_with(options);
         let store = PostgresStore { pool };
         if migrate {
             sqlx::migrate!("./migrations/postgres").run(&store.pool).await?;
@@ -35,11 +32,8 @@ pub async fn connect(url: &str, migrate: bool, acquire_timeout: Duration) -> any
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(acquire_timeout)
-            .connect_with(options)
-            .await?;
+        let pool =
+            SqlitePoolOptions::new().max_connections(4).acquire_timeout(acquire_timeout).connect_with(options).await?;
         let store = SqliteStore { pool };
         if migrate {
             sqlx::migrate!("./migrations/sqlite").run(&store.pool).await?;
@@ -62,8 +56,7 @@ const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created
 const KEY_COLUMNS: &str = "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at";
 
 fn parse_role(s: &str) -> StoreResult<Role> {
-    s.parse()
-        .map_err(|e| StoreError::Internal(format!("corrupt role: {e}")))
+    s.parse().map_err(|e| StoreError::Internal(format!("corrupt role: {e}")))
 }
 
 fn parse_permissions(s: Option<String>) -> StoreResult<Option<PermissionSet>> {
@@ -73,9 +66,7 @@ fn parse_permissions(s: Option<String>) -> StoreResult<Option<PermissionSet>> {
 }
 
 fn parse_hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::Internal("corrupt secret hash".into()))
+    bytes.try_into().map_err(|_| StoreError::Internal("corrupt secret hash".into()))
 }
 
 fn now() -> i64 {

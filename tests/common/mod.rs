@@ -56,9 +56,7 @@ pub async fn fresh_database(backend: Backend) -> (String, Option<tempfile::TempD
             );
             let name = format!("gh_{}", uuid::Uuid::new_v4().simple());
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
-            sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str())
-                .await
-                .unwrap();
+            sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await.unwrap();
             let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
             (format!("{base}/{name}"), None)
         }
@@ -118,25 +116,15 @@ impl TestServer {
         let task = tokio::spawn(app.serve(grpc_listener, http_listener, async {
             let _ = stopped.await;
         }));
-        TestServer {
-            task: Some(task),
-            ..server
-        }
+        TestServer { task: Some(task), ..server }
     }
 
     pub async fn client(&self) -> AuthorizationClient<Channel> {
-        AuthorizationClient::connect(format!("http://{}", self.grpc))
-            .await
-            .unwrap()
+        AuthorizationClient::connect(format!("http://{}", self.grpc)).await.unwrap()
     }
 
     pub async fn check(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Check {
-        let response = self
-            .client()
-            .await
-            .check(check_request(method, path, headers))
-            .await
-            .unwrap();
+        let response = self.client().await.check(check_request(method, path, headers)).await.unwrap();
         Check(response.into_inner())
     }
 
@@ -150,19 +138,12 @@ impl TestServer {
     pub async fn finish(mut self) {
         self.begin_shutdown();
         if let Some(task) = self.task.take() {
-            tokio::time::timeout(Duration::from_secs(10), task)
-                .await
-                .unwrap()
-                .unwrap()
-                .unwrap();
+            tokio::time::timeout(Duration::from_secs(10), task).await.unwrap().unwrap().unwrap();
         }
     }
 
     pub async fn user(&self, email: &str, role: Role) -> User {
-        self.accounts
-            .create_user(email, None, role, DEFAULT_GROUP)
-            .await
-            .unwrap()
+        self.accounts.create_user(email, None, role, DEFAULT_GROUP).await.unwrap()
     }
 
     /// Creates a user and a key for them; returns both.
@@ -174,11 +155,8 @@ impl TestServer {
 
     pub async fn key_for(&self, user: &User, permissions: Option<&[&str]>) -> String {
         let permissions: Option<Vec<String>> = permissions.map(|p| p.iter().map(|s| s.to_string()).collect());
-        let (_, secret) = self
-            .accounts
-            .create_key(user, "test key", permissions.as_deref(), None, now())
-            .await
-            .unwrap();
+        let (_, secret) =
+            self.accounts.create_key(user, "test key", permissions.as_deref(), None, now()).await.unwrap();
         secret.expose().to_owned()
     }
 
@@ -203,10 +181,7 @@ pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> Chec
     };
     CheckRequest {
         attributes: Some(AttributeContext {
-            request: Some(attribute_context::Request {
-                http: Some(http),
-                ..Default::default()
-            }),
+            request: Some(attribute_context::Request { http: Some(http), ..Default::default() }),
             ..Default::default()
         }),
     }
@@ -229,12 +204,9 @@ impl Check {
     /// Headers set for the upstream on allow.
     pub fn upstream_headers(&self) -> HashMap<String, String> {
         match &self.0.http_response {
-            Some(HttpResponse::OkResponse(ok)) => ok
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
+            Some(HttpResponse::OkResponse(ok)) => {
+                ok.headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()
+            }
             _ => HashMap::new(),
         }
     }
@@ -256,12 +228,9 @@ impl Check {
 
     pub fn denied_headers(&self) -> HashMap<String, String> {
         match &self.0.http_response {
-            Some(HttpResponse::DeniedResponse(d)) => d
-                .headers
-                .iter()
-                .filter_map(|h| h.header.as_ref())
-                .map(|h| (h.key.clone(), h.value.clone()))
-                .collect(),
+            Some(HttpResponse::DeniedResponse(d)) => {
+                d.headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.clone(), h.value.clone())).collect()
+            }
             _ => HashMap::new(),
         }
     }
@@ -295,10 +264,7 @@ impl Check {
         assert_eq!(self.http_status(), http, "{:?}", self.0);
         assert_eq!(self.code(), grpc as i32, "{:?}", self.0);
         assert_eq!(self.body()["error"]["code"], code, "{:?}", self.0);
-        assert_eq!(
-            self.denied_headers().get("content-type").map(String::as_str),
-            Some("application/json")
-        );
+        assert_eq!(self.denied_headers().get("content-type").map(String::as_str), Some("application/json"));
     }
 }
 
@@ -310,12 +276,7 @@ pub async fn spawn_echo() -> SocketAddr {
         let headers: serde_json::Map<String, serde_json::Value> = request
             .headers()
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned().into(),
-                )
-            })
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
             .collect();
         axum::Json(serde_json::json!({
             "method": request.method().as_str(),
@@ -330,11 +291,7 @@ pub async fn spawn_echo() -> SocketAddr {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A real Envoy (from `GATEHOUSE_TEST_ENVOY`, installed by `scripts/test`)
@@ -378,12 +335,7 @@ impl Envoy {
             .stdout(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let envoy = Envoy {
-            port,
-            child,
-            log,
-            _dir: dir,
-        };
+        let envoy = Envoy { port, child, log, _dir: dir };
         envoy.wait_ready().await;
         envoy
     }

@@ -1,0 +1,128 @@
+//! `gatehouse.admin.v1.KeyAdmin`: key administration over gRPC. Translates to
+//! and from [`Accounts`]; the rules live there.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::accounts::{AccountError, Accounts};
+use crate::authz::Authorizer;
+use crate::domain::{ApiKey, Denial, ErrorKind, Permission, Principal};
+
+pub mod pb {
+    tonic::include_proto!("gatehouse.admin.v1");
+}
+
+use pb::key_admin_server::KeyAdmin;
+
+#[derive(Clone)]
+pub struct AdminService {
+    authorizer: Arc<Authorizer>,
+    accounts: Accounts,
+}
+
+impl AdminService {
+    pub fn new(authorizer: Arc<Authorizer>, accounts: Accounts) -> Self {
+        AdminService { authorizer, accounts }
+    }
+
+    pub fn into_server(self) -> pb::key_admin_server::KeyAdminServer<Self> {
+        pb::key_admin_server::KeyAdminServer::new(self)
+    }
+
+    /// The caller, who must hold `manage_users`.
+    async fn admin<T>(&self, request: &Request<T>, now: i64) -> Result<Principal, Status> {
+        let headers = request.metadata().iter().filter_map(|entry| match entry {
+            tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str(), v.to_str().unwrap_or("\u{0}"))),
+            tonic::metadata::KeyAndValueRef::Binary(..) => None,
+        });
+        let principal = self.authorizer.authenticate(headers, now).await.map_err(|d| denial_status(&d))?;
+        if !principal.permissions.contains(Permission::ManageUsers) {
+            return Err(Status::permission_denied("the manage_users permission is required"));
+        }
+        Ok(principal)
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn denial_status(d: &Denial) -> Status {
+    let message = d.message();
+    match d.kind() {
+        ErrorKind::InvalidRequest => Status::invalid_argument(message),
+        ErrorKind::Unauthenticated => Status::unauthenticated(message),
+        ErrorKind::Forbidden => Status::permission_denied(message),
+        ErrorKind::RateLimited => Status::resource_exhausted(message),
+        ErrorKind::Unavailable => Status::unavailable(message),
+    }
+}
+
+fn account_status(e: AccountError) -> Status {
+    match e {
+        AccountError::Validation { .. } => Status::invalid_argument(e.to_string()),
+        AccountError::NotFound(_) => Status::not_found(e.to_string()),
+        AccountError::Conflict(_) => Status::already_exists(e.to_string()),
+        AccountError::Forbidden(_) => Status::permission_denied(e.to_string()),
+        AccountError::Store(s) if s.is_unavailable() => Status::unavailable("database unavailable"),
+        AccountError::Store(s) => {
+            tracing::error!(error = %s, "admin API store error");
+            Status::internal("internal error")
+        }
+    }
+}
+
+fn key_message(k: &ApiKey) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id.clone(),
+        name: k.name.clone(),
+        user_id: k.user_id.clone(),
+        permissions: k.permissions.map(|p| p.names().into_iter().map(str::to_owned).collect()).unwrap_or_default(),
+        inherits_permissions: k.permissions.is_none(),
+        expires_at: k.expires_at,
+        revoked_at: k.revoked_at,
+        created_at: k.created_at,
+        last_used_at: k.last_used_at,
+    }
+}
+
+#[tonic::async_trait]
+impl KeyAdmin for AdminService {
+    async fn create_key(
+        &self,
+        request: Request<pb::CreateKeyRequest>,
+    ) -> Result<Response<pb::CreateKeyResponse>, Status> {
+        let now = now();
+        let caller = self.admin(&request, now).await?;
+        let req = request.into_inner();
+        let owner = self.accounts.find_user(&req.user).await.map_err(account_status)?;
+        let permissions = (!req.permissions.is_empty()).then_some(req.permissions.as_slice());
+        let (key, secret) = self
+            .accounts
+            .create_key(&owner, &req.name, permissions, req.expires_in_days, now)
+            .await
+            .map_err(account_status)?;
+        tracing::info!(actor = %caller.user_id, key_id = %key.id, owner = %owner.id, "API key created over gRPC");
+        Ok(Response::new(pb::CreateKeyResponse { key: Some(key_message(&key)), secret: secret.expose().to_owned() }))
+    }
+
+    async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
+        self.admin(&request, now()).await?;
+        let user = request.into_inner().user;
+        let user_id = match user.as_str() {
+            "" => None,
+            u => Some(self.accounts.find_user(u).await.map_err(account_status)?.id),
+        };
+        let keys = self.accounts.list_keys(user_id.as_deref()).await.map_err(account_status)?;
+        Ok(Response::new(pb::ListKeysResponse { keys: keys.iter().map(key_message).collect() }))
+    }
+
+    async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
+        let now = now();
+        let caller = self.admin(&request, now).await?;
+        let key = self.accounts.revoke_key(&request.get_ref().id, now).await.map_err(account_status)?;
+        tracing::info!(actor = %caller.user_id, key_id = %key.id, "API key revoked over gRPC");
+        Ok(Response::new(key_message(&key)))
+    }
+}
