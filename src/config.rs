@@ -339,6 +339,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid_and_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gatehouse.example.toml");
+        let c = Config::load_with(Some(&path), &|_| None).unwrap();
+        let d = Config::default();
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
     fn debug_hides_the_database_password() {
         let c = load(&[("DATABASE_URL", "postgres://gate:s3cret@db/gate")], None).unwrap();
         let shown = format!("{c:?}");
