@@ -2,10 +2,13 @@
 //! CLI and the REST API. Every invalid input is refused before anything is
 //! written.
 
-use crate::authn::api_key;
-use crate::domain::{ApiKey, Group, NewApiKey, NewUser, PermissionSet, Role, RolePermissions, User, UserUpdate};
+use crate::authn::{api_key, password};
+use crate::config::AccountSettings;
+use crate::domain::{
+    ApiKey, DEFAULT_GROUP, Group, NewApiKey, NewUser, PermissionSet, Role, RolePermissions, User, UserUpdate,
+};
 use crate::secret::Secret;
-use crate::store::cache::KeyCache;
+use crate::store::cache::{KeyCache, UserCache};
 use crate::store::{DynStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +21,9 @@ pub enum AccountError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// Unknown account and wrong password share this one message.
+    #[error("invalid email or password")]
+    InvalidLogin,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -28,17 +34,104 @@ fn validation(field: &'static str, message: impl Into<String>) -> AccountError {
 
 pub const MAX_KEY_LIFETIME_DAYS: u32 = 3650;
 
+/// Caches to evict when records change, so Check sees changes at once.
+#[derive(Clone)]
+pub struct Caches {
+    pub keys: KeyCache,
+    pub users: UserCache,
+}
+
 #[derive(Clone)]
 pub struct Accounts {
     store: DynStore,
     roles: RolePermissions,
-    /// Present in a running server, so changes take effect in Check at once.
-    keys: Option<KeyCache>,
+    settings: AccountSettings,
+    /// Present in a running server.
+    caches: Option<Caches>,
 }
 
 impl Accounts {
-    pub fn new(store: DynStore, roles: RolePermissions, keys: Option<KeyCache>) -> Self {
-        Accounts { store, roles, keys }
+    pub fn new(store: DynStore, roles: RolePermissions, settings: AccountSettings, caches: Option<Caches>) -> Self {
+        Accounts { store, roles, settings, caches }
+    }
+
+    pub fn roles(&self) -> &RolePermissions {
+        &self.roles
+    }
+
+    /// Self-service sign-up: the configured default role, the default group.
+    pub async fn register(&self, email: &str, password: Secret, name: Option<&str>) -> Result<User, AccountError> {
+        if !self.settings.allow_registration {
+            return Err(AccountError::Forbidden("registration is disabled".into()));
+        }
+        let email = validate_email(email)?;
+        let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+        let allowed = &self.settings.allowed_email_domains;
+        if !allowed.is_empty() && !allowed.iter().any(|d| d == domain) {
+            return Err(AccountError::Forbidden(format!("registration is not open to {domain} addresses")));
+        }
+        self.create_user_with_password(&email, name, self.settings.default_role, DEFAULT_GROUP, Some(password)).await
+    }
+
+    /// Creates a user, with a password when given (checked against the policy
+    /// and hashed before anything is written).
+    pub async fn create_user_with_password(
+        &self,
+        email: &str,
+        name: Option<&str>,
+        role: Role,
+        group: &str,
+        password: Option<Secret>,
+    ) -> Result<User, AccountError> {
+        let password_hash = match password {
+            Some(p) => Some(self.hash_password(p).await?),
+            None => None,
+        };
+        self.insert_user(email, name, role, group, password_hash).await
+    }
+
+    async fn hash_password(&self, password: Secret) -> Result<String, AccountError> {
+        let len = password.expose().chars().count();
+        if len < self.settings.password_min_length {
+            let min = self.settings.password_min_length;
+            return Err(validation("password", format!("must be at least {min} characters")));
+        }
+        if password.expose().len() > password::MAX_LEN {
+            return Err(validation("password", format!("must be at most {} bytes", password::MAX_LEN)));
+        }
+        tokio::task::spawn_blocking(move || password::hash(&password))
+            .await
+            .map_err(|e| AccountError::Store(StoreError::Internal(e.to_string())))
+    }
+
+    /// Checks an email and password. Unknown users cost a hash verification
+    /// too, so timing does not reveal which accounts exist.
+    pub async fn verify_password(&self, email: &str, password: Secret) -> Result<User, AccountError> {
+        let user = self.store.user_by_email(email.trim()).await?;
+        let hash = match &user {
+            Some(u) => self.store.password_hash(&u.id).await?,
+            None => None,
+        };
+        let ok = tokio::task::spawn_blocking(move || password::verify(&password, hash.as_deref()))
+            .await
+            .map_err(|e| AccountError::Store(StoreError::Internal(e.to_string())))?;
+        match user {
+            Some(u) if ok => Ok(u),
+            _ => Err(AccountError::InvalidLogin),
+        }
+    }
+
+    pub async fn set_password(&self, user_id: &str, password: Secret) -> Result<(), AccountError> {
+        let hash = self.hash_password(password).await?;
+        if self.store.set_password(user_id, &hash).await? { Ok(()) } else { Err(AccountError::NotFound("user")) }
+    }
+
+    pub async fn update_group(&self, group: Group) -> Result<Group, AccountError> {
+        validate_limits(&group)?;
+        if !self.store.update_group(&group).await? {
+            return Err(AccountError::NotFound("group"));
+        }
+        Ok(group)
     }
 
     pub fn store(&self) -> &DynStore {
@@ -52,13 +145,24 @@ impl Accounts {
         role: Role,
         group: &str,
     ) -> Result<User, AccountError> {
+        self.insert_user(email, name, role, group, None).await
+    }
+
+    async fn insert_user(
+        &self,
+        email: &str,
+        name: Option<&str>,
+        role: Role,
+        group: &str,
+        password_hash: Option<String>,
+    ) -> Result<User, AccountError> {
         let email = validate_email(email)?;
         let name = name.map(|n| validate_text("name", n, 200)).transpose()?;
         validate_group_name(group)?;
         if self.store.group(group).await?.is_none() {
             return Err(validation("group", format!("group '{group}' does not exist")));
         }
-        let new = NewUser { email: email.clone(), name, role, group: group.to_owned() };
+        let new = NewUser { email: email.clone(), name, role, group: group.to_owned(), password_hash };
         match self.store.create_user(&new).await {
             Err(StoreError::Conflict) => {
                 Err(AccountError::Conflict(format!("a user with email {email} already exists")))
@@ -87,26 +191,16 @@ impl Accounts {
             }
         }
         let user = self.store.update_user(id, update).await?.ok_or(AccountError::NotFound("user"))?;
-        if let Some(keys) = &self.keys {
-            keys.invalidate_all();
+        if let Some(c) = &self.caches {
+            c.keys.invalidate_all();
+            c.users.invalidate(id).await;
         }
         Ok(user)
     }
 
     pub async fn create_group(&self, group: Group) -> Result<Group, AccountError> {
         validate_group_name(&group.name)?;
-        for (field, value) in [
-            ("requests_per_period", group.requests_per_period),
-            ("period_seconds", group.period_seconds),
-            ("burst", group.burst),
-        ] {
-            if value.is_some_and(|v| v <= 0) {
-                return Err(validation(field, "must be a positive number"));
-            }
-        }
-        if group.requests_per_period.is_some() != group.period_seconds.is_some() {
-            return Err(validation("period_seconds", "a limit needs both requests_per_period and period_seconds"));
-        }
+        validate_limits(&group)?;
         match self.store.create_group(&group).await {
             Err(StoreError::Conflict) => Err(AccountError::Conflict(format!("group '{}' already exists", group.name))),
             other => other.map(|()| group).map_err(Into::into),
@@ -169,11 +263,27 @@ impl Accounts {
             return Err(AccountError::NotFound("API key"));
         }
         self.store.revoke_api_key(id, now).await?;
-        if let Some(keys) = &self.keys {
-            keys.invalidate(id).await;
+        if let Some(c) = &self.caches {
+            c.keys.invalidate(id).await;
         }
         self.store.api_key(id).await?.ok_or(AccountError::NotFound("API key"))
     }
+}
+
+fn validate_limits(group: &Group) -> Result<(), AccountError> {
+    for (field, value) in [
+        ("requests_per_period", group.requests_per_period),
+        ("period_seconds", group.period_seconds),
+        ("burst", group.burst),
+    ] {
+        if value.is_some_and(|v| v <= 0) {
+            return Err(validation(field, "must be a positive number"));
+        }
+    }
+    if group.requests_per_period.is_some() != group.period_seconds.is_some() {
+        return Err(validation("period_seconds", "a limit needs both requests_per_period and period_seconds"));
+    }
+    Ok(())
 }
 
 pub fn validate_email(email: &str) -> Result<String, AccountError> {

@@ -5,49 +5,100 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
-use crate::accounts::Accounts;
-use crate::authn::Authenticator;
+use crate::accounts::{AccountError, Accounts, Caches};
+use crate::authn::jwt::{Jwt, JwtKeys, JwtSettings};
+use crate::authn::revocation::Revocations;
+use crate::authn::throttle::LoginThrottle;
+use crate::authn::{Authenticator, Sources};
 use crate::authz::Authorizer;
-use crate::config::Config;
-use crate::domain::RolePermissions;
+use crate::config::{Config, JwtConfig};
+use crate::domain::{DEFAULT_GROUP, Role};
 use crate::grpc::{self, AdminService, ExtAuthz};
 use crate::http::{self, HttpState};
 use crate::policy::Policy;
-use crate::store::cache::KeyCache;
 use crate::store::usage::UsageRecorder;
-use crate::store::{self, DynStore};
+use crate::store::{self, DynStore, cache};
 
 pub struct App {
     pub config: Config,
     pub store: DynStore,
-    pub keys: KeyCache,
     pub accounts: Accounts,
+    pub authorizer: Arc<Authorizer>,
     pub ext_authz: ExtAuthz,
     pub admin: AdminService,
+    revocations: Revocations,
     usage: UsageRecorder,
+}
+
+/// The signing keys the configuration asks for.
+pub fn jwt_keys(config: &JwtConfig) -> anyhow::Result<JwtKeys> {
+    if let Some(path) = &config.private_key_file {
+        return Ok(JwtKeys::from_pem_file(config.algorithm, path)?);
+    }
+    match &config.secret {
+        Some(secret) => Ok(JwtKeys::hmac(secret)?),
+        None => {
+            tracing::warn!(
+                "JWT_SECRET is not set: signing session tokens with a random key; they will not survive a \
+                 restart or be accepted by other replicas"
+            );
+            Ok(JwtKeys::ephemeral())
+        }
+    }
 }
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
         let store = store::connect(&config.database_url, config.auto_migrate, config.database_timeout).await?;
-        Ok(App::with_store(config, store))
+        let app = App::with_store(config, store)?;
+        if let Err(e) = app.revocations.sync(now()).await {
+            tracing::warn!(error = %e, "could not load token revocations at start-up; retrying in the background");
+        }
+        app.bootstrap_admin().await?;
+        Ok(app)
     }
 
-    pub fn with_store(config: Config, store: DynStore) -> App {
-        let roles = RolePermissions::default();
-        let keys = KeyCache::new(store.clone(), &config.cache);
+    pub fn with_store(config: Config, store: DynStore) -> anyhow::Result<App> {
+        let roles = config.roles;
+        let keys = cache::key_cache(store.clone(), &config.cache);
+        let users = cache::user_cache(store.clone(), &config.cache);
+        let jwt = Arc::new(Jwt::new(jwt_keys(&config.jwt)?, jwt_settings(&config.jwt)));
+        let revocations = Revocations::new(store.clone());
         let usage = UsageRecorder::default();
-        let authn = Authenticator::new(keys.clone(), roles, usage.clone());
+        let sources = Sources {
+            keys: keys.clone(),
+            users: users.clone(),
+            jwt,
+            revocations: revocations.clone(),
+            usage: usage.clone(),
+        };
+        let authn = Authenticator::new(sources, roles, config.cache.capacity);
         let policy = Policy::new(config.public_paths.clone());
         let authorizer = Arc::new(Authorizer::new(authn, policy, config.require_auth));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
-        let accounts = Accounts::new(store.clone(), roles, Some(keys.clone()));
-        let admin = AdminService::new(authorizer, accounts.clone());
-        App { config, store, keys, accounts, ext_authz, admin, usage }
+        let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(Caches { keys, users }));
+        let admin = AdminService::new(authorizer.clone(), accounts.clone());
+        Ok(App { config, store, accounts, authorizer, ext_authz, admin, revocations, usage })
+    }
+
+    /// Creates the configured first admin unless a user with that email exists.
+    async fn bootstrap_admin(&self) -> anyhow::Result<()> {
+        let Some((email, password)) = &self.config.bootstrap_admin else { return Ok(()) };
+        let created = self
+            .accounts
+            .create_user_with_password(email, None, Role::Admin, DEFAULT_GROUP, Some(password.clone()))
+            .await;
+        match created {
+            Ok(user) => tracing::info!(user_id = %user.id, "bootstrap admin created"),
+            Err(AccountError::Conflict(_)) => tracing::debug!("bootstrap admin already exists"),
+            Err(e) => return Err(e).context("GATEHOUSE_BOOTSTRAP_ADMIN_EMAIL / _PASSWORD"),
+        }
+        Ok(())
     }
 
     /// Serves gRPC and HTTP until `shutdown` resolves. Then: health reports
@@ -64,15 +115,25 @@ impl App {
         let ready = Arc::new(AtomicBool::new(true));
         let (stop_tx, stop_rx) = watch::channel(false);
 
-        let router = http::router(HttpState { store: self.store.clone(), ready: ready.clone() });
+        let state = HttpState {
+            store: self.store.clone(),
+            ready: ready.clone(),
+            accounts: self.accounts.clone(),
+            authorizer: self.authorizer.clone(),
+            throttle: LoginThrottle::new(self.config.login_throttle.clone()),
+            trusted_proxy_hops: self.config.trusted_proxy_hops,
+            max_body_bytes: self.config.max_body_bytes,
+        };
+        let router = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
         let grpc =
             grpc::serve(grpc_listener, self.ext_authz.clone(), self.admin.clone(), health, stopped(stop_rx.clone()));
         let usage = tokio::spawn(self.usage.clone().run(
             self.store.clone(),
             self.config.usage_flush_interval,
-            stopped(stop_rx),
+            stopped(stop_rx.clone()),
         ));
+        tokio::spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stopped(stop_rx)));
         let delay = self.config.shutdown_delay;
         let drain = async move {
             shutdown.await;
@@ -92,6 +153,21 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+fn jwt_settings(c: &JwtConfig) -> JwtSettings {
+    JwtSettings {
+        algorithm: c.algorithm,
+        issuer: c.issuer.clone(),
+        audience: c.audience.clone(),
+        expiry_seconds: c.expiry_seconds,
+        leeway_seconds: c.leeway_seconds,
+        refresh_grace_seconds: c.refresh_grace_seconds,
+    }
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {

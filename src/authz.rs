@@ -48,6 +48,10 @@ impl Authorizer {
         }
     }
 
+    pub fn authn(&self) -> &Authenticator {
+        &self.authn
+    }
+
     /// Authenticates a caller of Gatehouse's own APIs: a credential is required.
     pub async fn authenticate<'a, H>(&self, headers: H, now: i64) -> Result<Principal, Denial>
     where

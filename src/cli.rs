@@ -8,8 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::accounts::Accounts;
-use crate::domain::{DEFAULT_GROUP, Group, Role, RolePermissions};
-use crate::store::DynStore;
+use crate::domain::{DEFAULT_GROUP, Group, Role};
+use crate::secret::Secret;
 use crate::views::{CreatedKeyView, GroupView, KeyView, UserView};
 
 #[derive(Debug, Parser)]
@@ -64,6 +64,14 @@ pub enum UsersCommand {
         group: String,
         #[arg(long)]
         name: Option<String>,
+        /// Read a password (for /auth/login) from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a user's password, read from the first line of standard input.
+    SetPassword {
+        /// User id or email.
+        user: String,
     },
     /// List users.
     List,
@@ -129,14 +137,27 @@ fn print<T: Serialize>(json: bool, value: &T, text: impl FnOnce() -> String) -> 
     Ok(())
 }
 
-pub async fn run_users(store: DynStore, json: bool, cmd: UsersCommand) -> anyhow::Result<()> {
-    let accounts = Accounts::new(store, RolePermissions::default(), None);
+fn read_password() -> anyhow::Result<Secret> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\r', '\n']).to_owned();
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    Ok(Secret::new(password))
+}
+
+pub async fn run_users(accounts: Accounts, json: bool, cmd: UsersCommand) -> anyhow::Result<()> {
     match cmd {
-        UsersCommand::Create { email, role, group, name } => {
-            let user = accounts.create_user(&email, name.as_deref(), role, &group).await?;
+        UsersCommand::Create { email, role, group, name, password_stdin } => {
+            let password = if password_stdin { Some(read_password()?) } else { None };
+            let user = accounts.create_user_with_password(&email, name.as_deref(), role, &group, password).await?;
             print(json, &UserView::from(&user), || {
                 format!("created user {} ({}, {}, group {})", user.id, user.email, user.role, user.group)
             })
+        }
+        UsersCommand::SetPassword { user } => {
+            let user = accounts.find_user(&user).await?;
+            accounts.set_password(&user.id, read_password()?).await?;
+            print(json, &UserView::from(&user), || format!("password set for {}", user.email))
         }
         UsersCommand::List => {
             let users = accounts.store().list_users().await?;
@@ -161,8 +182,7 @@ pub async fn run_users(store: DynStore, json: bool, cmd: UsersCommand) -> anyhow
     }
 }
 
-pub async fn run_groups(store: DynStore, json: bool, cmd: GroupsCommand) -> anyhow::Result<()> {
-    let accounts = Accounts::new(store, RolePermissions::default(), None);
+pub async fn run_groups(accounts: Accounts, json: bool, cmd: GroupsCommand) -> anyhow::Result<()> {
     match cmd {
         GroupsCommand::Create { name, requests, period_seconds, burst } => {
             let group =
@@ -186,8 +206,7 @@ pub async fn run_groups(store: DynStore, json: bool, cmd: GroupsCommand) -> anyh
     }
 }
 
-pub async fn run_keys(store: DynStore, json: bool, cmd: KeysCommand) -> anyhow::Result<()> {
-    let accounts = Accounts::new(store, RolePermissions::default(), None);
+pub async fn run_keys(accounts: Accounts, json: bool, cmd: KeysCommand) -> anyhow::Result<()> {
     let now = now();
     match cmd {
         KeysCommand::Create { user, name, permissions, expires_in_days } => {

@@ -9,9 +9,13 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use crate::authn::throttle::ThrottleSettings;
+use crate::domain::{PermissionSet, Role, RolePermissions};
 use crate::policy::PathPattern;
+use crate::secret::Secret;
 use crate::store::cache::CacheSettings;
 
 #[derive(Clone)]
@@ -30,6 +34,41 @@ pub struct Config {
     /// Time between reporting NOT_SERVING and closing the listeners on shutdown.
     pub shutdown_delay: Duration,
     pub log_json: bool,
+    pub jwt: JwtConfig,
+    pub roles: RolePermissions,
+    pub accounts: AccountSettings,
+    pub login_throttle: ThrottleSettings,
+    /// Created as an admin at start-up when no user has this email.
+    pub bootstrap_admin: Option<(String, Secret)>,
+    /// Reverse proxies in front of the HTTP API whose `X-Forwarded-For` entry
+    /// is trusted (0: use the connection's peer address).
+    pub trusted_proxy_hops: usize,
+    /// Largest request body the REST API reads.
+    pub max_body_bytes: usize,
+    /// How often revocations made by other replicas are loaded.
+    pub revocation_poll_interval: Duration,
+}
+
+#[derive(Clone, Debug)]
+pub struct JwtConfig {
+    pub algorithm: Algorithm,
+    /// HS256 secret; when unset (and no key file), a random per-process key.
+    pub secret: Option<Secret>,
+    pub private_key_file: Option<std::path::PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    pub expiry_seconds: i64,
+    pub leeway_seconds: i64,
+    pub refresh_grace_seconds: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct AccountSettings {
+    pub allow_registration: bool,
+    /// Lower-case domains; empty: any.
+    pub allowed_email_domains: Vec<String>,
+    pub default_role: Role,
+    pub password_min_length: usize,
 }
 
 pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/healthz", "/auth/login", "/auth/register"];
@@ -53,6 +92,28 @@ impl Default for Config {
             usage_flush_interval: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
             log_json: false,
+            jwt: JwtConfig {
+                algorithm: Algorithm::HS256,
+                secret: None,
+                private_key_file: None,
+                issuer: "gatehouse".to_owned(),
+                audience: "gatehouse".to_owned(),
+                expiry_seconds: 3600,
+                leeway_seconds: 30,
+                refresh_grace_seconds: 7 * 86_400,
+            },
+            roles: RolePermissions::default(),
+            accounts: AccountSettings {
+                allow_registration: true,
+                allowed_email_domains: Vec::new(),
+                default_role: Role::Viewer,
+                password_min_length: 8,
+            },
+            login_throttle: ThrottleSettings { max_per_account: 5, max_per_ip: 50, window: Duration::from_secs(900) },
+            bootstrap_admin: None,
+            trusted_proxy_hops: 0,
+            max_body_bytes: 64 * 1024,
+            revocation_poll_interval: Duration::from_secs(2),
         }
     }
 }
@@ -70,6 +131,9 @@ impl fmt::Debug for Config {
             .field("strip_credentials", &self.strip_credentials)
             .field("cache", &self.cache)
             .field("shutdown_delay", &self.shutdown_delay)
+            .field("jwt", &self.jwt)
+            .field("accounts", &self.accounts)
+            .field("bootstrap_admin", &self.bootstrap_admin.as_ref().map(|(email, _)| email))
             .finish_non_exhaustive()
     }
 }
@@ -110,6 +174,52 @@ struct FileConfig {
     cache: FileCache,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    jwt: FileJwt,
+    #[serde(default)]
+    accounts: FileAccounts,
+    #[serde(default)]
+    login: FileLogin,
+    roles: Option<FileRoles>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJwt {
+    algorithm: Option<String>,
+    private_key_file: Option<std::path::PathBuf>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    expiry_seconds: Option<i64>,
+    leeway_seconds: Option<i64>,
+    refresh_grace_seconds: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAccounts {
+    allow_registration: Option<bool>,
+    allowed_email_domains: Option<Vec<String>>,
+    default_role: Option<String>,
+    password_min_length: Option<usize>,
+    trusted_proxy_hops: Option<usize>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLogin {
+    max_failures_per_account: Option<u32>,
+    max_failures_per_ip: Option<u32>,
+    lockout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoles {
+    viewer: Vec<String>,
+    operator: Vec<String>,
+    admin: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -197,6 +307,21 @@ fn parse_patterns(name: &str, items: &[String]) -> Result<Vec<PathPattern>, Conf
         .collect()
 }
 
+fn parse_algorithm(name: &str, value: &str) -> Result<Algorithm, ConfigError> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "HS256" => Ok(Algorithm::HS256),
+        "RS256" => Ok(Algorithm::RS256),
+        "PS256" => Ok(Algorithm::PS256),
+        "ES256" => Ok(Algorithm::ES256),
+        "EDDSA" => Ok(Algorithm::EdDSA),
+        _ => Err(invalid(name, value, "expected HS256, RS256, PS256, ES256 or EdDSA")),
+    }
+}
+
+fn normalize_domains<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
+    items.map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase()).filter(|d| !d.is_empty()).collect()
+}
+
 fn log_json(name: &str, value: &str) -> Result<bool, ConfigError> {
     match value.to_ascii_lowercase().as_str() {
         "json" => Ok(true),
@@ -244,6 +369,48 @@ impl Config {
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
         }
+        self.apply_file_accounts(file.jwt, file.accounts, file.login, file.roles)
+    }
+
+    fn apply_file_accounts(
+        &mut self,
+        jwt: FileJwt,
+        accounts: FileAccounts,
+        login: FileLogin,
+        roles: Option<FileRoles>,
+    ) -> Result<(), ConfigError> {
+        if let Some(alg) = jwt.algorithm {
+            self.jwt.algorithm = parse_algorithm("jwt.algorithm", &alg)?;
+        }
+        set(&mut self.jwt.private_key_file, jwt.private_key_file.map(Some));
+        set(&mut self.jwt.issuer, jwt.issuer);
+        set(&mut self.jwt.audience, jwt.audience);
+        set(&mut self.jwt.expiry_seconds, jwt.expiry_seconds);
+        set(&mut self.jwt.leeway_seconds, jwt.leeway_seconds);
+        set(&mut self.jwt.refresh_grace_seconds, jwt.refresh_grace_seconds);
+        set(&mut self.accounts.allow_registration, accounts.allow_registration);
+        if let Some(domains) = accounts.allowed_email_domains {
+            self.accounts.allowed_email_domains = normalize_domains(domains.iter().map(String::as_str));
+        }
+        if let Some(role) = accounts.default_role {
+            self.accounts.default_role = role.parse().map_err(|e| invalid("accounts.default_role", &role, e))?;
+        }
+        set(&mut self.accounts.password_min_length, accounts.password_min_length);
+        set(&mut self.trusted_proxy_hops, accounts.trusted_proxy_hops);
+        set(&mut self.max_body_bytes, accounts.max_body_bytes);
+        set(&mut self.login_throttle.max_per_account, login.max_failures_per_account);
+        set(&mut self.login_throttle.max_per_ip, login.max_failures_per_ip);
+        set(&mut self.login_throttle.window, login.lockout_seconds.map(Duration::from_secs));
+        if let Some(r) = roles {
+            let parse = |name: &str, list: &[String]| {
+                PermissionSet::from_names(list).map_err(|e| invalid(name, &list.join(","), e))
+            };
+            self.roles = RolePermissions {
+                viewer: parse("roles.viewer", &r.viewer)?,
+                operator: parse("roles.operator", &r.operator)?,
+                admin: parse("roles.admin", &r.admin)?,
+            };
+        }
         Ok(())
     }
 
@@ -271,6 +438,54 @@ impl Config {
         if let Some(format) = parse_var::<String>(env, "GATEHOUSE_LOG_FORMAT")? {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;
         }
+        self.apply_env_accounts(env)
+    }
+
+    fn apply_env_accounts(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(alg) = parse_var::<String>(env, "JWT_ALGORITHM")? {
+            self.jwt.algorithm = parse_algorithm("JWT_ALGORITHM", &alg)?;
+        }
+        set(&mut self.jwt.secret, env("JWT_SECRET").filter(|s| !s.is_empty()).map(|s| Some(Secret::new(s))));
+        set(&mut self.jwt.private_key_file, parse_var(env, "JWT_PRIVATE_KEY_FILE")?.map(Some));
+        set(&mut self.jwt.issuer, parse_var(env, "JWT_ISSUER")?);
+        set(&mut self.jwt.audience, parse_var(env, "JWT_AUDIENCE")?);
+        set(&mut self.jwt.expiry_seconds, parse_var(env, "JWT_EXPIRY_SECONDS")?);
+        set(&mut self.jwt.leeway_seconds, parse_var(env, "JWT_LEEWAY_SECONDS")?);
+        set(&mut self.jwt.refresh_grace_seconds, parse_var(env, "JWT_REFRESH_GRACE_SECONDS")?);
+        set(
+            &mut self.accounts.allow_registration,
+            parse_var::<Flag>(env, "GATEHOUSE_ALLOW_REGISTRATION")?.map(|f| f.0),
+        );
+        if let Some(list) = parse_var::<String>(env, "ALLOWED_EMAIL_DOMAINS")? {
+            self.accounts.allowed_email_domains = normalize_domains(list.split(','));
+        }
+        set(&mut self.accounts.default_role, parse_var(env, "GATEHOUSE_DEFAULT_ROLE")?);
+        set(&mut self.accounts.password_min_length, parse_var(env, "GATEHOUSE_PASSWORD_MIN_LENGTH")?);
+        set(&mut self.login_throttle.max_per_account, parse_var(env, "GATEHOUSE_LOGIN_MAX_FAILURES")?);
+        set(&mut self.login_throttle.max_per_ip, parse_var(env, "GATEHOUSE_LOGIN_MAX_FAILURES_PER_IP")?);
+        set(
+            &mut self.login_throttle.window,
+            parse_var::<u64>(env, "GATEHOUSE_LOGIN_LOCKOUT_SECONDS")?.map(Duration::from_secs),
+        );
+        set(&mut self.trusted_proxy_hops, parse_var(env, "GATEHOUSE_TRUSTED_PROXY_HOPS")?);
+        set(&mut self.max_body_bytes, parse_var(env, "GATEHOUSE_MAX_BODY_BYTES")?);
+        set(
+            &mut self.revocation_poll_interval,
+            parse_var::<u64>(env, "GATEHOUSE_REVOCATION_POLL_SECONDS")?.map(Duration::from_secs),
+        );
+        let email = parse_var::<String>(env, "GATEHOUSE_BOOTSTRAP_ADMIN_EMAIL")?;
+        let password = env("GATEHOUSE_BOOTSTRAP_ADMIN_PASSWORD").filter(|s| !s.is_empty());
+        match (email, password) {
+            (Some(email), Some(password)) => self.bootstrap_admin = Some((email, Secret::new(password))),
+            (None, None) => {}
+            _ => {
+                return Err(invalid(
+                    "GATEHOUSE_BOOTSTRAP_ADMIN_EMAIL",
+                    "",
+                    "set both GATEHOUSE_BOOTSTRAP_ADMIN_EMAIL and GATEHOUSE_BOOTSTRAP_ADMIN_PASSWORD",
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -284,6 +499,40 @@ impl Config {
         }
         if self.usage_flush_interval.is_zero() {
             return Err(invalid("GATEHOUSE_USAGE_FLUSH_SECONDS", "0", "must be at least 1"));
+        }
+        self.validate_jwt()?;
+        if self.accounts.password_min_length < 8 {
+            let n = self.accounts.password_min_length.to_string();
+            return Err(invalid("GATEHOUSE_PASSWORD_MIN_LENGTH", &n, "must be at least 8"));
+        }
+        if self.revocation_poll_interval.is_zero() {
+            return Err(invalid("GATEHOUSE_REVOCATION_POLL_SECONDS", "0", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn validate_jwt(&self) -> Result<(), ConfigError> {
+        let jwt = &self.jwt;
+        if jwt.algorithm == Algorithm::HS256 {
+            let short = jwt.secret.as_ref().is_some_and(|s| s.expose().len() < crate::authn::jwt::MIN_SECRET_LEN);
+            if short && self.require_auth {
+                return Err(invalid("JWT_SECRET", "[redacted]", "must be at least 32 characters"));
+            }
+        } else if jwt.private_key_file.is_none() {
+            return Err(invalid(
+                "JWT_PRIVATE_KEY_FILE",
+                "",
+                format!("required with JWT_ALGORITHM={:?}", jwt.algorithm),
+            ));
+        }
+        for (name, value) in [
+            ("JWT_EXPIRY_SECONDS", jwt.expiry_seconds),
+            ("JWT_LEEWAY_SECONDS", jwt.leeway_seconds + 1),
+            ("JWT_REFRESH_GRACE_SECONDS", jwt.refresh_grace_seconds + 1),
+        ] {
+            if value <= 0 {
+                return Err(invalid(name, &value.to_string(), "must not be negative (expiry: positive)"));
+            }
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use gatehouse::accounts::Accounts;
 use gatehouse::app::{App, shutdown_signal};
 use gatehouse::cli::{Cli, Command};
 use gatehouse::config::Config;
@@ -42,14 +43,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Users(cmd) => cli::run_users(connect(&config).await?, json, cmd).await,
-        Command::Groups(cmd) => cli::run_groups(connect(&config).await?, json, cmd).await,
-        Command::Keys(cmd) => cli::run_keys(connect(&config).await?, json, cmd).await,
+        Command::Users(cmd) => cli::run_users(accounts(&config).await?, json, cmd).await,
+        Command::Groups(cmd) => cli::run_groups(accounts(&config).await?, json, cmd).await,
+        Command::Keys(cmd) => cli::run_keys(accounts(&config).await?, json, cmd).await,
     }
 }
 
-async fn connect(config: &Config) -> anyhow::Result<store::DynStore> {
-    store::connect(&config.database_url, config.auto_migrate, config.database_timeout).await
+/// Account management straight on the store, for the operator commands.
+async fn accounts(config: &Config) -> anyhow::Result<Accounts> {
+    let store = store::connect(&config.database_url, config.auto_migrate, config.database_timeout).await?;
+    Ok(Accounts::new(store, config.roles, config.accounts.clone(), None))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -69,8 +69,10 @@ pub struct KeyView {
     pub prefix: String,
     pub name: String,
     pub user_id: String,
-    /// `null`: the key has its owner's permissions.
+    /// `null` in listings when the key inherits its owner's permissions.
     pub permissions: Option<Vec<&'static str>>,
+    /// The key has whatever its owner's role grants at each request.
+    pub inherits_permissions: bool,
     pub expires_at: Option<String>,
     pub revoked_at: Option<String>,
     pub created_at: String,
@@ -93,6 +95,7 @@ impl KeyView {
             name: k.name.clone(),
             user_id: k.user_id.clone(),
             permissions: k.permissions.map(|p| p.names()),
+            inherits_permissions: k.permissions.is_none(),
             expires_at: opt_timestamp(k.expires_at),
             revoked_at: opt_timestamp(k.revoked_at),
             created_at: timestamp(k.created_at),

@@ -62,6 +62,9 @@ pub enum Denial {
     /// learn which key ids exist.
     #[error("invalid API key or token")]
     InvalidCredential,
+    /// A failed password login: unknown account and wrong password alike.
+    #[error("invalid email or password")]
+    InvalidLogin,
     #[error("credential has expired")]
     Expired,
     #[error("credential has been revoked")]
@@ -84,6 +87,7 @@ impl Denial {
             Denial::MissingCredential
             | Denial::MalformedCredential(_)
             | Denial::InvalidCredential
+            | Denial::InvalidLogin
             | Denial::Expired
             | Denial::Revoked
             | Denial::AccountDisabled => ErrorKind::Unauthenticated,
@@ -99,6 +103,7 @@ impl Denial {
             Denial::MissingCredential => "missing_credential",
             Denial::MalformedCredential(_) => "malformed_credential",
             Denial::InvalidCredential => "invalid_credential",
+            Denial::InvalidLogin => "invalid_login",
             Denial::Expired => "expired",
             Denial::Revoked => "revoked",
             Denial::AccountDisabled => "account_disabled",
@@ -116,7 +121,7 @@ impl Denial {
     /// The `WWW-Authenticate` challenge (RFC 6750 section 3) for 401s.
     pub fn www_authenticate(&self) -> Option<String> {
         match self {
-            Denial::MissingCredential => Some(r#"Bearer realm="gatehouse""#.to_owned()),
+            Denial::MissingCredential | Denial::InvalidLogin => Some(r#"Bearer realm="gatehouse""#.to_owned()),
             d if d.kind() == ErrorKind::Unauthenticated => Some(format!(
                 r#"Bearer realm="gatehouse", error="invalid_token", error_description="{}""#,
                 d.to_string().replace('"', "'")

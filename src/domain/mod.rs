@@ -9,6 +9,6 @@ pub mod user;
 
 pub use denial::{Denial, ErrorKind};
 pub use permission::{Permission, PermissionSet, UnknownPermission};
-pub use principal::{AuthMethod, Principal};
+pub use principal::{AuthMethod, Principal, Session};
 pub use role::{Role, RolePermissions, UnknownRole};
 pub use user::{ApiKey, DEFAULT_GROUP, Group, KeyGrant, NewApiKey, NewUser, User, UserUpdate};

@@ -44,4 +44,13 @@ pub struct Principal {
     pub key_id: Option<Arc<str>>,
     /// Effective permissions for this request.
     pub permissions: PermissionSet,
+    /// The session token used, when `method` is [`AuthMethod::Jwt`].
+    pub session: Option<Session>,
+}
+
+/// A session token's identity, for logout and refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub jti: Arc<str>,
+    pub expires_at: i64,
 }

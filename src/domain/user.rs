@@ -26,6 +26,8 @@ pub struct NewUser {
     pub name: Option<String>,
     pub role: Role,
     pub group: String,
+    /// argon2id PHC string; `None`: the user cannot log in with a password.
+    pub password_hash: Option<String>,
 }
 
 /// Changes to a user; `None` leaves a field as it is.

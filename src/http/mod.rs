@@ -1,4 +1,11 @@
-//! HTTP transport: probes now; the REST API joins here.
+//! HTTP transport: the REST API (`/auth/*`, `/admin/*` and their seed
+//! aliases), the JWKS, and probes. Handlers translate; the rules live in
+//! [`crate::accounts`] and [`crate::authn`].
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,22 +14,62 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::domain::ErrorKind;
+use crate::accounts::Accounts;
+use crate::authn::throttle::LoginThrottle;
+use crate::authz::Authorizer;
 use crate::store::DynStore;
+use error::ApiError;
 
 #[derive(Clone)]
 pub struct HttpState {
     pub store: DynStore,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
+    pub accounts: Accounts,
+    pub authorizer: Arc<Authorizer>,
+    pub throttle: LoginThrottle,
+    pub trusted_proxy_hops: usize,
+    pub max_body_bytes: usize,
+}
+
+fn auth_routes() -> Router<HttpState> {
+    let keys =
+        Router::new().route("/", post(auth::create_key).get(auth::list_keys)).route("/{id}", delete(auth::delete_key));
+    Router::new()
+        .route("/register", post(auth::register))
+        .route("/login", post(auth::login))
+        .route("/refresh", post(auth::refresh))
+        .route("/logout", post(auth::logout))
+        .route("/me", get(auth::me))
+        .nest("/keys", keys.clone())
+        .nest("/api-keys", keys)
+}
+
+fn admin_routes() -> Router<HttpState> {
+    Router::new()
+        .route("/users", get(admin::list_users).post(admin::create_user))
+        .route("/users/{id}", get(admin::get_user).patch(admin::update_user))
+        .route("/groups", get(admin::list_groups).post(admin::create_group))
+        .route("/groups/{name}", patch(admin::update_group))
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).fallback(not_found).with_state(state)
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .nest("/auth", auth_routes())
+        .nest("/api/v1/auth", auth_routes())
+        .nest("/api/auth", auth_routes())
+        .nest("/admin", admin_routes())
+        .nest("/api/v1/admin", admin_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
 }
 
 /// Liveness: the process answers.
@@ -49,7 +96,11 @@ fn not_ready(reason: &str) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "reason": reason}))).into_response()
 }
 
-async fn not_found() -> Response {
-    let body = json!({"error": {"code": "NOT_FOUND", "message": "no such endpoint", "type": ErrorKind::InvalidRequest.error_type(), "param": null, "details": null}});
-    (StatusCode::NOT_FOUND, Json(body)).into_response()
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such endpoint".into())
+}
+
+async fn method_not_allowed() -> Response {
+    let body = json!({"success": false, "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this endpoint", "type": "invalid_request_error", "param": null, "details": null}});
+    (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }

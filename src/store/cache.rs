@@ -1,25 +1,23 @@
-//! The in-process cache in front of the store for the Check path.
+//! The in-process caches in front of the store for the Check path.
 //!
 //! * Bounded (entry count) and time-limited, so memory depends on the cache
-//!   capacity, not on how many keys are stored.
-//! * Unknown key ids are cached too ("negative" entries, shorter TTL), so a
-//!   flood of random keys cannot hammer the database.
-//! * Concurrent misses for one key id collapse into one query
-//!   (`try_get_with`).
+//!   capacity, not on how many records are stored.
+//! * Absent records are cached too ("negative" entries, shorter TTL), so a
+//!   flood of random key ids cannot hammer the database.
+//! * Concurrent misses for one id collapse into one query (`try_get_with`).
 //! * Errors are not cached: when the store is down, the next request tries
 //!   again.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::Expiry;
 use moka::future::Cache;
 
-use super::{DynStore, StoreError};
-use crate::domain::KeyGrant;
-
-/// `None` is a negative entry: the key id does not exist.
-type Entry = Option<Arc<KeyGrant>>;
+use super::{DynStore, StoreError, StoreResult};
+use crate::domain::{KeyGrant, User};
 
 #[derive(Clone, Debug)]
 pub struct CacheSettings {
@@ -28,54 +26,73 @@ pub struct CacheSettings {
     pub negative_ttl: Duration,
 }
 
+/// `None` is a negative entry: no such record.
+type Entry<V> = Option<Arc<V>>;
+
+type Loader<V> = fn(DynStore, String) -> Pin<Box<dyn Future<Output = StoreResult<Option<V>>> + Send>>;
+
 struct EntryExpiry {
     ttl: Duration,
     negative_ttl: Duration,
 }
 
-impl Expiry<String, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _key: &String, value: &Entry, _now: Instant) -> Option<Duration> {
+impl<V> Expiry<String, Entry<V>> for EntryExpiry {
+    fn expire_after_create(&self, _key: &String, value: &Entry<V>, _now: Instant) -> Option<Duration> {
         Some(if value.is_some() { self.ttl } else { self.negative_ttl })
     }
 }
 
-#[derive(Clone)]
-pub struct KeyCache {
+/// A read-through cache of one kind of record, by id.
+pub struct ReadThrough<V> {
     store: DynStore,
-    cache: Cache<String, Entry>,
+    cache: Cache<String, Entry<V>>,
+    load: Loader<V>,
 }
 
-impl KeyCache {
-    pub fn new(store: DynStore, settings: &CacheSettings) -> Self {
+impl<V> Clone for ReadThrough<V> {
+    fn clone(&self) -> Self {
+        ReadThrough { store: self.store.clone(), cache: self.cache.clone(), load: self.load }
+    }
+}
+
+impl<V: Send + Sync + 'static> ReadThrough<V> {
+    fn new(store: DynStore, settings: &CacheSettings, load: Loader<V>) -> Self {
         let cache = Cache::builder()
             .max_capacity(settings.capacity)
             .expire_after(EntryExpiry { ttl: settings.ttl, negative_ttl: settings.negative_ttl })
             .build();
-        KeyCache { store, cache }
+        ReadThrough { store, cache, load }
     }
 
-    /// The grant for `key_id`, from the cache or, on a miss, from the store.
-    pub async fn get(&self, key_id: &str) -> Result<Entry, Arc<StoreError>> {
-        if let Some(entry) = self.cache.get(key_id).await {
+    /// The record for `id`, from the cache or, on a miss, from the store.
+    pub async fn get(&self, id: &str) -> Result<Entry<V>, Arc<StoreError>> {
+        if let Some(entry) = self.cache.get(id).await {
             return Ok(entry);
         }
-        let store = self.store.clone();
-        let id = key_id.to_owned();
-        self.cache.try_get_with(key_id.to_owned(), async move { Ok(store.key_grant(&id).await?.map(Arc::new)) }).await
+        let load = (self.load)(self.store.clone(), id.to_owned());
+        self.cache.try_get_with(id.to_owned(), async move { Ok(load.await?.map(Arc::new)) }).await
     }
 
-    /// Forgets a key so the next Check reads it from the store again.
-    pub async fn invalidate(&self, key_id: &str) {
-        self.cache.invalidate(key_id).await;
+    /// Forgets one record so the next read goes to the store.
+    pub async fn invalidate(&self, id: &str) {
+        self.cache.invalidate(id).await;
     }
 
-    /// Forgets every entry (after a change that touches many keys, such as a
-    /// user's role).
+    /// Forgets every record.
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
     }
+}
 
-    pub fn store(&self) -> &DynStore {
-        &self.store
-    }
+/// API keys joined with their owner, by key id.
+pub type KeyCache = ReadThrough<KeyGrant>;
+/// Users, by id.
+pub type UserCache = ReadThrough<User>;
+
+pub fn key_cache(store: DynStore, settings: &CacheSettings) -> KeyCache {
+    ReadThrough::new(store, settings, |store, id| Box::pin(async move { store.key_grant(&id).await }))
+}
+
+pub fn user_cache(store: DynStore, settings: &CacheSettings) -> UserCache {
+    ReadThrough::new(store, settings, |store, id| Box::pin(async move { store.user_by_id(&id).await }))
 }

@@ -77,7 +77,14 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `update`; `None` when no such user.
     async fn update_user(&self, id: &str, update: &UserUpdate) -> StoreResult<Option<User>>;
 
+    /// The user's argon2id hash; `None` when the user has no password.
+    async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>>;
+    /// Returns whether the user exists.
+    async fn set_password(&self, user_id: &str, hash: &str) -> StoreResult<bool>;
+
     async fn create_group(&self, group: &Group) -> StoreResult<()>;
+    /// Replaces a group's limits. Returns whether the group exists.
+    async fn update_group(&self, group: &Group) -> StoreResult<bool>;
     async fn group(&self, name: &str) -> StoreResult<Option<Group>>;
     async fn list_groups(&self) -> StoreResult<Vec<Group>>;
 
@@ -87,6 +94,11 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self, user_id: Option<&str>) -> StoreResult<Vec<ApiKey>>;
     /// Sets `revoked_at` unless already revoked. Returns whether a key changed.
     async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool>;
+    /// Records a revoked token id (idempotent).
+    async fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64, at: i64) -> StoreResult<()>;
+    /// Token ids revoked at or after `since` that have not expired by `now`.
+    async fn revoked_tokens_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>>;
+
     /// Records when keys were last used (batched off the Check path).
     async fn touch_api_keys(&self, used: &[(String, i64)]) -> StoreResult<()>;
 }

@@ -159,8 +159,8 @@ macro_rules! sql_store {
                 let id = uuid::Uuid::new_v4().to_string();
                 let now = now();
                 let sql = format!(
-                    "INSERT INTO users (id, email, name, role, group_name, disabled, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, FALSE, $6, $6) RETURNING {USER_COLUMNS}"
+                    "INSERT INTO users (id, email, name, role, group_name, password_hash, disabled, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $7, FALSE, $6, $6) RETURNING {USER_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
                     .bind(&id)
@@ -169,6 +169,7 @@ macro_rules! sql_store {
                     .bind(user.role.as_str())
                     .bind(&user.group)
                     .bind(now)
+                    .bind(&user.password_hash)
                     .fetch_one(&self.pool)
                     .await?;
                 Self::user(&row)
@@ -217,6 +218,65 @@ macro_rules! sql_store {
                 .execute(&self.pool)
                 .await?;
                 Ok(())
+            }
+
+            async fn update_group(&self, group: &Group) -> StoreResult<bool> {
+                let done = sqlx::query(
+                    "UPDATE groups SET requests_per_period = $2, period_seconds = $3, burst = $4 WHERE name = $1",
+                )
+                .bind(&group.name)
+                .bind(group.requests_per_period)
+                .bind(group.period_seconds)
+                .bind(group.burst)
+                .execute(&self.pool)
+                .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>> {
+                let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
+                    .bind(user_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(match row {
+                    Some(r) => r.try_get("password_hash")?,
+                    None => None,
+                })
+            }
+
+            async fn set_password(&self, user_id: &str, hash: &str) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                    .bind(user_id)
+                    .bind(hash)
+                    .bind(now())
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64, at: i64) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO revoked_tokens (jti, user_id, expires_at, revoked_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (jti) DO NOTHING",
+                )
+                .bind(jti)
+                .bind(user_id)
+                .bind(expires_at)
+                .bind(at)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn revoked_tokens_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+                let rows = sqlx::query(
+                    "SELECT jti, expires_at FROM revoked_tokens WHERE revoked_at >= $1 AND expires_at > $2",
+                )
+                .bind(since)
+                .bind(now)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?))).collect()
             }
 
             async fn group(&self, name: &str) -> StoreResult<Option<Group>> {

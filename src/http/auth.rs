@@ -1,0 +1,269 @@
+//! `/auth/*`: registration, password login, session tokens, the caller's
+//! profile and API keys. Also served under `/api/v1/auth/*` and `/api/auth/*`
+//! so scripts written for the seed systems work unchanged.
+//!
+//! Successful bodies carry their fields at the top level and again under
+//! `data`, with `"success": true`: the shapes the seed clients read
+//! (`.token`, `.access_token`, `.data.token`) all work.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::HttpState;
+use super::error::ApiError;
+use super::extract::{Caller, ClientIp, JsonBody};
+use crate::app::now;
+use crate::authn::jwt::IssuedToken;
+use crate::domain::{AuthMethod, Denial, Permission, PermissionSet, User};
+use crate::secret::Secret;
+use crate::views::{CreatedKeyView, KeyView, UserView, timestamp};
+
+/// `value`'s fields, plus `"success": true` and the same value under `data`.
+pub fn envelope(value: Value) -> Value {
+    match value {
+        Value::Object(mut map) => {
+            let data = Value::Object(map.clone());
+            map.insert("success".into(), Value::Bool(true));
+            map.insert("data".into(), data);
+            Value::Object(map)
+        }
+        other => json!({ "success": true, "data": other }),
+    }
+}
+
+fn ok(status: StatusCode, value: Value) -> Response {
+    (status, Json(envelope(value))).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    email: Option<String>,
+    /// Seed 004 sends the email as `username` too.
+    username: Option<String>,
+    password: String,
+    name: Option<String>,
+}
+
+pub async fn register(
+    State(s): State<HttpState>,
+    JsonBody(body): JsonBody<RegisterBody>,
+) -> Result<Response, ApiError> {
+    let email = body.email.or(body.username).ok_or_else(|| ApiError::validation("email", "email is required"))?;
+    let user = s.accounts.register(&email, Secret::new(body.password), body.name.as_deref()).await?;
+    tracing::info!(user_id = %user.id, "user registered");
+    let view = serde_json::to_value(UserView::from(&user)).map_err(|_| ApiError::Internal)?;
+    let mut value = view.clone();
+    if let Value::Object(map) = &mut value {
+        map.insert("user".into(), view);
+        map.insert("user_id".into(), Value::String(user.id.clone()));
+    }
+    Ok(ok(StatusCode::CREATED, value))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    email: Option<String>,
+    username: Option<String>,
+    password: String,
+}
+
+pub async fn login(
+    State(s): State<HttpState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<LoginBody>,
+) -> Result<Response, ApiError> {
+    let account = body.email.or(body.username).ok_or_else(|| ApiError::validation("email", "email is required"))?;
+    let ip = ip.map(|ip| ip.to_string());
+    s.throttle.check(&account, ip.as_deref()).map_err(ApiError::RateLimited)?;
+    let user = match s.accounts.verify_password(&account, Secret::new(body.password)).await {
+        Ok(user) => user,
+        Err(e) => {
+            if matches!(e, crate::accounts::AccountError::InvalidLogin) {
+                s.throttle.record_failure(&account, ip.as_deref());
+                tracing::info!(client_ip = ip.as_deref().unwrap_or("-"), "login failed");
+            }
+            return Err(e.into());
+        }
+    };
+    s.throttle.record_success(&account);
+    if user.disabled {
+        return Err(Denial::AccountDisabled.into());
+    }
+    let issued = s.authorizer.authn().jwt().issue(&user, now())?;
+    tracing::info!(user_id = %user.id, "login");
+    Ok(ok(StatusCode::OK, token_body(&issued, &user)))
+}
+
+fn token_body(issued: &IssuedToken, user: &User) -> Value {
+    json!({
+        "access_token": issued.token.expose(),
+        "token": issued.token.expose(),
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "expires_at": timestamp(issued.expires_at),
+        "user": UserView::from(user),
+    })
+}
+
+/// The bearer token of the request, whatever its state.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or(ApiError::Unauthenticated(Denial::MissingCredential))?;
+    match crate::authn::credentials::extract([("authorization", value)])? {
+        Some(crate::authn::Credential::Bearer(token)) => Ok(token),
+        _ => Err(ApiError::validation("authorization", "a session token (Bearer JWT) is required")),
+    }
+}
+
+/// Exchanges a session token, even one expired within the grace window (but
+/// never a revoked one), for a new token; the old one is revoked.
+pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<Response, ApiError> {
+    let now = now();
+    let authn = s.authorizer.authn();
+    let claims = authn.jwt().verify_for_refresh(bearer(&headers)?, now)?;
+    if authn.revocations().is_revoked(&claims.jti) {
+        return Err(Denial::Revoked.into());
+    }
+    let user = s.accounts.store().user_by_id(&claims.sub).await?.ok_or(Denial::InvalidCredential)?;
+    if user.disabled {
+        return Err(Denial::AccountDisabled.into());
+    }
+    let issued = authn.jwt().issue(&user, now)?;
+    authn.revocations().revoke(&claims.jti, &claims.sub, claims.exp, now).await?;
+    tracing::info!(user_id = %user.id, "token refreshed");
+    Ok(ok(StatusCode::OK, token_body(&issued, &user)))
+}
+
+pub async fn logout(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Response, ApiError> {
+    let Some(session) = &caller.session else {
+        return Err(ApiError::validation(
+            "authorization",
+            "logout needs a session token; revoke API keys with DELETE /auth/keys/{id}",
+        ));
+    };
+    s.authorizer.authn().revocations().revoke(&session.jti, &caller.user_id, session.expires_at, now()).await?;
+    tracing::info!(user_id = %caller.user_id, "logout");
+    Ok(Json(json!({ "success": true, "message": "Logged out successfully" })).into_response())
+}
+
+pub async fn me(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Response, ApiError> {
+    let user = s.accounts.find_user(&caller.user_id).await?;
+    let mut value = serde_json::to_value(UserView::from(&user)).map_err(|_| ApiError::Internal)?;
+    if let Value::Object(map) = &mut value {
+        map.insert("username".into(), Value::String(user.email.clone()));
+        map.insert("permissions".into(), json!(caller.permissions.names()));
+        map.insert("auth_method".into(), Value::String(caller.method.as_str().to_owned()));
+        map.insert("key_id".into(), json!(caller.key_id.as_deref()));
+    }
+    Ok(ok(StatusCode::OK, value))
+}
+
+pub async fn jwks(State(s): State<HttpState>) -> Response {
+    Json(s.authorizer.authn().jwt().jwks()).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    name: String,
+    permissions: Option<Vec<String>>,
+    expires_in_days: Option<u32>,
+    /// Another user's id or email; needs `manage_users`.
+    user: Option<String>,
+}
+
+pub async fn create_key(
+    State(s): State<HttpState>,
+    Caller(caller): Caller,
+    JsonBody(body): JsonBody<CreateKeyBody>,
+) -> Result<Response, ApiError> {
+    let for_self = body.user.as_ref().is_none_or(|u| *u == *caller.user_id || u.to_lowercase() == *caller.email);
+    let owner = match &body.user {
+        Some(u) if !for_self => {
+            Caller(caller.clone()).require(Permission::ManageUsers)?;
+            s.accounts.find_user(u).await?
+        }
+        _ => s.accounts.find_user(&caller.user_id).await?,
+    };
+    let requested = match &body.permissions {
+        Some(names) => {
+            Some(PermissionSet::from_names(names).map_err(|e| ApiError::validation("permissions", e.to_string()))?)
+        }
+        None => None,
+    };
+    // A key never holds more than the caller holds now: a narrow API key
+    // cannot mint a broader one.
+    let permissions = match (requested, caller.method) {
+        (Some(p), _) if !p.is_subset_of(caller.permissions) => {
+            return Err(ApiError::Forbidden(format!(
+                "cannot grant permissions the caller does not hold: {}",
+                p.difference(caller.permissions)
+            )));
+        }
+        (None, AuthMethod::ApiKey) if for_self => Some(caller.permissions),
+        (p, _) => p,
+    };
+    let names: Option<Vec<String>> = permissions.map(|p| p.names().into_iter().map(str::to_owned).collect());
+    let now = now();
+    let (key, secret) = s.accounts.create_key(&owner, &body.name, names.as_deref(), body.expires_in_days, now).await?;
+    tracing::info!(actor = %caller.user_id, owner = %owner.id, key_id = %key.id, "API key created");
+    let mut info = KeyView::new(&key, now);
+    info.permissions.get_or_insert_with(|| s.accounts.roles().of(owner.role).names());
+    let value = serde_json::to_value(CreatedKeyView { info, secret }).map_err(|_| ApiError::Internal)?;
+    Ok(ok(StatusCode::CREATED, value))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListKeysQuery {
+    /// Another user's keys (id or email); needs `manage_users`.
+    user: Option<String>,
+    /// Every user's keys; needs `manage_users`.
+    all: Option<bool>,
+}
+
+pub async fn list_keys(
+    State(s): State<HttpState>,
+    Caller(caller): Caller,
+    Query(q): Query<ListKeysQuery>,
+) -> Result<Response, ApiError> {
+    let user_id = match (&q.user, q.all.unwrap_or(false)) {
+        (None, false) => Some(caller.user_id.to_string()),
+        (Some(u), _) if *u == *caller.user_id || u.to_lowercase() == *caller.email => Some(caller.user_id.to_string()),
+        (user, _) => {
+            Caller(caller.clone()).require(Permission::ManageUsers)?;
+            match user {
+                Some(u) => Some(s.accounts.find_user(u).await?.id),
+                None => None,
+            }
+        }
+    };
+    let now = now();
+    let keys = s.accounts.list_keys(user_id.as_deref()).await?;
+    let views: Vec<KeyView> = keys.iter().map(|k| KeyView::new(k, now)).collect();
+    Ok(ok(StatusCode::OK, json!({ "keys": views, "object": "list" })))
+}
+
+pub async fn delete_key(
+    State(s): State<HttpState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let key = s.accounts.store().api_key(&id).await?;
+    // Someone else's key is "not found" unless the caller manages users.
+    match key {
+        Some(k) if *k.user_id == *caller.user_id || caller.permissions.contains(Permission::ManageUsers) => {}
+        _ => return Err(ApiError::NotFound("API key not found".into())),
+    }
+    s.accounts.revoke_key(&id, now()).await?;
+    tracing::info!(actor = %caller.user_id, key_id = %id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

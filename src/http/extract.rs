@@ -1,0 +1,111 @@
+//! Request extractors for the REST API.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::HttpState;
+use super::error::ApiError;
+use crate::domain::{Permission, Principal};
+
+/// A JSON body, read up to the configured size. A malformed body is refused
+/// with 400 naming the field at fault; an oversized one with 413.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<HttpState> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &HttpState) -> Result<Self, ApiError> {
+        let is_json =
+            req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_none_or(|ct| {
+                ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+            });
+        if !is_json {
+            return Err(ApiError::validation("content-type", "the body must be application/json"));
+        }
+        let limit = state.max_body_bytes;
+        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Err(ApiError::validation("body", "a JSON object is required"));
+        }
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de).map(JsonBody).map_err(|e| {
+            let message = e.inner().to_string();
+            let path = e.path().to_string();
+            let field = if path == "." { missing_field(&message).unwrap_or("body").to_owned() } else { path };
+            ApiError::Validation { message: format!("invalid JSON: {message}"), field: Some(field) }
+        })
+    }
+}
+
+/// `missing field `email`` -> `email`.
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.split("field `").nth(1)?;
+    rest.split('`').next()
+}
+
+/// The authenticated caller (API key or session token).
+pub struct Caller(pub Principal);
+
+impl FromRequestParts<HttpState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
+        let headers = parts.headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("\u{0}")));
+        let principal = state.authorizer.authenticate(headers, crate::app::now()).await?;
+        Ok(Caller(principal))
+    }
+}
+
+impl Caller {
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.0.permissions.contains(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(format!("the {permission} permission is required")))
+        }
+    }
+}
+
+/// The client's address: the connection's peer, or, behind
+/// `trusted_proxy_hops` proxies, the `X-Forwarded-For` entry the outermost
+/// trusted proxy appended. Entries a client wrote itself are never used.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl FromRequestParts<HttpState> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        if state.trusted_proxy_hops == 0 {
+            return Ok(ClientIp(peer));
+        }
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect();
+        let from_proxy = forwarded
+            .len()
+            .checked_sub(state.trusted_proxy_hops)
+            .and_then(|i| forwarded.get(i))
+            .and_then(|s| s.parse().ok());
+        Ok(ClientIp(from_proxy.or(peer)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_the_missing_field() {
+        assert_eq!(missing_field("missing field `password` at line 1 column 2"), Some("password"));
+        assert_eq!(missing_field("expected value"), None);
+    }
+}
