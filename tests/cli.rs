@@ -170,3 +170,42 @@ fn serve_stops_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status:?}; log: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("NOT_SERVING")), "{rest:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_from_stdin_allows_login() {
+    use std::io::Write;
+    let (url, _dir) = fresh_database(Backend::Sqlite).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["users", "create", "--email", "first@example.com", "--role", "admin", "--password-stdin", "--json"])
+        .env("DATABASE_URL", &url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"first admin password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("first admin password"));
+    let s = common::TestServer::start_config(common::test_config(&url)).await;
+    let r = reqwest::Client::new()
+        .post(s.url("/auth/login"))
+        .json(&serde_json::json!({"email": "first@example.com", "password": "first admin password"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.finish().await;
+    // Too short a password is refused, and no user is created.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+        .args(["users", "create", "--email", "second@example.com", "--role", "viewer", "--password-stdin"])
+        .env("DATABASE_URL", &url)
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
+    assert_eq!(json(&url, &["users", "list"]).as_array().unwrap().len(), 1);
+}
