@@ -133,6 +133,8 @@ impl fmt::Debug for Config {
             .field("shutdown_delay", &self.shutdown_delay)
             .field("jwt", &self.jwt)
             .field("accounts", &self.accounts)
+            .field("roles", &self.roles)
+            .field("login_throttle", &self.login_throttle)
             .field("bootstrap_admin", &self.bootstrap_admin.as_ref().map(|(email, _)| email))
             .finish_non_exhaustive()
     }

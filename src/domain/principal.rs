@@ -48,6 +48,13 @@ pub struct Principal {
     pub session: Option<Session>,
 }
 
+impl Principal {
+    /// Whether `id_or_email` names this caller.
+    pub fn is(&self, id_or_email: &str) -> bool {
+        *self.user_id == *id_or_email || self.email.eq_ignore_ascii_case(id_or_email)
+    }
+}
+
 /// A session token's identity, for logout and refresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Session {

@@ -185,7 +185,7 @@ pub async fn create_key(
     Caller(caller): Caller,
     JsonBody(body): JsonBody<CreateKeyBody>,
 ) -> Result<Response, ApiError> {
-    let for_self = body.user.as_ref().is_none_or(|u| *u == *caller.user_id || u.to_lowercase() == *caller.email);
+    let for_self = body.user.as_ref().is_none_or(|u| caller.is(u));
     let owner = match &body.user {
         Some(u) if !for_self => {
             Caller(caller.clone()).require(Permission::ManageUsers)?;
@@ -237,7 +237,7 @@ pub async fn list_keys(
 ) -> Result<Response, ApiError> {
     let user_id = match (&q.user, q.all.unwrap_or(false)) {
         (None, false) => Some(caller.user_id.to_string()),
-        (Some(u), _) if *u == *caller.user_id || u.to_lowercase() == *caller.email => Some(caller.user_id.to_string()),
+        (Some(u), _) if caller.is(u) => Some(caller.user_id.to_string()),
         (user, _) => {
             Caller(caller.clone()).require(Permission::ManageUsers)?;
             match user {
