@@ -112,3 +112,45 @@ async fn envoy_fails_closed_when_gatehouse_is_gone() {
     let r = http.get(envoy.url("/v1/models")).header("x-api-key", &key).send().await.unwrap();
     assert_eq!(r.status(), 503, "failure_mode_allow must be off");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_session_flow_through_the_gateway() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let upstream = spawn_echo().await;
+    let envoy = Envoy::start(&s, upstream).await;
+    let http = reqwest::Client::new();
+    let creds = serde_json::json!({"email": "dev@example.com", "password": "a long password"});
+    // /auth/* goes to gatehouse's own API, without ext_authz in the way.
+    let r = http.post(envoy.url("/auth/register")).json(&creds).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let login: Value = http.post(envoy.url("/auth/login")).json(&creds).send().await.unwrap().json().await.unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    let me: Value = http.get(envoy.url("/auth/me")).bearer_auth(token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["email"], "dev@example.com");
+
+    let r = http.get(envoy.url("/v1/models")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let echo: Value = r.json().await.unwrap();
+    assert_eq!(echo["headers"]["x-auth-method"], "jwt");
+    assert_eq!(echo["headers"]["x-auth-user-id"], me["id"]);
+    assert!(echo["headers"].get("authorization").is_none());
+
+    let r = http.post(envoy.url("/auth/logout")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.get(envoy.url("/v1/models")).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["message"], "credential has been revoked");
+    drop(envoy);
+    s.finish().await;
+}
+
+#[test]
+fn shipped_config_passes_envoy_validation() {
+    let envoy = std::env::var("GATEHOUSE_TEST_ENVOY").expect("GATEHOUSE_TEST_ENVOY is not set: run scripts/test");
+    let out = std::process::Command::new(envoy)
+        .args(["--mode", "validate", "-c", concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
+}
