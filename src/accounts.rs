@@ -2,6 +2,7 @@
 //! CLI and the REST API. Every invalid input is refused before anything is
 //! written.
 
+use crate::authn::oidc::ExternalIdentity;
 use crate::authn::{api_key, password};
 use crate::config::AccountSettings;
 use crate::domain::{
@@ -119,6 +120,72 @@ impl Accounts {
             Some(u) if ok => Ok(u),
             _ => Err(AccountError::InvalidLogin),
         }
+    }
+
+    /// The user behind an external identity, created on first sight
+    /// ("just in time") so keys, groups and limits work for them too. A
+    /// verified email links to an existing user with that email. The role and
+    /// group follow the provider's claims when it sends them.
+    pub async fn provision(&self, identity: &ExternalIdentity) -> Result<User, AccountError> {
+        let user = match self.store.user_by_identity(&identity.provider, &identity.subject).await? {
+            Some(user) => user,
+            None => self.link_new_identity(identity).await?,
+        };
+        self.sync_claims(user, identity).await
+    }
+
+    async fn link_new_identity(&self, identity: &ExternalIdentity) -> Result<User, AccountError> {
+        let existing = match &identity.verified_email {
+            Some(email) => self.store.user_by_email(email).await?,
+            None => None,
+        };
+        let user = match existing {
+            Some(user) => user,
+            None => {
+                let email = identity.verified_email.clone().unwrap_or_else(|| placeholder_email(identity));
+                let role = identity.role.unwrap_or(self.settings.default_role);
+                match self.insert_user(&email, identity.name.as_deref(), role, DEFAULT_GROUP, None).await {
+                    Err(AccountError::Conflict(_)) => {
+                        self.store.user_by_email(&email).await?.ok_or(AccountError::NotFound("user"))?
+                    }
+                    other => other?,
+                }
+            }
+        };
+        match self.store.link_identity(&identity.provider, &identity.subject, &user.id).await {
+            // Another request linked it first: use what it linked.
+            Err(StoreError::Conflict) => self
+                .store
+                .user_by_identity(&identity.provider, &identity.subject)
+                .await?
+                .ok_or(AccountError::NotFound("user")),
+            Err(e) => Err(e.into()),
+            Ok(()) => {
+                tracing::info!(user_id = %user.id, provider = %identity.provider, "external identity linked");
+                Ok(user)
+            }
+        }
+    }
+
+    /// Applies the provider's role and group claims when they differ from
+    /// what is stored (a group must already exist here to be used).
+    async fn sync_claims(&self, user: User, identity: &ExternalIdentity) -> Result<User, AccountError> {
+        let mut update = UserUpdate::default();
+        if let Some(role) = identity.role.filter(|r| *r != user.role) {
+            update.role = Some(role);
+        }
+        for group in &identity.groups {
+            if validate_group_name(group).is_ok() && self.store.group(group).await?.is_some() {
+                if *group != user.group {
+                    update.group = Some(group.clone());
+                }
+                break;
+            }
+        }
+        if update.role.is_none() && update.group.is_none() {
+            return Ok(user);
+        }
+        self.update_user(&user.id, &update).await
     }
 
     pub async fn set_password(&self, user_id: &str, password: Secret) -> Result<(), AccountError> {
@@ -268,6 +335,19 @@ impl Accounts {
         }
         self.store.api_key(id).await?.ok_or(AccountError::NotFound("API key"))
     }
+}
+
+/// An address for a provider account without a (verified) email: never
+/// deliverable (`.invalid`), unique per provider and subject.
+fn placeholder_email(identity: &ExternalIdentity) -> String {
+    let clean = |s: &str| -> String {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c.to_ascii_lowercase() } else { '_' })
+            .collect()
+    };
+    let host = identity.provider.split("://").nth(1).unwrap_or(&identity.provider);
+    let host = host.split(['/', ':']).next().unwrap_or("idp");
+    format!("{}@{}.idp.invalid", clean(&identity.subject), clean(host))
 }
 
 fn validate_limits(group: &Group) -> Result<(), AccountError> {

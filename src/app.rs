@@ -12,6 +12,7 @@ use tonic_health::ServingStatus;
 
 use crate::accounts::{AccountError, Accounts, Caches};
 use crate::authn::jwt::{Jwt, JwtKeys, JwtSettings};
+use crate::authn::oidc::Providers;
 use crate::authn::revocation::Revocations;
 use crate::authn::throttle::LoginThrottle;
 use crate::authn::{Authenticator, Sources};
@@ -33,6 +34,7 @@ pub struct App {
     pub admin: AdminService,
     revocations: Revocations,
     usage: UsageRecorder,
+    providers: Arc<Providers>,
 }
 
 /// The signing keys the configuration asks for.
@@ -70,7 +72,12 @@ impl App {
         let jwt = Arc::new(Jwt::new(jwt_keys(&config.jwt)?, jwt_settings(&config.jwt)));
         let revocations = Revocations::new(store.clone());
         let usage = UsageRecorder::default();
+        let caches = Caches { keys: keys.clone(), users: users.clone() };
+        let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));
+        let providers = Arc::new(Providers::new(config.oidc.clone())?);
         let sources = Sources {
+            providers: providers.clone(),
+            accounts: accounts.clone(),
             keys: keys.clone(),
             users: users.clone(),
             jwt,
@@ -81,9 +88,8 @@ impl App {
         let policy = Policy::new(config.public_paths.clone());
         let authorizer = Arc::new(Authorizer::new(authn, policy, config.require_auth));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
-        let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(Caches { keys, users }));
         let admin = AdminService::new(authorizer.clone(), accounts.clone());
-        Ok(App { config, store, accounts, authorizer, ext_authz, admin, revocations, usage })
+        Ok(App { config, store, accounts, authorizer, ext_authz, admin, revocations, usage, providers })
     }
 
     /// Creates the configured first admin unless a user with that email exists.
@@ -123,6 +129,7 @@ impl App {
             throttle: LoginThrottle::new(self.config.login_throttle.clone()),
             trusted_proxy_hops: self.config.trusted_proxy_hops,
             max_body_bytes: self.config.max_body_bytes,
+            providers: self.providers.clone(),
         };
         let router = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
@@ -133,7 +140,10 @@ impl App {
             self.config.usage_flush_interval,
             stopped(stop_rx.clone()),
         ));
-        tokio::spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stopped(stop_rx)));
+        tokio::spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stopped(stop_rx.clone())));
+        for issuer in self.providers.all() {
+            tokio::spawn(issuer.clone().run(stopped(stop_rx.clone())));
+        }
         let delay = self.config.shutdown_delay;
         let drain = async move {
             shutdown.await;

@@ -12,6 +12,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+use crate::authn::oidc::IssuerConfig;
 use crate::authn::throttle::ThrottleSettings;
 use crate::domain::{PermissionSet, Role, RolePermissions};
 use crate::policy::PathPattern;
@@ -47,6 +48,8 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How often revocations made by other replicas are loaded.
     pub revocation_poll_interval: Duration,
+    /// External OpenID Connect providers whose tokens Check accepts.
+    pub oidc: Vec<IssuerConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -114,6 +117,7 @@ impl Default for Config {
             trusted_proxy_hops: 0,
             max_body_bytes: 64 * 1024,
             revocation_poll_interval: Duration::from_secs(2),
+            oidc: Vec::new(),
         }
     }
 }
@@ -136,6 +140,7 @@ impl fmt::Debug for Config {
             .field("roles", &self.roles)
             .field("login_throttle", &self.login_throttle)
             .field("bootstrap_admin", &self.bootstrap_admin.as_ref().map(|(email, _)| email))
+            .field("oidc", &self.oidc.iter().map(|i| &i.issuer_url).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -183,6 +188,26 @@ struct FileConfig {
     #[serde(default)]
     login: FileLogin,
     roles: Option<FileRoles>,
+    #[serde(default)]
+    oidc: Vec<FileOidc>,
+}
+
+/// One `[[oidc]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileOidc {
+    name: Option<String>,
+    issuer_url: String,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    #[serde(default)]
+    audiences: Vec<String>,
+    role_claim: Option<String>,
+    group_claim: Option<String>,
+    #[serde(default)]
+    role_map: std::collections::HashMap<String, String>,
+    default_role: Option<String>,
+    leeway_seconds: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +345,30 @@ fn parse_algorithm(name: &str, value: &str) -> Result<Algorithm, ConfigError> {
     }
 }
 
+fn file_issuer(index: usize, o: FileOidc) -> Result<IssuerConfig, ConfigError> {
+    let key = |field: &str| format!("oidc[{index}].{field}");
+    let mut issuer = IssuerConfig::new(&o.issuer_url);
+    issuer.name = o.name.unwrap_or_else(|| if index == 0 { "default".into() } else { format!("oidc{index}") });
+    issuer.client_id = o.client_id;
+    issuer.client_secret = o.client_secret.map(Secret::new);
+    issuer.audiences = o.audiences;
+    if o.role_claim.is_some() {
+        issuer.role_claim = o.role_claim;
+    }
+    if o.group_claim.is_some() {
+        issuer.group_claim = o.group_claim;
+    }
+    for (value, role) in o.role_map {
+        let role = role.parse().map_err(|e| invalid(&key("role_map"), &role, e))?;
+        issuer.role_map.insert(value, role);
+    }
+    if let Some(role) = o.default_role {
+        issuer.default_role = role.parse().map_err(|e| invalid(&key("default_role"), &role, e))?;
+    }
+    set(&mut issuer.leeway_seconds, o.leeway_seconds);
+    Ok(issuer)
+}
+
 fn normalize_domains<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
     items.map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase()).filter(|d| !d.is_empty()).collect()
 }
@@ -370,6 +419,9 @@ impl Config {
         set(&mut self.usage_flush_interval, file.cache.usage_flush_seconds.map(Duration::from_secs));
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
+        }
+        for (i, o) in file.oidc.into_iter().enumerate() {
+            self.oidc.push(file_issuer(i, o)?);
         }
         self.apply_file_accounts(file.jwt, file.accounts, file.login, file.roles)
     }
@@ -475,6 +527,24 @@ impl Config {
             &mut self.revocation_poll_interval,
             parse_var::<u64>(env, "GATEHOUSE_REVOCATION_POLL_SECONDS")?.map(Duration::from_secs),
         );
+        if let Some(url) = parse_var::<String>(env, "OIDC_ISSUER_URL")? {
+            let mut issuer = IssuerConfig::new(&url);
+            issuer.client_id = parse_var(env, "OIDC_CLIENT_ID")?;
+            issuer.client_secret = env("OIDC_CLIENT_SECRET").filter(|s| !s.is_empty()).map(Secret::new);
+            if let Some(list) = parse_var::<String>(env, "OIDC_AUDIENCE")? {
+                issuer.audiences = list.split(',').map(|a| a.trim().to_owned()).filter(|a| !a.is_empty()).collect();
+            }
+            if let Some(claim) = parse_var::<String>(env, "OIDC_ROLE_CLAIM")? {
+                issuer.role_claim = Some(claim);
+            }
+            if let Some(claim) = parse_var::<String>(env, "OIDC_GROUP_CLAIM")? {
+                issuer.group_claim = Some(claim);
+            }
+            set(&mut issuer.leeway_seconds, parse_var(env, "OIDC_LEEWAY_SECONDS")?);
+            // The environment's issuer replaces a file entry for the same URL.
+            self.oidc.retain(|i| i.issuer_url != issuer.issuer_url);
+            self.oidc.push(issuer);
+        }
         let email = parse_var::<String>(env, "GATEHOUSE_BOOTSTRAP_ADMIN_EMAIL")?;
         let password = env("GATEHOUSE_BOOTSTRAP_ADMIN_PASSWORD").filter(|s| !s.is_empty());
         match (email, password) {
@@ -506,6 +576,14 @@ impl Config {
         if self.accounts.password_min_length < 8 {
             let n = self.accounts.password_min_length.to_string();
             return Err(invalid("GATEHOUSE_PASSWORD_MIN_LENGTH", &n, "must be at least 8"));
+        }
+        for issuer in &self.oidc {
+            if !issuer.issuer_url.starts_with("https://") && !issuer.issuer_url.starts_with("http://") {
+                return Err(invalid("OIDC_ISSUER_URL", &issuer.issuer_url, "must be an http(s) URL"));
+            }
+            if issuer.audiences.is_empty() && issuer.client_id.is_none() {
+                return Err(invalid("OIDC_AUDIENCE", "", "set OIDC_AUDIENCE or OIDC_CLIENT_ID for each issuer"));
+            }
         }
         if self.revocation_poll_interval.is_zero() {
             return Err(invalid("GATEHOUSE_REVOCATION_POLL_SECONDS", "0", "must be at least 1"));

@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod credentials;
 pub mod jwt;
+pub mod oidc;
 pub mod password;
 pub mod revocation;
 pub mod throttle;
@@ -13,29 +14,51 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
+use crate::accounts::Accounts;
 use crate::domain::{AuthMethod, Denial, KeyGrant, Principal, RolePermissions, Session, User};
 use crate::store::cache::{KeyCache, UserCache};
 use crate::store::usage::UsageRecorder;
 
 pub use credentials::Credential;
 use jwt::{Claims, Jwt};
+use oidc::Providers;
 use revocation::Revocations;
+
+/// A token that passed verification.
+#[derive(Debug)]
+enum Verified {
+    /// One of Gatehouse's own session tokens.
+    Session(Claims),
+    /// A provider's token, and the user it was provisioned as.
+    External { user_id: String, exp: i64 },
+}
+
+impl Verified {
+    fn exp(&self) -> i64 {
+        match self {
+            Verified::Session(c) => c.exp,
+            Verified::External { exp, .. } => *exp,
+        }
+    }
+}
 
 /// Verified tokens, keyed by the SHA-256 of the token (never the token
 /// itself), each kept no longer than the token is valid. A token verified once
 /// is not verified again: steady-state RS256 costs what HS256 costs.
-type VerifiedTokens = moka::sync::Cache<[u8; 32], Arc<Claims>>;
+type VerifiedTokens = moka::sync::Cache<[u8; 32], Arc<Verified>>;
 
 struct UntilTokenExpiry;
 
-impl Expiry<[u8; 32], Arc<Claims>> for UntilTokenExpiry {
-    fn expire_after_create(&self, _: &[u8; 32], claims: &Arc<Claims>, _: Instant) -> Option<Duration> {
-        let left = claims.exp - time::OffsetDateTime::now_utc().unix_timestamp();
+impl Expiry<[u8; 32], Arc<Verified>> for UntilTokenExpiry {
+    fn expire_after_create(&self, _: &[u8; 32], token: &Arc<Verified>, _: Instant) -> Option<Duration> {
+        let left = token.exp() - time::OffsetDateTime::now_utc().unix_timestamp();
         Some(Duration::from_secs(left.max(0).unsigned_abs()))
     }
 }
 
 pub struct Authenticator {
+    providers: Arc<Providers>,
+    accounts: Accounts,
     keys: KeyCache,
     users: UserCache,
     jwt: Arc<Jwt>,
@@ -47,6 +70,9 @@ pub struct Authenticator {
 
 /// What the authenticator reads through.
 pub struct Sources {
+    pub providers: Arc<Providers>,
+    /// For provisioning users seen first in a provider's token.
+    pub accounts: Accounts,
     pub keys: KeyCache,
     pub users: UserCache,
     pub jwt: Arc<Jwt>,
@@ -58,14 +84,14 @@ impl Authenticator {
     pub fn new(sources: Sources, roles: RolePermissions, token_cache_capacity: u64) -> Self {
         let verified =
             moka::sync::Cache::builder().max_capacity(token_cache_capacity).expire_after(UntilTokenExpiry).build();
-        let Sources { keys, users, jwt, revocations, usage } = sources;
-        Authenticator { keys, users, jwt, revocations, verified, roles, usage }
+        let Sources { providers, accounts, keys, users, jwt, revocations, usage } = sources;
+        Authenticator { providers, accounts, keys, users, jwt, revocations, verified, roles, usage }
     }
 
     pub async fn authenticate(&self, credential: Credential<'_>, now: i64) -> Result<Principal, Denial> {
         match credential {
             Credential::ApiKey(key) => self.api_key(key, now).await,
-            Credential::Bearer(token) => self.session_token(token, now).await,
+            Credential::Bearer(token) => self.bearer(token, now).await,
         }
     }
 
@@ -97,31 +123,55 @@ impl Authenticator {
         })
     }
 
-    async fn session_token(&self, token: &str, now: i64) -> Result<Principal, Denial> {
-        let claims = self.verified_claims(token, now)?;
-        if self.revocations.is_revoked(&claims.jti) {
-            return Err(Denial::Revoked);
-        }
-        let user = match self.users.get(&claims.sub).await {
+    async fn bearer(&self, token: &str, now: i64) -> Result<Principal, Denial> {
+        let verified = self.verified_token(token, now).await?;
+        let (user_id, session, method) = match &*verified {
+            Verified::Session(claims) => {
+                if self.revocations.is_revoked(&claims.jti) {
+                    return Err(Denial::Revoked);
+                }
+                let session = Session { jti: Arc::from(claims.jti.as_str()), expires_at: claims.exp };
+                (claims.sub.as_str(), Some(session), AuthMethod::Jwt)
+            }
+            Verified::External { user_id, .. } => (user_id.as_str(), None, AuthMethod::Oidc),
+        };
+        let user = match self.users.get(user_id).await {
             Ok(Some(user)) => user,
             Ok(None) => return Err(Denial::InvalidCredential),
             Err(e) => return Err(unavailable(&e)),
         };
-        let session = Session { jti: Arc::from(claims.jti.as_str()), expires_at: claims.exp };
-        self.user_principal(&user, AuthMethod::Jwt, Some(session))
+        self.user_principal(&user, method, session)
     }
 
-    fn verified_claims(&self, token: &str, now: i64) -> Result<Arc<Claims>, Denial> {
+    /// From the cache, or verified now: Gatehouse's own tokens by its key, a
+    /// configured provider's by that provider's JWKS.
+    async fn verified_token(&self, token: &str, now: i64) -> Result<Arc<Verified>, Denial> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(claims) = self.verified.get(&digest) {
-            if claims.exp + self.jwt.settings().leeway_seconds <= now {
+        if let Some(verified) = self.verified.get(&digest) {
+            if verified.exp() + self.jwt.settings().leeway_seconds <= now {
                 return Err(Denial::Expired);
             }
-            return Ok(claims);
+            return Ok(verified);
         }
-        let claims = Arc::new(self.jwt.verify(token, now)?);
-        self.verified.insert(digest, claims.clone());
-        Ok(claims)
+        let issuer = oidc::peek_issuer(token);
+        let verified = match issuer.as_deref().and_then(|iss| self.providers.by_issuer(iss)) {
+            Some(provider) if issuer.as_deref() != Some(self.jwt.settings().issuer.as_str()) => {
+                let (_, identity) = provider.verify(token, None).await?;
+                let user = self.accounts.provision(&identity).await.map_err(|e| {
+                    tracing::warn!(error = %e, "could not provision a provider's user");
+                    Denial::BackendUnavailable
+                })?;
+                Verified::External { user_id: user.id, exp: identity.expires_at }
+            }
+            _ => Verified::Session(self.jwt.verify(token, now)?),
+        };
+        let verified = Arc::new(verified);
+        self.verified.insert(digest, verified.clone());
+        Ok(verified)
+    }
+
+    pub fn providers(&self) -> &Arc<Providers> {
+        &self.providers
     }
 
     /// A principal for a user as stored now: current role, group and status.

@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::accounts::Accounts;
+use crate::authn::oidc::Providers;
 use crate::authn::throttle::LoginThrottle;
 use crate::authz::Authorizer;
 use crate::store::DynStore;
@@ -34,6 +35,8 @@ pub struct HttpState {
     pub throttle: LoginThrottle,
     pub trusted_proxy_hops: usize,
     pub max_body_bytes: usize,
+    /// External providers; not ready until each one's keys have loaded.
+    pub providers: Arc<Providers>,
 }
 
 fn auth_routes() -> Router<HttpState> {
@@ -81,6 +84,10 @@ async fn healthz() -> Json<serde_json::Value> {
 async fn readyz(State(state): State<HttpState>) -> Response {
     if !state.ready.load(Ordering::Acquire) {
         return not_ready("shutting down");
+    }
+    let waiting = state.providers.not_ready();
+    if !waiting.is_empty() {
+        return not_ready(&format!("identity provider keys not loaded yet: {}", waiting.join(", ")));
     }
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Json(json!({"status": "ready", "database": "ok"})).into_response(),

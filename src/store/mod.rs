@@ -74,6 +74,10 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;
+    /// The user linked to an account at an external identity provider.
+    async fn user_by_identity(&self, provider: &str, subject: &str) -> StoreResult<Option<User>>;
+    /// Links an external account to a user (`Conflict` if already linked).
+    async fn link_identity(&self, provider: &str, subject: &str, user_id: &str) -> StoreResult<()>;
     /// Applies `update`; `None` when no such user.
     async fn update_user(&self, id: &str, update: &UserUpdate) -> StoreResult<Option<User>>;
 

@@ -53,6 +53,7 @@ pub struct PostgresStore {
 }
 
 const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at";
+const USER_COLUMNS_U: &str = "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at";
 const KEY_COLUMNS: &str = "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at";
 
 fn parse_role(s: &str) -> StoreResult<Role> {
@@ -181,6 +182,29 @@ macro_rules! sql_store {
 
             async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
                 self.user_where("email", &email.to_lowercase()).await
+            }
+
+            async fn user_by_identity(&self, provider: &str, subject: &str) -> StoreResult<Option<User>> {
+                let sql = format!(
+                    "SELECT {} FROM users u JOIN user_identities i ON i.user_id = u.id \
+                     WHERE i.provider = $1 AND i.subject = $2",
+                    USER_COLUMNS_U
+                );
+                let row = sqlx::query(&sql).bind(provider).bind(subject).fetch_optional(&self.pool).await?;
+                row.as_ref().map(Self::user).transpose()
+            }
+
+            async fn link_identity(&self, provider: &str, subject: &str, user_id: &str) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO user_identities (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(provider)
+                .bind(subject)
+                .bind(user_id)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                Ok(())
             }
 
             async fn list_users(&self) -> StoreResult<Vec<User>> {

@@ -1,0 +1,468 @@
+//! Tokens from external OpenID Connect providers (Keycloak, Auth0, Okta,
+//! Azure AD, Google, ...).
+//!
+//! Per issuer: the discovery document gives the JWKS URL; keys are loaded in
+//! the background (retrying with backoff while the provider is down) and
+//! refreshed periodically, so a Check with a known `kid` never waits on the
+//! provider. An unknown `kid` triggers one refetch, at most once per
+//! `min_refetch_interval`, so a flood of made-up kids cannot hammer the
+//! provider.
+//!
+//! Discovery and JWKS use plain HTTP + `jsonwebtoken` rather than the
+//! `openidconnect` crate: the Check path needs its own key cache with the
+//! refetch limit above, and the same cache then serves the login flow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{Mutex, RwLock};
+
+use crate::domain::{Denial, Role};
+use crate::secret::Secret;
+
+/// One configured provider.
+#[derive(Clone, Debug)]
+pub struct IssuerConfig {
+    /// A short name for login URLs and logs (default: "default").
+    pub name: String,
+    pub issuer_url: String,
+    pub client_id: Option<String>,
+    pub client_secret: Option<Secret>,
+    /// Accepted `aud` values. Empty: the client id, in `aud` or `azp`.
+    pub audiences: Vec<String>,
+    /// Dotted path to the role claim (a string or a list of strings).
+    pub role_claim: Option<String>,
+    /// Dotted path to the group claim (a string or a list of strings).
+    pub group_claim: Option<String>,
+    /// Claim values and the role each maps to, e.g. `gateway-admin = "admin"`.
+    /// The names `viewer`, `operator` and `admin` always map to themselves.
+    pub role_map: HashMap<String, Role>,
+    pub default_role: Role,
+    pub leeway_seconds: u64,
+    pub refresh_interval: Duration,
+    pub min_refetch_interval: Duration,
+}
+
+impl IssuerConfig {
+    pub fn new(issuer_url: &str) -> Self {
+        IssuerConfig {
+            name: "default".into(),
+            issuer_url: issuer_url.trim_end_matches('/').to_owned(),
+            client_id: None,
+            client_secret: None,
+            audiences: Vec::new(),
+            role_claim: Some("realm_access.roles".into()),
+            group_claim: Some("groups".into()),
+            role_map: HashMap::new(),
+            default_role: Role::Viewer,
+            leeway_seconds: 30,
+            refresh_interval: Duration::from_secs(600),
+            min_refetch_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The parts of the discovery document Gatehouse uses.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("{0}")]
+    Http(String),
+    #[error("discovery document names issuer {found:?}, expected {expected:?}")]
+    IssuerMismatch { expected: String, found: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<reqwest::Error> for OidcError {
+    fn from(e: reqwest::Error) -> Self {
+        OidcError::Http(e.without_url().to_string())
+    }
+}
+
+struct KeyEntry {
+    key: DecodingKey,
+    /// The JWK's own `alg`, when it states one.
+    alg: Option<Algorithm>,
+    family: KeyFamily,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum KeyFamily {
+    Rsa,
+    Ec,
+    Okp,
+}
+
+#[derive(Default)]
+struct Keys {
+    discovery: Option<Discovery>,
+    by_kid: HashMap<String, Arc<KeyEntry>>,
+    /// Keys without a `kid` (tried in order when a token names none).
+    anonymous: Vec<Arc<KeyEntry>>,
+}
+
+/// What a verified provider token says about its subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalIdentity {
+    pub provider: String,
+    pub subject: String,
+    /// `None` when the token carries no email, or says it is not verified.
+    pub verified_email: Option<String>,
+    pub name: Option<String>,
+    /// `None` when the token has no role claim: keep the stored role.
+    pub role: Option<Role>,
+    /// Candidate groups from the group claim, in claim order.
+    pub groups: Vec<String>,
+    pub expires_at: i64,
+}
+
+pub struct Issuer {
+    config: IssuerConfig,
+    http: reqwest::Client,
+    keys: RwLock<Keys>,
+    last_fetch: Mutex<Option<Instant>>,
+    ready: AtomicBool,
+}
+
+impl Issuer {
+    pub fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
+        Issuer { config, http, keys: RwLock::new(Keys::default()), last_fetch: Mutex::new(None), ready: false.into() }
+    }
+
+    pub fn config(&self) -> &IssuerConfig {
+        &self.config
+    }
+
+    /// Whether keys have been loaded at least once.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub async fn discovery(&self) -> Option<Discovery> {
+        self.keys.read().await.discovery.clone()
+    }
+
+    /// Loads the discovery document (first time) and the JWKS.
+    pub async fn refresh(&self) -> Result<usize, OidcError> {
+        *self.last_fetch.lock().await = Some(Instant::now());
+        let discovery = match self.discovery().await {
+            Some(d) => d,
+            None => self.fetch_discovery().await?,
+        };
+        let set: JwkSet = self.http.get(&discovery.jwks_uri).send().await?.error_for_status()?.json().await?;
+        let mut by_kid = HashMap::new();
+        let mut anonymous = Vec::new();
+        for jwk in &set.keys {
+            let Some(entry) = key_entry(jwk) else { continue };
+            match &jwk.common.key_id {
+                Some(kid) => {
+                    by_kid.insert(kid.clone(), Arc::new(entry));
+                }
+                None => anonymous.push(Arc::new(entry)),
+            }
+        }
+        let count = by_kid.len() + anonymous.len();
+        *self.keys.write().await = Keys { discovery: Some(discovery), by_kid, anonymous };
+        self.ready.store(true, Ordering::Release);
+        tracing::info!(issuer = %self.config.issuer_url, keys = count, "loaded provider signing keys");
+        Ok(count)
+    }
+
+    async fn fetch_discovery(&self) -> Result<Discovery, OidcError> {
+        let url = format!("{}/.well-known/openid-configuration", self.config.issuer_url);
+        let d: Discovery = self.http.get(url).send().await?.error_for_status()?.json().await?;
+        if d.issuer.trim_end_matches('/') != self.config.issuer_url {
+            return Err(OidcError::IssuerMismatch { expected: self.config.issuer_url.clone(), found: d.issuer });
+        }
+        Ok(d)
+    }
+
+    /// Loads keys until it works (with backoff), then refreshes them every
+    /// `refresh_interval`, until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let wait = match self.refresh().await {
+                Ok(_) => {
+                    backoff = Duration::from_millis(500);
+                    self.config.refresh_interval
+                }
+                Err(e) => {
+                    tracing::warn!(issuer = %self.config.issuer_url, error = %e, "cannot load provider keys; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = &mut shutdown => return,
+            }
+        }
+    }
+
+    /// The key for a token header: from memory, or after one rate-limited refetch.
+    async fn key_for(&self, header: &Header) -> Result<Arc<KeyEntry>, Denial> {
+        if let Some(entry) = self.lookup(header).await {
+            return Ok(entry);
+        }
+        {
+            let last = self.last_fetch.lock().await;
+            if last.is_some_and(|t| t.elapsed() < self.config.min_refetch_interval) {
+                return Err(Denial::InvalidCredential);
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(3), self.refresh()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(issuer = %self.config.issuer_url, error = %e, "key refetch failed"),
+            Err(_) => tracing::warn!(issuer = %self.config.issuer_url, "key refetch timed out"),
+        }
+        self.lookup(header).await.ok_or(if self.is_ready() {
+            Denial::InvalidCredential
+        } else {
+            Denial::BackendUnavailable
+        })
+    }
+
+    async fn lookup(&self, header: &Header) -> Option<Arc<KeyEntry>> {
+        let keys = self.keys.read().await;
+        match &header.kid {
+            Some(kid) => keys.by_kid.get(kid).cloned(),
+            None => keys
+                .anonymous
+                .first()
+                .or_else(|| (keys.by_kid.len() == 1).then(|| keys.by_kid.values().next())?)
+                .cloned(),
+        }
+    }
+
+    /// Verifies a token from this issuer: signature with a key from its JWKS
+    /// (asymmetric algorithms only), `iss`, audience, `exp`, `nbf`.
+    pub async fn verify(&self, token: &str, expected_nonce: Option<&str>) -> Result<(Value, ExternalIdentity), Denial> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Denial::InvalidCredential)?;
+        let entry = self.key_for(&header).await?;
+        if !algorithm_fits(header.alg, &entry) {
+            return Err(Denial::InvalidCredential);
+        }
+        let mut validation = Validation::new(header.alg);
+        validation.algorithms = vec![header.alg];
+        validation.set_issuer(&[&self.config.issuer_url]);
+        validation.validate_aud = false;
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.leeway = self.config.leeway_seconds;
+        let data = jsonwebtoken::decode::<Value>(token, &entry.key, &validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => Denial::Expired,
+            _ => Denial::InvalidCredential,
+        })?;
+        let claims = data.claims;
+        if !self.audience_ok(&claims) {
+            return Err(Denial::InvalidCredential);
+        }
+        if let Some(nonce) = expected_nonce
+            && claims.get("nonce").and_then(Value::as_str) != Some(nonce)
+        {
+            return Err(Denial::InvalidCredential);
+        }
+        let identity = self.identity(&claims)?;
+        Ok((claims, identity))
+    }
+
+    /// `aud` holds a configured audience; with none configured, the client id
+    /// is accepted in `aud` or, as Keycloak puts it, in `azp`.
+    fn audience_ok(&self, claims: &Value) -> bool {
+        let auds = strings(claims.get("aud"));
+        if !self.config.audiences.is_empty() {
+            return auds.iter().any(|a| self.config.audiences.iter().any(|e| e == a));
+        }
+        match &self.config.client_id {
+            Some(id) => auds.iter().any(|a| a == id) || claims.get("azp").and_then(Value::as_str) == Some(id),
+            None => false,
+        }
+    }
+
+    fn identity(&self, claims: &Value) -> Result<ExternalIdentity, Denial> {
+        let subject =
+            claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(Denial::InvalidCredential)?;
+        let verified = claims.get("email_verified").and_then(Value::as_bool) != Some(false);
+        let email = claims.get("email").and_then(Value::as_str).filter(|_| verified).map(str::to_lowercase);
+        let role = self.config.role_claim.as_deref().and_then(|path| {
+            let values = strings(claim_at(claims, path));
+            (!values.is_empty()).then(|| self.map_roles(&values))
+        });
+        let groups = self.config.group_claim.as_deref().map(|p| strings(claim_at(claims, p))).unwrap_or_default();
+        Ok(ExternalIdentity {
+            provider: self.config.issuer_url.clone(),
+            subject: subject.to_owned(),
+            verified_email: email,
+            name: claims.get("name").and_then(Value::as_str).map(str::to_owned),
+            role,
+            groups: groups.into_iter().map(|g| g.trim_start_matches('/').to_owned()).collect(),
+            expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
+        })
+    }
+
+    /// The highest role any claim value maps to; the default role otherwise.
+    fn map_roles(&self, values: &[String]) -> Role {
+        values
+            .iter()
+            .filter_map(|v| self.config.role_map.get(v).copied().or_else(|| v.parse().ok()))
+            .max()
+            .unwrap_or(self.config.default_role)
+    }
+}
+
+fn key_entry(jwk: &Jwk) -> Option<KeyEntry> {
+    if jwk.common.public_key_use.as_ref().is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature) {
+        return None;
+    }
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
+        AlgorithmParameters::EllipticCurve(_) => KeyFamily::Ec,
+        AlgorithmParameters::OctetKeyPair(_) => KeyFamily::Okp,
+        // A symmetric key in a JWKS would let anyone who reads it sign tokens.
+        AlgorithmParameters::OctetKey(_) => return None,
+    };
+    let alg = jwk.common.key_algorithm.and_then(|a| a.to_string().parse::<Algorithm>().ok());
+    Some(KeyEntry { key: DecodingKey::from_jwk(jwk).ok()?, alg, family })
+}
+
+/// Never `none` or HMAC; the header's algorithm must be the key's own, or of
+/// the key's family when the key does not say.
+fn algorithm_fits(alg: Algorithm, entry: &KeyEntry) -> bool {
+    use Algorithm::*;
+    let family = match alg {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => KeyFamily::Rsa,
+        ES256 | ES384 => KeyFamily::Ec,
+        EdDSA => KeyFamily::Okp,
+        HS256 | HS384 | HS512 => return false,
+    };
+    family == entry.family && entry.alg.is_none_or(|a| a == alg)
+}
+
+/// A claim by dotted path (`realm_access.roles`).
+fn claim_at<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.').try_fold(claims, |v, part| v.get(part))
+}
+
+/// A string, or the strings in a list.
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The configured providers, found by the `iss` of a token.
+#[derive(Default)]
+pub struct Providers {
+    issuers: Vec<Arc<Issuer>>,
+}
+
+impl Providers {
+    pub fn new(configs: Vec<IssuerConfig>) -> Result<Self, OidcError> {
+        let http = http_client()?;
+        Ok(Providers { issuers: configs.into_iter().map(|c| Arc::new(Issuer::new(c, http.clone()))).collect() })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.issuers.is_empty()
+    }
+
+    pub fn by_issuer(&self, iss: &str) -> Option<&Arc<Issuer>> {
+        let iss = iss.trim_end_matches('/');
+        self.issuers.iter().find(|i| i.config.issuer_url == iss)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&Arc<Issuer>> {
+        self.issuers.iter().find(|i| i.config.name == name)
+    }
+
+    pub fn all(&self) -> &[Arc<Issuer>] {
+        &self.issuers
+    }
+
+    /// Issuers whose keys have not loaded yet.
+    pub fn not_ready(&self) -> Vec<&str> {
+        self.issuers.iter().filter(|i| !i.is_ready()).map(|i| i.config.issuer_url.as_str()).collect()
+    }
+}
+
+/// The HTTP client for providers: short timeouts, so a slow provider cannot
+/// hold requests for long.
+pub fn http_client() -> Result<reqwest::Client, OidcError> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| OidcError::Invalid(e.to_string()))
+}
+
+/// The `iss` of a JWT, read without verification, to pick the verifier.
+pub fn peek_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    #[derive(Deserialize)]
+    struct Iss {
+        iss: String,
+    }
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice::<Iss>(&bytes).ok().map(|c| c.iss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_paths_and_role_mapping() {
+        let claims =
+            serde_json::json!({"realm_access": {"roles": ["offline_access", "operator"]}, "groups": "/research"});
+        assert_eq!(strings(claim_at(&claims, "realm_access.roles")), vec!["offline_access", "operator"]);
+        assert_eq!(strings(claim_at(&claims, "groups")), vec!["/research"]);
+        assert!(claim_at(&claims, "realm_access.missing").is_none());
+        let mut config = IssuerConfig::new("https://idp.example/realms/x/");
+        assert_eq!(config.issuer_url, "https://idp.example/realms/x");
+        config.role_map.insert("gateway-admin".into(), Role::Admin);
+        let issuer = Issuer::new(config, reqwest::Client::new());
+        assert_eq!(issuer.map_roles(&["operator".into(), "viewer".into()]), Role::Operator);
+        assert_eq!(issuer.map_roles(&["gateway-admin".into()]), Role::Admin);
+        assert_eq!(issuer.map_roles(&["offline_access".into()]), Role::Viewer);
+    }
+
+    #[test]
+    fn hmac_and_none_never_fit_a_jwks_key() {
+        let entry = |family| KeyEntry { key: DecodingKey::from_secret(b"x"), alg: None, family };
+        assert!(algorithm_fits(Algorithm::RS256, &entry(KeyFamily::Rsa)));
+        assert!(algorithm_fits(Algorithm::PS256, &entry(KeyFamily::Rsa)));
+        assert!(!algorithm_fits(Algorithm::HS256, &entry(KeyFamily::Rsa)));
+        assert!(!algorithm_fits(Algorithm::ES256, &entry(KeyFamily::Rsa)));
+        assert!(algorithm_fits(Algorithm::EdDSA, &entry(KeyFamily::Okp)));
+        let pinned =
+            KeyEntry { key: DecodingKey::from_secret(b"x"), alg: Some(Algorithm::RS256), family: KeyFamily::Rsa };
+        assert!(!algorithm_fits(Algorithm::PS256, &pinned));
+    }
+
+    #[test]
+    fn peeks_the_issuer() {
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"iss":"https://idp"}"#);
+        assert_eq!(peek_issuer(&format!("e30.{payload}.sig")).as_deref(), Some("https://idp"));
+        assert_eq!(peek_issuer("garbage"), None);
+    }
+}
