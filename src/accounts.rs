@@ -60,6 +60,10 @@ impl Accounts {
         &self.roles
     }
 
+    pub fn settings(&self) -> &AccountSettings {
+        &self.settings
+    }
+
     /// Self-service sign-up: the configured default role, the default group.
     pub async fn register(&self, email: &str, password: Secret, name: Option<&str>) -> Result<User, AccountError> {
         if !self.settings.allow_registration {

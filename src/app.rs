@@ -130,6 +130,9 @@ impl App {
             trusted_proxy_hops: self.config.trusted_proxy_hops,
             max_body_bytes: self.config.max_body_bytes,
             providers: self.providers.clone(),
+            github: self.config.github.clone(),
+            public_url: self.config.public_url.clone(),
+            http_client: crate::authn::oidc::http_client()?,
         };
         let router = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));

@@ -50,6 +50,21 @@ pub struct Config {
     pub revocation_poll_interval: Duration,
     /// External OpenID Connect providers whose tokens Check accepts.
     pub oidc: Vec<IssuerConfig>,
+    /// GitHub OAuth login, when configured.
+    pub github: Option<GithubConfig>,
+    /// The URL browsers reach Gatehouse's HTTP API at; login callbacks are
+    /// built from it.
+    pub public_url: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct GithubConfig {
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Where `/login/oauth/authorize` and `/login/oauth/access_token` live.
+    pub oauth_url: String,
+    /// The REST API (`/user`, `/user/emails`).
+    pub api_url: String,
 }
 
 #[derive(Clone, Debug)]
@@ -118,6 +133,8 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             revocation_poll_interval: Duration::from_secs(2),
             oidc: Vec::new(),
+            github: None,
+            public_url: "http://localhost:8080".to_owned(),
         }
     }
 }
@@ -141,6 +158,8 @@ impl fmt::Debug for Config {
             .field("login_throttle", &self.login_throttle)
             .field("bootstrap_admin", &self.bootstrap_admin.as_ref().map(|(email, _)| email))
             .field("oidc", &self.oidc.iter().map(|i| &i.issuer_url).collect::<Vec<_>>())
+            .field("github", &self.github.as_ref().map(|g| &g.client_id))
+            .field("public_url", &self.public_url)
             .finish_non_exhaustive()
     }
 }
@@ -544,6 +563,30 @@ impl Config {
             // The environment's issuer replaces a file entry for the same URL.
             self.oidc.retain(|i| i.issuer_url != issuer.issuer_url);
             self.oidc.push(issuer);
+        }
+        set(
+            &mut self.public_url,
+            parse_var::<String>(env, "GATEHOUSE_PUBLIC_URL")?.map(|u| u.trim_end_matches('/').to_owned()),
+        );
+        let github_id = parse_var::<String>(env, "GITHUB_CLIENT_ID")?;
+        let github_secret = env("GITHUB_CLIENT_SECRET").filter(|s| !s.is_empty());
+        match (github_id, github_secret) {
+            (Some(client_id), Some(secret)) => {
+                let url = |name: &str, default: &str| -> Result<String, ConfigError> {
+                    Ok(parse_var::<String>(env, name)?
+                        .unwrap_or_else(|| default.to_owned())
+                        .trim_end_matches('/')
+                        .to_owned())
+                };
+                self.github = Some(GithubConfig {
+                    client_id,
+                    client_secret: Secret::new(secret),
+                    oauth_url: url("GITHUB_OAUTH_URL", "https://github.com")?,
+                    api_url: url("GITHUB_API_URL", "https://api.github.com")?,
+                });
+            }
+            (None, None) => {}
+            _ => return Err(invalid("GITHUB_CLIENT_ID", "", "set both GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET")),
         }
         let email = parse_var::<String>(env, "GATEHOUSE_BOOTSTRAP_ADMIN_EMAIL")?;
         let password = env("GATEHOUSE_BOOTSTRAP_ADMIN_PASSWORD").filter(|s| !s.is_empty());

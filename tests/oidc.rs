@@ -18,6 +18,7 @@ use tonic::Code;
 /// One oidc-provider process on a fixed port, restartable with rotated keys.
 struct Provider {
     port: u16,
+    redirect_uris: String,
     keys: PathBuf,
     child: Option<Child>,
     _dir: tempfile::TempDir,
@@ -32,7 +33,13 @@ fn script() -> PathBuf {
 impl Provider {
     fn new() -> Provider {
         let dir = tempfile::tempdir().unwrap();
-        Provider { port: free_port(), keys: dir.path().join("keys.json"), child: None, _dir: dir }
+        Provider {
+            port: free_port(),
+            redirect_uris: String::new(),
+            keys: dir.path().join("keys.json"),
+            child: None,
+            _dir: dir,
+        }
     }
 
     async fn start() -> Provider {
@@ -49,6 +56,7 @@ impl Provider {
         let child = Command::new("node")
             .arg(script())
             .args(["serve", self.keys.to_str().unwrap(), &self.port.to_string()])
+            .env("REDIRECT_URIS", &self.redirect_uris)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -246,5 +254,224 @@ async fn provider_down_at_start_then_up_and_down_again() {
     let c = s.check("GET", "/v1/models", &[("authorization", &bearer(&token))]).await;
     assert!(c.allowed(), "{c:?}");
     assert!(started.elapsed() < Duration::from_secs(1), "no wait on the provider");
+    s.finish().await;
+}
+
+/// The browser side of a login: a client that keeps cookies and follows redirects.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).build().unwrap()
+}
+
+/// The `uid` of an oidc-provider interaction page URL.
+fn interaction_uid(url: &reqwest::Url) -> String {
+    let path = url.path();
+    assert!(path.starts_with("/interaction/"), "expected an interaction page, got {url}");
+    path.trim_start_matches("/interaction/").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_through_the_provider_issues_a_gatehouse_token() {
+    let http_port = free_port();
+    let public_url = format!("http://127.0.0.1:{http_port}");
+    let mut provider = Provider::new();
+    provider.redirect_uris = format!("{public_url}/auth/oidc/callback");
+    provider.spawn().await;
+    let mut issuer = issuer_config(&provider.issuer());
+    issuer.client_id = Some("gatehouse".into());
+    issuer.client_secret = Some(gatehouse::secret::Secret::new("gatehouse-secret"));
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.http_addr = format!("127.0.0.1:{http_port}").parse().unwrap();
+        c.public_url = public_url.clone();
+        c.oidc = vec![issuer];
+    })
+    .await;
+    for _ in 0..50 {
+        if reqwest::get(s.url("/readyz")).await.unwrap().status() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Gatehouse redirects to the provider with PKCE, state and nonce, and sets
+    // an HttpOnly cookie; no secret is in the URL.
+    let no_redirect = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = no_redirect.get(s.url("/auth/oidc/login")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    for part in [
+        "response_type=code",
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "state=",
+        "nonce=",
+        "client_id=gatehouse",
+    ] {
+        assert!(location.contains(part), "{location}");
+    }
+    assert!(!location.contains("gatehouse-secret"));
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+
+    // The whole flow, as a browser would do it, through the provider's login and consent pages.
+    let b = browser();
+    let page = b.get(s.url("/auth/oidc/login")).send().await.unwrap();
+    let uid = interaction_uid(page.url());
+    let issuer_url = provider.issuer();
+    let page = b
+        .post(format!("{issuer_url}/interaction/{uid}"))
+        .form(&[("prompt", "login"), ("login", "alice"), ("password", "anything")])
+        .send()
+        .await
+        .unwrap();
+    let uid = interaction_uid(page.url());
+    let done = b.post(format!("{issuer_url}/interaction/{uid}")).form(&[("prompt", "consent")]).send().await.unwrap();
+    assert!(done.url().path().ends_with("/auth/oidc/callback"), "{}", done.url());
+    assert_eq!(done.status(), 200);
+    let body: Value = done.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    assert_eq!(body["user"]["email"], "alice@example.com");
+
+    let c = s.check("GET", "/v1/models", &[("authorization", &bearer(token))]).await;
+    assert!(c.allowed(), "{c:?}");
+    assert_eq!(c.upstream_headers()["x-auth-method"], "jwt");
+    assert_eq!(c.upstream_headers()["x-auth-email"], "alice@example.com");
+
+    // Seed 001's validate endpoint.
+    let v: Value = reqwest::Client::new()
+        .post(s.url("/api/v1/oauth/validate"))
+        .json(&serde_json::json!({"session_token": token}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["valid"], true);
+    assert_eq!(v["data"]["user_email"], "alice@example.com");
+    let v: Value = reqwest::Client::new()
+        .post(s.url("/api/v1/oauth/validate"))
+        .json(&serde_json::json!({"session_token": "nonsense"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["data"]["valid"], false);
+
+    // A callback without the login's cookie, or with another state, is refused.
+    let r = reqwest::get(s.url("/auth/oidc/callback?code=abc&state=xyz")).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = b.get(s.url("/auth/oidc/login")).send().await.unwrap();
+    let _ = r.text().await;
+    let r = b.get(s.url("/auth/oidc/callback?code=abc&state=forged")).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = reqwest::get(s.url("/auth/oidc/callback?error=access_denied&state=x")).await.unwrap();
+    assert_eq!(r.status(), 401);
+    s.finish().await;
+}
+
+/// A local stand-in for GitHub's three OAuth endpoints (GitHub itself cannot
+/// be reached from here).
+async fn fake_github(verified: bool, email: &'static str) -> std::net::SocketAddr {
+    use axum::routing::{get, post};
+    let app = axum::Router::new()
+        .route(
+            "/login/oauth/access_token",
+            post(|body: String| async move {
+                let ok = body.contains("code=good") && body.contains("client_secret=gh-secret") && body.contains("code_verifier=");
+                axum::Json(if ok {
+                    serde_json::json!({"access_token": "gho_test", "token_type": "bearer", "scope": "read:user,user:email"})
+                } else {
+                    serde_json::json!({"error": "bad_verification_code"})
+                })
+            }),
+        )
+        .route(
+            "/user",
+            get(|headers: axum::http::HeaderMap| async move {
+                assert_eq!(headers["authorization"], "Bearer gho_test");
+                axum::Json(serde_json::json!({"id": 4242, "login": "octocat", "name": "The Octocat"}))
+            }),
+        )
+        .route(
+            "/user/emails",
+            get(move || async move {
+                axum::Json(serde_json::json!([
+                    {"email": "old@unverified.example", "primary": false, "verified": false},
+                    {"email": email, "primary": true, "verified": verified},
+                ]))
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+async fn github_gatehouse(fake: std::net::SocketAddr, domains: &[&str]) -> TestServer {
+    let domains: Vec<String> = domains.iter().map(|d| d.to_string()).collect();
+    TestServer::start_with(Backend::Sqlite, |c| {
+        c.github = Some(gatehouse::config::GithubConfig {
+            client_id: "gh-client".into(),
+            client_secret: gatehouse::secret::Secret::new("gh-secret"),
+            oauth_url: format!("http://{fake}"),
+            api_url: format!("http://{fake}"),
+        });
+        c.accounts.allowed_email_domains = domains;
+    })
+    .await
+}
+
+/// Starts a GitHub login; returns the callback's answer for `code`.
+async fn github_round_trip(s: &TestServer, code: &str) -> (u16, Value) {
+    let client =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = client.get(s.url("/auth/github")).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let location = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    assert_eq!(location.path(), "/login/oauth/authorize");
+    let state = location.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    assert!(location.query_pairs().any(|(k, v)| k == "client_id" && v == "gh-client"));
+    let r = client.get(s.url(&format!("/auth/github/callback?code={code}&state={state}"))).send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_login_uses_the_verified_primary_email() {
+    let fake = fake_github(true, "Octo@Company.com").await;
+    let s = github_gatehouse(fake, &["company.com"]).await;
+    let (status, body) = github_round_trip(&s, "good").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user"]["email"], "octo@company.com");
+    let token = body["access_token"].as_str().unwrap();
+    let c = s.check("GET", "/v1/models", &[("authorization", &bearer(token))]).await;
+    assert_eq!(c.upstream_headers()["x-auth-email"], "octo@company.com");
+    // A second login is the same user.
+    let (_, again) = github_round_trip(&s, "good").await;
+    assert_eq!(again["user"]["id"], body["user"]["id"]);
+    assert_eq!(s.store.list_users().await.unwrap().len(), 1);
+    // A bad code is refused.
+    let (status, body) = github_round_trip(&s, "bad").await;
+    assert_eq!(status, 401, "{body}");
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_login_refuses_other_domains_and_unverified_emails() {
+    let fake = fake_github(true, "someone@elsewhere.com").await;
+    let s = github_gatehouse(fake, &["company.com"]).await;
+    let (status, body) = github_round_trip(&s, "good").await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "PERMISSION_DENIED");
+    s.finish().await;
+    let fake = fake_github(false, "octo@company.com").await;
+    let s = github_gatehouse(fake, &[]).await;
+    let (status, _) = github_round_trip(&s, "good").await;
+    assert_eq!(status, 403);
+    assert!(s.store.list_users().await.unwrap().is_empty());
+    let r = reqwest::get(s.url("/auth/github/callback?code=good&state=whatever")).await.unwrap();
+    assert_eq!(r.status(), 400, "no login cookie");
     s.finish().await;
 }

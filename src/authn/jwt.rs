@@ -139,6 +139,14 @@ fn ed25519_jwk(pkcs8: &[u8]) -> Option<Jwk> {
     })
 }
 
+#[derive(Serialize, Deserialize)]
+struct StateEnvelope<T> {
+    aud: String,
+    iss: String,
+    exp: i64,
+    payload: T,
+}
+
 /// A token just issued.
 #[derive(Debug)]
 pub struct IssuedToken {
@@ -225,6 +233,35 @@ impl Jwt {
             return Err(Denial::Expired);
         }
         Ok(())
+    }
+
+    /// Signs short-lived data that must come back unchanged (the login state
+    /// cookie). Its audience differs from session tokens', so one can never
+    /// pass for the other.
+    pub fn sign_state<T: Serialize>(&self, payload: &T, now: i64, ttl: i64) -> Result<String, Denial> {
+        let envelope =
+            StateEnvelope { aud: self.state_audience(), iss: self.settings.issuer.clone(), exp: now + ttl, payload };
+        let mut header = Header::new(self.settings.algorithm);
+        header.kid = self.keys.kid.clone();
+        jsonwebtoken::encode(&header, &envelope, &self.keys.encoding).map_err(|_| Denial::BackendUnavailable)
+    }
+
+    pub fn verify_state<T: serde::de::DeserializeOwned>(&self, token: &str, now: i64) -> Result<T, Denial> {
+        let mut validation = Validation::new(self.settings.algorithm);
+        validation.algorithms = vec![self.settings.algorithm];
+        validation.set_issuer(&[&self.settings.issuer]);
+        validation.set_audience(&[self.state_audience()]);
+        validation.validate_exp = false;
+        let data = jsonwebtoken::decode::<StateEnvelope<T>>(token, &self.keys.decoding, &validation)
+            .map_err(|_| Denial::InvalidRequest("invalid or missing login state"))?;
+        if data.claims.exp <= now {
+            return Err(Denial::InvalidRequest("the login took too long, start again"));
+        }
+        Ok(data.claims.payload)
+    }
+
+    fn state_audience(&self) -> String {
+        format!("{}/login-state", self.settings.audience)
     }
 
     /// The public keys, for `/.well-known/jwks.json` (none for HS256).

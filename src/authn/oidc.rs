@@ -252,7 +252,7 @@ impl Issuer {
 
     /// Verifies a token from this issuer: signature with a key from its JWKS
     /// (asymmetric algorithms only), `iss`, audience, `exp`, `nbf`.
-    pub async fn verify(&self, token: &str, expected_nonce: Option<&str>) -> Result<(Value, ExternalIdentity), Denial> {
+    pub async fn verify(&self, token: &str, id_token_nonce: Option<&str>) -> Result<(Value, ExternalIdentity), Denial> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Denial::InvalidCredential)?;
         let entry = self.key_for(&header).await?;
         if !algorithm_fits(header.alg, &entry) {
@@ -269,12 +269,11 @@ impl Issuer {
             _ => Denial::InvalidCredential,
         })?;
         let claims = data.claims;
-        if !self.audience_ok(&claims) {
-            return Err(Denial::InvalidCredential);
-        }
-        if let Some(nonce) = expected_nonce
-            && claims.get("nonce").and_then(Value::as_str) != Some(nonce)
-        {
+        let audience_ok = match id_token_nonce {
+            None => self.audience_ok(&claims),
+            Some(nonce) => self.id_token_ok(&claims, nonce),
+        };
+        if !audience_ok {
             return Err(Denial::InvalidCredential);
         }
         let identity = self.identity(&claims)?;
@@ -292,6 +291,18 @@ impl Issuer {
             Some(id) => auds.iter().any(|a| a == id) || claims.get("azp").and_then(Value::as_str) == Some(id),
             None => false,
         }
+    }
+
+    /// An ID token is for this client (`aud`, and `azp` when several
+    /// audiences) and carries the nonce of this login.
+    fn id_token_ok(&self, claims: &Value, nonce: &str) -> bool {
+        let Some(client_id) = &self.config.client_id else { return false };
+        let auds = strings(claims.get("aud"));
+        let azp = claims.get("azp").and_then(Value::as_str);
+        auds.iter().any(|a| a == client_id)
+            && (auds.len() == 1 || azp == Some(client_id))
+            && azp.is_none_or(|a| a == client_id)
+            && claims.get("nonce").and_then(Value::as_str) == Some(nonce)
     }
 
     fn identity(&self, claims: &Value) -> Result<ExternalIdentity, Denial> {

@@ -100,7 +100,7 @@ pub async fn login(
     Ok(ok(StatusCode::OK, token_body(&issued, &user)))
 }
 
-fn token_body(issued: &IssuedToken, user: &User) -> Value {
+pub fn token_body(issued: &IssuedToken, user: &User) -> Value {
     json!({
         "access_token": issued.token.expose(),
         "token": issued.token.expose(),

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod login;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ use crate::accounts::Accounts;
 use crate::authn::oidc::Providers;
 use crate::authn::throttle::LoginThrottle;
 use crate::authz::Authorizer;
+use crate::config::GithubConfig;
 use crate::store::DynStore;
 use error::ApiError;
 
@@ -37,6 +39,10 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// External providers; not ready until each one's keys have loaded.
     pub providers: Arc<Providers>,
+    pub github: Option<GithubConfig>,
+    pub public_url: String,
+    /// For talking to providers (code exchange, GitHub's API).
+    pub http_client: reqwest::Client,
 }
 
 fn auth_routes() -> Router<HttpState> {
@@ -50,6 +56,11 @@ fn auth_routes() -> Router<HttpState> {
         .route("/me", get(auth::me))
         .nest("/keys", keys.clone())
         .nest("/api-keys", keys)
+        .route("/oidc/login", get(login::oidc_login))
+        .route("/oidc/callback", get(login::oidc_callback))
+        .route("/github", get(login::github_login))
+        .route("/github/callback", get(login::github_callback))
+        .route("/oauth/validate", post(login::validate))
 }
 
 fn admin_routes() -> Router<HttpState> {
@@ -68,6 +79,7 @@ pub fn router(state: HttpState) -> Router {
         .nest("/auth", auth_routes())
         .nest("/api/v1/auth", auth_routes())
         .nest("/api/auth", auth_routes())
+        .route("/api/v1/oauth/validate", post(login::validate))
         .nest("/admin", admin_routes())
         .nest("/api/v1/admin", admin_routes())
         .fallback(not_found)

@@ -1,0 +1,372 @@
+//! Logging in through an external provider, ending with a Gatehouse session
+//! token:
+//! * `GET /auth/oidc/login[?provider=NAME]` -> the provider (authorization
+//!   code flow with PKCE S256, `state` and `nonce`); `GET /auth/oidc/callback`
+//!   exchanges the code and verifies the ID token.
+//! * `GET /auth/github` -> GitHub; `GET /auth/github/callback` exchanges the
+//!   code and reads the account's verified primary email.
+//! * `POST /api/v1/oauth/validate {session_token}` says whether a token is valid.
+//!
+//! The state, nonce and PKCE verifier travel in a signed, HttpOnly,
+//! SameSite=Lax cookie (10 minutes), never in a URL, so the callback may land
+//! on any replica.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::HttpState;
+use super::auth::{envelope, token_body};
+use super::error::ApiError;
+use super::extract::JsonBody;
+use crate::app::now;
+use crate::authn::api_key::random_base62;
+use crate::authn::oidc::ExternalIdentity;
+use crate::config::GithubConfig;
+use crate::domain::Denial;
+
+const COOKIE: &str = "gatehouse_login";
+const STATE_TTL: i64 = 600;
+
+#[derive(Serialize, Deserialize)]
+struct LoginState {
+    provider: String,
+    state: String,
+    nonce: String,
+    verifier: String,
+}
+
+#[derive(Deserialize)]
+pub struct LoginQuery {
+    provider: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+fn redirect_with_state(s: &HttpState, location: &str, login: &LoginState) -> Result<Response, ApiError> {
+    let signed = s.authorizer.authn().jwt().sign_state(login, now(), STATE_TTL)?;
+    let secure = if s.public_url.starts_with("https://") { "; Secure" } else { "" };
+    let cookie = format!("{COOKIE}={signed}; Path=/; Max-Age={STATE_TTL}; HttpOnly; SameSite=Lax{secure}");
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, HeaderValue::from_str(location).map_err(|_| ApiError::Internal)?);
+    headers.insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|_| ApiError::Internal)?);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// The login state from the cookie, checked against the callback's `state`.
+fn take_state(s: &HttpState, headers: &HeaderMap, q: &CallbackQuery) -> Result<LoginState, ApiError> {
+    if let Some(error) = &q.error {
+        let detail = q.error_description.as_deref().unwrap_or("");
+        tracing::info!(error = %error, detail, "provider refused the login");
+        return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
+    }
+    let cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_owned))
+        .ok_or(ApiError::validation("state", "missing login state: start the login again"))?;
+    let login: LoginState = s
+        .authorizer
+        .authn()
+        .jwt()
+        .verify_state(&cookie, now())
+        .map_err(|d| ApiError::validation("state", d.message()))?;
+    let presented = q.state.as_deref().unwrap_or("");
+    let matches: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), login.state.as_bytes()).into();
+    if !matches {
+        return Err(ApiError::validation("state", "login state does not match: start the login again"));
+    }
+    Ok(login)
+}
+
+fn pkce_challenge(verifier: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+fn query_string(pairs: &[(&str, &str)]) -> String {
+    pairs.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Applies `ALLOWED_EMAIL_DOMAINS` to a provider's verified email, provisions
+/// the user and issues a session token.
+async fn finish(s: &HttpState, identity: &ExternalIdentity) -> Result<Response, ApiError> {
+    let allowed = &s.accounts.settings().allowed_email_domains;
+    if !allowed.is_empty() {
+        let domain = identity.verified_email.as_deref().and_then(|e| e.rsplit_once('@')).map(|(_, d)| d);
+        if !domain.is_some_and(|d| allowed.iter().any(|a| a == d)) {
+            return Err(ApiError::Forbidden("this account's verified email is not in an allowed domain".into()));
+        }
+    }
+    let user = s.accounts.provision(identity).await?;
+    if user.disabled {
+        return Err(Denial::AccountDisabled.into());
+    }
+    let issued = s.authorizer.authn().jwt().issue(&user, now())?;
+    tracing::info!(user_id = %user.id, provider = %identity.provider, "login through provider");
+    let mut response = (StatusCode::OK, Json(envelope(token_body(&issued, &user)))).into_response();
+    let clear = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
+    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).map_err(|_| ApiError::Internal)?);
+    Ok(response)
+}
+
+pub async fn oidc_login(State(s): State<HttpState>, Query(q): Query<LoginQuery>) -> Result<Response, ApiError> {
+    let name = q.provider.as_deref().unwrap_or("default");
+    let issuer = s
+        .authorizer
+        .authn()
+        .providers()
+        .by_name(name)
+        .ok_or(ApiError::NotFound(format!("no OIDC provider named {name}")))?;
+    let client_id =
+        issuer.config().client_id.clone().ok_or(ApiError::NotFound("OIDC login is not configured".into()))?;
+    let endpoint = issuer.discovery().await.and_then(|d| d.authorization_endpoint).ok_or(ApiError::Unavailable)?;
+    let login = LoginState {
+        provider: name.to_owned(),
+        state: random_base62(32),
+        nonce: random_base62(32),
+        verifier: random_base62(64),
+    };
+    let redirect_uri = format!("{}/auth/oidc/callback", s.public_url);
+    let query = query_string(&[
+        ("response_type", "code"),
+        ("client_id", &client_id),
+        ("redirect_uri", &redirect_uri),
+        ("scope", "openid email profile"),
+        ("state", &login.state),
+        ("nonce", &login.nonce),
+        ("code_challenge", &pkce_challenge(&login.verifier)),
+        ("code_challenge_method", "S256"),
+    ]);
+    let separator = if endpoint.contains('?') { '&' } else { '?' };
+    redirect_with_state(&s, &format!("{endpoint}{separator}{query}"), &login)
+}
+
+#[derive(Deserialize)]
+struct TokenResponse {
+    id_token: Option<String>,
+    access_token: Option<String>,
+}
+
+pub async fn oidc_callback(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, ApiError> {
+    let login = take_state(&s, &headers, &q)?;
+    let code = q.code.clone().ok_or(ApiError::validation("code", "missing authorization code"))?;
+    let issuer = s
+        .authorizer
+        .authn()
+        .providers()
+        .by_name(&login.provider)
+        .ok_or(ApiError::validation("state", "login state does not match: start the login again"))?;
+    let config = issuer.config();
+    let endpoint = issuer.discovery().await.and_then(|d| d.token_endpoint).ok_or(ApiError::Unavailable)?;
+    let redirect_uri = format!("{}/auth/oidc/callback", s.public_url);
+    let client_id = config.client_id.clone().unwrap_or_default();
+    let secret = config.client_secret.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default();
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect_uri.as_str()),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", login.verifier.as_str()),
+    ];
+    if !secret.is_empty() {
+        form.push(("client_secret", secret.as_str()));
+    }
+    let tokens: TokenResponse = provider_post(&s, &endpoint, &form).await?;
+    let id_token = tokens.id_token.ok_or(ApiError::Unauthenticated(Denial::InvalidCredential))?;
+    let (_, identity) = issuer.verify(&id_token, Some(&login.nonce)).await?;
+    finish(&s, &identity).await
+}
+
+async fn provider_post<T: serde::de::DeserializeOwned>(
+    s: &HttpState,
+    url: &str,
+    form: &[(&str, &str)],
+) -> Result<T, ApiError> {
+    let response =
+        s.http_client.post(url).header(header::ACCEPT, "application/json").form(form).send().await.map_err(|e| {
+            tracing::warn!(error = %e.without_url(), "provider token endpoint unreachable");
+            ApiError::Unavailable
+        })?;
+    if !response.status().is_success() {
+        tracing::info!(status = %response.status(), "provider refused the code exchange");
+        return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
+    }
+    response.json().await.map_err(|_| ApiError::Unauthenticated(Denial::InvalidCredential))
+}
+
+fn github(s: &HttpState) -> Result<&GithubConfig, ApiError> {
+    s.github.as_ref().ok_or(ApiError::NotFound("GitHub login is not configured".into()))
+}
+
+pub async fn github_login(State(s): State<HttpState>) -> Result<Response, ApiError> {
+    let gh = github(&s)?;
+    let login = LoginState {
+        provider: "github".into(),
+        state: random_base62(32),
+        nonce: String::new(),
+        verifier: random_base62(64),
+    };
+    let redirect_uri = format!("{}/auth/github/callback", s.public_url);
+    let query = query_string(&[
+        ("client_id", &gh.client_id),
+        ("redirect_uri", &redirect_uri),
+        ("scope", "read:user user:email"),
+        ("state", &login.state),
+        ("code_challenge", &pkce_challenge(&login.verifier)),
+        ("code_challenge_method", "S256"),
+    ]);
+    redirect_with_state(&s, &format!("{}/login/oauth/authorize?{query}", gh.oauth_url), &login)
+}
+
+#[derive(Deserialize)]
+struct GithubUser {
+    id: i64,
+    login: String,
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GithubEmail {
+    email: String,
+    primary: bool,
+    verified: bool,
+}
+
+pub async fn github_callback(
+    State(s): State<HttpState>,
+    headers: HeaderMap,
+    Query(q): Query<CallbackQuery>,
+) -> Result<Response, ApiError> {
+    let gh = github(&s)?.clone();
+    let login = take_state(&s, &headers, &q)?;
+    if login.provider != "github" {
+        return Err(ApiError::validation("state", "login state does not match: start the login again"));
+    }
+    let code = q.code.clone().ok_or(ApiError::validation("code", "missing authorization code"))?;
+    let redirect_uri = format!("{}/auth/github/callback", s.public_url);
+    let form = [
+        ("client_id", gh.client_id.as_str()),
+        ("client_secret", gh.client_secret.expose()),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect_uri.as_str()),
+        ("code_verifier", login.verifier.as_str()),
+    ];
+    let tokens: TokenResponse = provider_post(&s, &format!("{}/login/oauth/access_token", gh.oauth_url), &form).await?;
+    let access = tokens.access_token.ok_or(ApiError::Unauthenticated(Denial::InvalidCredential))?;
+    let user: GithubUser = github_get(&s, &gh, "/user", &access).await?;
+    let emails: Vec<GithubEmail> = github_get(&s, &gh, "/user/emails", &access).await?;
+    let email = emails
+        .iter()
+        .filter(|e| e.verified)
+        .max_by_key(|e| e.primary)
+        .map(|e| e.email.to_lowercase())
+        .ok_or(ApiError::Forbidden("the GitHub account has no verified email".into()))?;
+    let identity = ExternalIdentity {
+        provider: "github".into(),
+        subject: user.id.to_string(),
+        verified_email: Some(email),
+        name: user.name.or(Some(user.login)),
+        role: None,
+        groups: Vec::new(),
+        expires_at: 0,
+    };
+    finish(&s, &identity).await
+}
+
+async fn github_get<T: serde::de::DeserializeOwned>(
+    s: &HttpState,
+    gh: &GithubConfig,
+    path: &str,
+    token: &str,
+) -> Result<T, ApiError> {
+    let response = s
+        .http_client
+        .get(format!("{}{path}", gh.api_url))
+        .bearer_auth(token)
+        .header(header::ACCEPT, "application/vnd.github+json")
+        .header(header::USER_AGENT, "gatehouse")
+        .send()
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    if !response.status().is_success() {
+        return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
+    }
+    response.json().await.map_err(|_| ApiError::Unavailable)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateBody {
+    session_token: String,
+}
+
+/// Seed 001's session check: 200 with `valid` true or false.
+pub async fn validate(
+    State(s): State<HttpState>,
+    JsonBody(body): JsonBody<ValidateBody>,
+) -> Result<Response, ApiError> {
+    let headers = [("authorization", format!("Bearer {}", body.session_token))];
+    let result = s.authorizer.authenticate(headers.iter().map(|(k, v)| (*k, v.as_str())), now()).await;
+    let value = match result {
+        Ok(p) => {
+            let user = s.accounts.find_user(&p.user_id).await?;
+            json!({
+                "valid": true,
+                "user_identity": user.email,
+                "user_email": user.email,
+                "user_name": user.name,
+                "auth_method": p.method.as_str(),
+                "expires_at": p.session.as_ref().map(|s| crate::views::timestamp(s.expires_at)),
+            })
+        }
+        Err(Denial::BackendUnavailable) => return Err(ApiError::Unavailable),
+        Err(d) => json!({ "valid": false, "reason": d.reason() }),
+    };
+    Ok((StatusCode::OK, Json(envelope(value))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_challenge_matches_rfc7636_example() {
+        assert_eq!(
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(query_string(&[("a", "x y&z"), ("b", "é")]), "a=x%20y%26z&b=%C3%A9");
+    }
+}
