@@ -337,27 +337,17 @@ async fn login_through_the_provider_issues_a_gatehouse_token() {
     assert_eq!(c.upstream_headers()["x-auth-email"], "alice@example.com");
 
     // Seed 001's validate endpoint.
-    let v: Value = reqwest::Client::new()
-        .post(s.url("/api/v1/oauth/validate"))
-        .json(&serde_json::json!({"session_token": token}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let validate = |token: String| {
+        let url = s.url("/api/v1/oauth/validate");
+        async move {
+            let r = reqwest::Client::new().post(url).json(&serde_json::json!({"session_token": token})).send().await;
+            r.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    let v = validate(token.to_owned()).await;
     assert_eq!(v["data"]["valid"], true);
     assert_eq!(v["data"]["user_email"], "alice@example.com");
-    let v: Value = reqwest::Client::new()
-        .post(s.url("/api/v1/oauth/validate"))
-        .json(&serde_json::json!({"session_token": "nonsense"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(v["data"]["valid"], false);
+    assert_eq!(validate("nonsense".into()).await["data"]["valid"], false);
 
     // A callback without the login's cookie, or with another state, is refused.
     let r = reqwest::get(s.url("/auth/oidc/callback?code=abc&state=xyz")).await.unwrap();
