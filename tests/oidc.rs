@@ -135,6 +135,23 @@ async fn gatehouse(provider: &Provider, b: Backend) -> TestServer {
     s
 }
 
+/// A client future that connects when awaited, for spawning.
+fn futures_client(
+    s: &TestServer,
+) -> impl std::future::Future<
+    Output = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient<
+        tonic::transport::Channel,
+    >,
+> + Send
++ 'static {
+    let url = format!("http://{}", s.grpc);
+    async move {
+        envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(url)
+            .await
+            .unwrap()
+    }
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -145,8 +162,20 @@ backend_tests! {
 
 async fn provider_tokens_pass_check_and_provision_users(b: Backend) {
     let provider = Provider::start().await;
-    let s = gatehouse(&provider, b).await;
     let token = provider.token("gatehouse", None).await;
+    let s = gatehouse(&provider, b).await;
+    // Checks arriving while the keys are still loading wait for them (this
+    // once failed: a Check racing the first load was refused).
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = futures_client(&s);
+            let request = common::check_request("GET", "/v1/models", &[("authorization", &bearer(&token))]);
+            tokio::spawn(async move { client.await.check(request).await.unwrap().into_inner() })
+        })
+        .collect();
+    for r in racing {
+        assert!(common::Check(r.await.unwrap()).allowed());
+    }
     let c = s.check("POST", "/v1/chat/completions", &[("authorization", &bearer(&token))]).await;
     assert!(c.allowed(), "{c:?}");
     let h = c.upstream_headers();

@@ -134,13 +134,14 @@ pub struct Issuer {
     config: IssuerConfig,
     http: reqwest::Client,
     keys: RwLock<Keys>,
-    last_fetch: Mutex<Option<Instant>>,
+    /// Held during a fetch (one at a time); holds when the last one began.
+    fetching: Mutex<Option<Instant>>,
     ready: AtomicBool,
 }
 
 impl Issuer {
     pub fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
-        Issuer { config, http, keys: RwLock::new(Keys::default()), last_fetch: Mutex::new(None), ready: false.into() }
+        Issuer { config, http, keys: RwLock::new(Keys::default()), fetching: Mutex::new(None), ready: false.into() }
     }
 
     pub fn config(&self) -> &IssuerConfig {
@@ -158,7 +159,12 @@ impl Issuer {
 
     /// Loads the discovery document (first time) and the JWKS.
     pub async fn refresh(&self) -> Result<usize, OidcError> {
-        *self.last_fetch.lock().await = Some(Instant::now());
+        let mut fetching = self.fetching.lock().await;
+        self.fetch(&mut fetching).await
+    }
+
+    async fn fetch(&self, started: &mut Option<Instant>) -> Result<usize, OidcError> {
+        *started = Some(Instant::now());
         let discovery = match self.discovery().await {
             Some(d) => d,
             None => self.fetch_discovery().await?,
@@ -215,27 +221,30 @@ impl Issuer {
         }
     }
 
-    /// The key for a token header: from memory, or after one rate-limited refetch.
+    /// The key for a token header: from memory, or after one rate-limited
+    /// refetch. A fetch already under way (such as the first load) is waited
+    /// for, not refused.
     async fn key_for(&self, header: &Header) -> Result<Arc<KeyEntry>, Denial> {
         if let Some(entry) = self.lookup(header).await {
             return Ok(entry);
         }
-        {
-            let last = self.last_fetch.lock().await;
-            if last.is_some_and(|t| t.elapsed() < self.config.min_refetch_interval) {
-                return Err(Denial::InvalidCredential);
-            }
+        let missing = || if self.is_ready() { Denial::InvalidCredential } else { Denial::BackendUnavailable };
+        let Ok(mut fetching) = tokio::time::timeout(Duration::from_secs(3), self.fetching.lock()).await else {
+            return Err(missing());
+        };
+        if let Some(entry) = self.lookup(header).await {
+            return Ok(entry);
         }
-        match tokio::time::timeout(Duration::from_secs(3), self.refresh()).await {
+        if fetching.is_some_and(|t| t.elapsed() < self.config.min_refetch_interval) {
+            return Err(missing());
+        }
+        match tokio::time::timeout(Duration::from_secs(3), self.fetch(&mut fetching)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => tracing::warn!(issuer = %self.config.issuer_url, error = %e, "key refetch failed"),
             Err(_) => tracing::warn!(issuer = %self.config.issuer_url, "key refetch timed out"),
         }
-        self.lookup(header).await.ok_or(if self.is_ready() {
-            Denial::InvalidCredential
-        } else {
-            Denial::BackendUnavailable
-        })
+        drop(fetching);
+        self.lookup(header).await.ok_or_else(missing)
     }
 
     async fn lookup(&self, header: &Header) -> Option<Arc<KeyEntry>> {
