@@ -9,7 +9,7 @@ use crate::domain::{
     ApiKey, DEFAULT_GROUP, Group, NewApiKey, NewUser, PermissionSet, Role, RolePermissions, User, UserUpdate,
 };
 use crate::secret::Secret;
-use crate::store::cache::{KeyCache, UserCache};
+use crate::store::cache::{GroupCache, KeyCache, UserCache};
 use crate::store::{DynStore, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +40,7 @@ pub const MAX_KEY_LIFETIME_DAYS: u32 = 3650;
 pub struct Caches {
     pub keys: KeyCache,
     pub users: UserCache,
+    pub groups: GroupCache,
 }
 
 #[derive(Clone)]
@@ -202,6 +203,9 @@ impl Accounts {
         if !self.store.update_group(&group).await? {
             return Err(AccountError::NotFound("group"));
         }
+        if let Some(c) = &self.caches {
+            c.groups.invalidate(&group.name).await;
+        }
         Ok(group)
     }
 
@@ -272,6 +276,9 @@ impl Accounts {
     pub async fn create_group(&self, group: Group) -> Result<Group, AccountError> {
         validate_group_name(&group.name)?;
         validate_limits(&group)?;
+        if let Some(c) = &self.caches {
+            c.groups.invalidate(&group.name).await;
+        }
         match self.store.create_group(&group).await {
             Err(StoreError::Conflict) => Err(AccountError::Conflict(format!("group '{}' already exists", group.name))),
             other => other.map(|()| group).map_err(Into::into),

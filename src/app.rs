@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -22,6 +23,9 @@ use crate::domain::{DEFAULT_GROUP, Role};
 use crate::grpc::{self, AdminService, ExtAuthz};
 use crate::http::{self, HttpState};
 use crate::policy::Policy;
+use crate::ratelimit::local::LocalLimiter;
+use crate::ratelimit::redis::RedisLimiter;
+use crate::ratelimit::{LimitPolicy, Limiter};
 use crate::store::usage::UsageRecorder;
 use crate::store::{self, DynStore, cache};
 
@@ -35,6 +39,8 @@ pub struct App {
     revocations: Revocations,
     usage: UsageRecorder,
     providers: Arc<Providers>,
+    local: LocalLimiter,
+    redis: Option<RedisLimiter>,
 }
 
 /// The signing keys the configuration asks for.
@@ -72,7 +78,8 @@ impl App {
         let jwt = Arc::new(Jwt::new(jwt_keys(&config.jwt)?, jwt_settings(&config.jwt)));
         let revocations = Revocations::new(store.clone());
         let usage = UsageRecorder::default();
-        let caches = Caches { keys: keys.clone(), users: users.clone() };
+        let groups = cache::group_cache(store.clone(), &config.cache);
+        let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone() };
         let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));
         let providers = Arc::new(Providers::new(config.oidc.clone())?);
         let sources = Sources {
@@ -86,10 +93,20 @@ impl App {
         };
         let authn = Authenticator::new(sources, roles, config.cache.capacity);
         let policy = Policy::new(config.public_paths.clone());
-        let authorizer = Arc::new(Authorizer::new(authn, policy, config.require_auth));
+        let local = LocalLimiter::default();
+        let redis = match &config.redis_url {
+            Some(url) => Some(RedisLimiter::new(url.expose(), local.clone(), Duration::from_millis(100))?),
+            None => None,
+        };
+        let limiter: Arc<dyn Limiter> = match &redis {
+            Some(r) => Arc::new(r.clone()),
+            None => Arc::new(local.clone()),
+        };
+        let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
+        let authorizer = Arc::new(Authorizer::new(authn, policy, limits, config.require_auth));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
         let admin = AdminService::new(authorizer.clone(), accounts.clone());
-        Ok(App { config, store, accounts, authorizer, ext_authz, admin, revocations, usage, providers })
+        Ok(App { config, store, accounts, authorizer, ext_authz, admin, revocations, usage, providers, local, redis })
     }
 
     /// Creates the configured first admin unless a user with that email exists.
@@ -144,6 +161,10 @@ impl App {
             stopped(stop_rx.clone()),
         ));
         tokio::spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stopped(stop_rx.clone())));
+        tokio::spawn(self.local.clone().run_purge(Duration::from_secs(60), stopped(stop_rx.clone())));
+        if let Some(redis) = &self.redis {
+            tokio::spawn(redis.clone().connect(stopped(stop_rx.clone())));
+        }
         for issuer in self.providers.all() {
             tokio::spawn(issuer.clone().run(stopped(stop_rx.clone())));
         }

@@ -4,6 +4,7 @@
 use crate::authn::{Authenticator, credentials};
 use crate::domain::{Denial, Principal};
 use crate::policy::{Policy, path};
+use crate::ratelimit::{LimitPolicy, Outcome};
 
 /// The request attributes a decision depends on.
 #[derive(Debug, Clone, Copy)]
@@ -11,6 +12,8 @@ pub struct RequestView<'a> {
     pub method: &'a str,
     /// The path as received, with its query string.
     pub path: &'a str,
+    /// The client's address as the proxy saw it.
+    pub client_ip: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,17 +28,20 @@ pub struct Allow {
     pub principal: Option<Principal>,
     /// Whether the credential was consumed here and should be kept from the upstream.
     pub credential_used: bool,
+    /// The rate limit that applied, for the `X-RateLimit-*` headers.
+    pub rate: Option<Outcome>,
 }
 
 pub struct Authorizer {
     authn: Authenticator,
     policy: Policy,
+    limits: LimitPolicy,
     require_auth: bool,
 }
 
 impl Authorizer {
-    pub fn new(authn: Authenticator, policy: Policy, require_auth: bool) -> Self {
-        Authorizer { authn, policy, require_auth }
+    pub fn new(authn: Authenticator, policy: Policy, limits: LimitPolicy, require_auth: bool) -> Self {
+        Authorizer { authn, policy, limits, require_auth }
     }
 
     pub async fn decide<'a, H>(&self, request: RequestView<'_>, headers: H, now: i64) -> Decision
@@ -66,16 +72,16 @@ impl Authorizer {
         H: IntoIterator<Item = (&'a str, &'a str)>,
     {
         let path = path::normalize(request.path).map_err(|_| Denial::InvalidRequest("ambiguous or malformed path"))?;
-        if self.policy.is_public(&path) {
-            return Ok(Allow { principal: None, credential_used: false });
-        }
-        match credentials::extract(headers)? {
-            Some(credential) => {
-                let principal = self.authn.authenticate(credential, now).await?;
-                Ok(Allow { principal: Some(principal), credential_used: true })
+        let (principal, credential_used) = if self.policy.is_public(&path) {
+            (None, false)
+        } else {
+            match credentials::extract(headers)? {
+                Some(credential) => (Some(self.authn.authenticate(credential, now).await?), true),
+                None if self.require_auth => return Err(Denial::MissingCredential),
+                None => (None, false),
             }
-            None if self.require_auth => Err(Denial::MissingCredential),
-            None => Ok(Allow { principal: None, credential_used: false }),
-        }
+        };
+        let rate = self.limits.check(principal.as_ref(), request.client_ip).await?;
+        Ok(Allow { principal, credential_used, rate })
     }
 }

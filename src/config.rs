@@ -16,6 +16,7 @@ use crate::authn::oidc::IssuerConfig;
 use crate::authn::throttle::ThrottleSettings;
 use crate::domain::{PermissionSet, Role, RolePermissions};
 use crate::policy::PathPattern;
+use crate::ratelimit::{Limit, parse_limit};
 use crate::secret::Secret;
 use crate::store::cache::CacheSettings;
 
@@ -55,6 +56,12 @@ pub struct Config {
     /// The URL browsers reach Gatehouse's HTTP API at; login callbacks are
     /// built from it.
     pub public_url: String,
+    /// Shared rate limits (and, later, revocations) live here when set.
+    pub redis_url: Option<Secret>,
+    /// For users whose group has no limit; `None`: unlimited.
+    pub default_limit: Option<Limit>,
+    /// Per client address, for anonymous requests (public routes).
+    pub anonymous_limit: Option<Limit>,
 }
 
 #[derive(Clone, Debug)]
@@ -135,6 +142,9 @@ impl Default for Config {
             oidc: Vec::new(),
             github: None,
             public_url: "http://localhost:8080".to_owned(),
+            redis_url: None,
+            default_limit: None,
+            anonymous_limit: Some(Limit { requests: 120, period: Duration::from_secs(60), burst: 120 }),
         }
     }
 }
@@ -160,6 +170,9 @@ impl fmt::Debug for Config {
             .field("oidc", &self.oidc.iter().map(|i| &i.issuer_url).collect::<Vec<_>>())
             .field("github", &self.github.as_ref().map(|g| &g.client_id))
             .field("public_url", &self.public_url)
+            .field("redis_url", &self.redis_url.as_ref().map(|u| redact_url(u.expose())))
+            .field("default_limit", &self.default_limit)
+            .field("anonymous_limit", &self.anonymous_limit)
             .finish_non_exhaustive()
     }
 }
@@ -563,6 +576,20 @@ impl Config {
             // The environment's issuer replaces a file entry for the same URL.
             self.oidc.retain(|i| i.issuer_url != issuer.issuer_url);
             self.oidc.push(issuer);
+        }
+        set(
+            &mut self.redis_url,
+            env("REDIS_URL").filter(|s| !s.trim().is_empty()).map(|s| Some(Secret::new(s.trim()))),
+        );
+        for (name, slot) in [
+            ("GATEHOUSE_DEFAULT_RATE_LIMIT", &mut self.default_limit),
+            ("GATEHOUSE_ANONYMOUS_RATE_LIMIT", &mut self.anonymous_limit),
+        ] {
+            match parse_var::<String>(env, name)?.as_deref() {
+                None => {}
+                Some("off" | "none") => *slot = None,
+                Some(v) => *slot = Some(parse_limit(v).map_err(|e| invalid(name, v, e))?),
+            }
         }
         set(
             &mut self.public_url,

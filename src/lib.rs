@@ -21,6 +21,7 @@ pub mod domain;
 pub mod grpc;
 pub mod http;
 pub mod policy;
+pub mod ratelimit;
 pub mod secret;
 pub mod store;
 pub mod telemetry;

@@ -168,7 +168,7 @@ async fn provider_tokens_pass_check_and_provision_users(b: Backend) {
     // once failed: a Check racing the first load was refused).
     let racing: Vec<_> = (0..8)
         .map(|_| {
-            let mut client = futures_client(&s);
+            let client = futures_client(&s);
             let request = common::check_request("GET", "/v1/models", &[("authorization", &bearer(&token))]);
             tokio::spawn(async move { client.await.check(request).await.unwrap().into_inner() })
         })

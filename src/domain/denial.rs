@@ -79,6 +79,10 @@ pub enum Denial {
     MissingPermissions { missing: PermissionSet },
     #[error("authentication backend unavailable, try again later")]
     BackendUnavailable,
+    /// Over the caller's rate limit: numbers for the `X-RateLimit-*` and
+    /// `Retry-After` headers.
+    #[error("rate limit exceeded: {limit} requests per {period_seconds}s, retry in {retry_after_seconds}s")]
+    RateLimited { limit: u32, period_seconds: u64, retry_after_seconds: u64, reset_seconds: u64 },
 }
 
 impl Denial {
@@ -94,6 +98,7 @@ impl Denial {
             Denial::ConflictingCredentials | Denial::InvalidRequest(_) => ErrorKind::InvalidRequest,
             Denial::MissingPermissions { .. } => ErrorKind::Forbidden,
             Denial::BackendUnavailable => ErrorKind::Unavailable,
+            Denial::RateLimited { .. } => ErrorKind::RateLimited,
         }
     }
 
@@ -111,6 +116,7 @@ impl Denial {
             Denial::InvalidRequest(_) => "invalid_request",
             Denial::MissingPermissions { .. } => "missing_permission",
             Denial::BackendUnavailable => "backend_unavailable",
+            Denial::RateLimited { .. } => "rate_limited",
         }
     }
 

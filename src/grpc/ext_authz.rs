@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authz::{Allow, Authorizer, Decision, RequestView};
 use crate::domain::{Denial, ErrorKind, Principal};
+use crate::ratelimit::{Outcome, ceil_secs};
 
 /// Headers Gatehouse sets for the upstream. Any client-sent header in the
 /// `x-auth-` namespace is removed, so none of these can be spoofed.
@@ -43,7 +44,7 @@ impl ExtAuthz {
             return deny(&Denial::InvalidRequest("no HTTP request attributes"));
         };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let view = RequestView { method: &http.method, path: &http.path };
+        let view = RequestView { method: &http.method, path: &http.path, client_ip: client_ip(request) };
         let decision = self.authorizer.decide(view, headers(http), now).await;
         log_decision(http, &decision);
         match decision {
@@ -73,6 +74,7 @@ impl ExtAuthz {
                 .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
                 .collect(),
             headers_to_remove: remove,
+            response_headers_to_add: allow.rate.map(rate_headers).unwrap_or_default(),
             ..Default::default()
         };
         CheckResponse {
@@ -146,6 +148,13 @@ pub fn deny(denial: &Denial) -> CheckResponse {
     if let Some(challenge) = denial.www_authenticate() {
         headers.push(header("www-authenticate", challenge, HeaderAppendAction::OverwriteIfExistsOrAdd));
     }
+    if let Denial::RateLimited { limit, retry_after_seconds, reset_seconds, .. } = denial {
+        let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
+        headers.push(header("retry-after", retry_after_seconds.to_string(), overwrite));
+        headers.push(header("x-ratelimit-limit", limit.to_string(), overwrite));
+        headers.push(header("x-ratelimit-remaining", "0".to_owned(), overwrite));
+        headers.push(header("x-ratelimit-reset", (unix_now() + reset_seconds).to_string(), overwrite));
+    }
     let denied = DeniedHttpResponse {
         status: Some(HttpStatus { code: i32::from(kind.http_status()) }),
         headers,
@@ -159,6 +168,31 @@ pub fn deny(denial: &Denial) -> CheckResponse {
         }),
         dynamic_metadata: Some(metadata(&[("decision", "deny"), ("reason", denial.reason())])),
         http_response: Some(HttpResponse::DeniedResponse(denied)),
+    }
+}
+
+fn unix_now() -> u64 {
+    time::OffsetDateTime::now_utc().unix_timestamp().unsigned_abs()
+}
+
+/// `X-RateLimit-*` for the client's response (seed 003): the limit, what is
+/// left, and when (Unix seconds) the bucket is full again.
+fn rate_headers(rate: Outcome) -> Vec<HeaderValueOption> {
+    let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
+    vec![
+        header("x-ratelimit-limit", rate.limit.to_string(), overwrite),
+        header("x-ratelimit-remaining", rate.remaining.to_string(), overwrite),
+        header("x-ratelimit-reset", (unix_now() + ceil_secs(rate.reset_after)).to_string(), overwrite),
+    ]
+}
+
+/// The downstream client's address, as Envoy reports it.
+fn client_ip(request: &CheckRequest) -> Option<&str> {
+    use envoy_types::pb::envoy::config::core::v3::address::Address;
+    let address = request.attributes.as_ref()?.source.as_ref()?.address.as_ref()?.address.as_ref()?;
+    match address {
+        Address::SocketAddress(s) if !s.address.is_empty() => Some(s.address.as_str()),
+        _ => None,
     }
 }
 

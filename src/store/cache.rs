@@ -17,7 +17,7 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use super::{DynStore, StoreError, StoreResult};
-use crate::domain::{KeyGrant, User};
+use crate::domain::{Group, KeyGrant, User};
 
 #[derive(Clone, Debug)]
 pub struct CacheSettings {
@@ -88,6 +88,8 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
 pub type KeyCache = ReadThrough<KeyGrant>;
 /// Users, by id.
 pub type UserCache = ReadThrough<User>;
+/// Groups (and so their limits), by name.
+pub type GroupCache = ReadThrough<Group>;
 
 pub fn key_cache(store: DynStore, settings: &CacheSettings) -> KeyCache {
     ReadThrough::new(store, settings, |store, id| Box::pin(async move { store.key_grant(&id).await }))
@@ -95,4 +97,8 @@ pub fn key_cache(store: DynStore, settings: &CacheSettings) -> KeyCache {
 
 pub fn user_cache(store: DynStore, settings: &CacheSettings) -> UserCache {
     ReadThrough::new(store, settings, |store, id| Box::pin(async move { store.user_by_id(&id).await }))
+}
+
+pub fn group_cache(store: DynStore, settings: &CacheSettings) -> GroupCache {
+    ReadThrough::new(store, settings, |store, name| Box::pin(async move { store.group(&name).await }))
 }

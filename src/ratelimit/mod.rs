@@ -1,0 +1,140 @@
+//! Rate limits: GCRA (a token bucket in one timestamp) behind one trait, with
+//! an in-process backend ([`local`], governor) and a shared one ([`redis`],
+//! one atomic script per decision, so any number of replicas share a budget).
+
+pub mod local;
+pub mod redis;
+
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::{Denial, Principal};
+use crate::store::cache::GroupCache;
+
+/// `requests` per `period`, of which up to `burst` may come at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Limit {
+    pub requests: u32,
+    pub period: Duration,
+    pub burst: u32,
+}
+
+impl Limit {
+    /// A limit from stored numbers; `None` when absent or not positive.
+    pub fn from_parts(requests: Option<i64>, period_seconds: Option<i64>, burst: Option<i64>) -> Option<Limit> {
+        let requests = u32::try_from(requests?).ok().filter(|r| *r > 0)?;
+        let period = Duration::from_secs(u64::try_from(period_seconds?).ok().filter(|p| *p > 0)?);
+        let burst = burst.and_then(|b| u32::try_from(b).ok()).filter(|b| *b > 0).unwrap_or(requests);
+        Some(Limit { requests, period, burst })
+    }
+
+    /// The time one request "costs": `period / requests`.
+    pub fn emission_interval(&self) -> Duration {
+        (self.period / self.requests).max(Duration::from_nanos(1))
+    }
+}
+
+/// One decision, with what the `X-RateLimit-*` headers report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// Until the bucket is full again.
+    pub reset_after: Duration,
+    /// Until the next request would be allowed (zero when allowed).
+    pub retry_after: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("rate limiter unavailable: {0}")]
+pub struct LimiterError(pub String);
+
+#[async_trait]
+pub trait Limiter: Send + Sync + 'static {
+    /// Counts one request against `key`'s bucket under `limit`.
+    async fn check(&self, key: &str, limit: Limit) -> Result<Outcome, LimiterError>;
+}
+
+/// Which limit applies to a request, and the decision.
+///
+/// * An authenticated caller: their group's limit (or `default` when the
+///   group has none), one bucket per user, shared by all their keys and tokens.
+/// * An anonymous caller (a public route, or auth not required): `anonymous`,
+///   one bucket per client address, so `/auth/login` cannot be brute-forced
+///   through Envoy.
+pub struct LimitPolicy {
+    pub limiter: Arc<dyn Limiter>,
+    pub groups: GroupCache,
+    pub default: Option<Limit>,
+    pub anonymous: Option<Limit>,
+}
+
+impl LimitPolicy {
+    /// `Ok(None)`: no limit applies.
+    pub async fn check(
+        &self,
+        principal: Option<&Principal>,
+        client_ip: Option<&str>,
+    ) -> Result<Option<Outcome>, Denial> {
+        let (key, limit) = match principal {
+            Some(p) => (format!("user:{}", p.user_id), self.group_limit(&p.group).await),
+            None => match client_ip {
+                Some(ip) => (format!("ip:{ip}"), self.anonymous),
+                None => return Ok(None),
+            },
+        };
+        let Some(limit) = limit else { return Ok(None) };
+        let outcome = match self.limiter.check(&key, limit).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "rate limiter failed; request not counted");
+                return Ok(None);
+            }
+        };
+        if outcome.allowed {
+            Ok(Some(outcome))
+        } else {
+            Err(Denial::RateLimited {
+                limit: outcome.limit,
+                period_seconds: limit.period.as_secs(),
+                retry_after_seconds: ceil_secs(outcome.retry_after),
+                reset_seconds: ceil_secs(outcome.reset_after),
+            })
+        }
+    }
+
+    /// The group's limit, read through the cache (an admin's change applies
+    /// within the cache TTL everywhere, at once where it was made). If the
+    /// group cannot be read, the default limit applies.
+    async fn group_limit(&self, group: &str) -> Option<Limit> {
+        match self.groups.get(group).await {
+            Ok(Some(g)) => Limit::from_parts(g.requests_per_period, g.period_seconds, g.burst).or(self.default),
+            Ok(None) => self.default,
+            Err(e) => {
+                tracing::warn!(error = %e, group, "cannot read the group's limit; using the default");
+                self.default
+            }
+        }
+    }
+}
+
+/// Whole seconds, rounded up (a client told "0" would retry at once).
+pub fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Parses `REQUESTS/SECONDS[/BURST]`, e.g. `60/60` or `10/1/20`.
+pub fn parse_limit(s: &str) -> Result<Limit, String> {
+    let parts: Vec<&str> = s.trim().split('/').collect();
+    let num = |i: usize| {
+        parts.get(i).map(|p| p.trim().parse::<i64>().map_err(|_| format!("'{p}' is not a number"))).transpose()
+    };
+    if !(2..=3).contains(&parts.len()) {
+        return Err("expected REQUESTS/SECONDS or REQUESTS/SECONDS/BURST".into());
+    }
+    Limit::from_parts(num(0)?, num(1)?, num(2)?).ok_or_else(|| "numbers must be positive".into())
+}
