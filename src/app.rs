@@ -147,6 +147,7 @@ impl App {
             trusted_proxy_hops: self.config.trusted_proxy_hops,
             max_body_bytes: self.config.max_body_bytes,
             providers: self.providers.clone(),
+            redis: self.redis.clone(),
             github: self.config.github.clone(),
             public_url: self.config.public_url.clone(),
             http_client: crate::authn::oidc::http_client()?,

@@ -154,3 +154,31 @@ fn shipped_config_passes_envoy_validation() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_shows_rate_limit_headers_and_429() {
+    use gatehouse::domain::Group;
+    let s = TestServer::start(Backend::Sqlite).await;
+    let upstream = spawn_echo().await;
+    let envoy = Envoy::start(&s, upstream).await;
+    let group = Group { name: "trial".into(), requests_per_period: Some(2), period_seconds: Some(60), burst: None };
+    s.accounts.create_group(group).await.unwrap();
+    let user = s.accounts.create_user("trial@example.com", None, Role::Viewer, "trial").await.unwrap();
+    let key = s.key_for(&user, None).await;
+    let http = reqwest::Client::new();
+    for remaining in ["1", "0"] {
+        let r = http.get(envoy.url("/v1/models")).header("x-api-key", &key).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-ratelimit-limit"], "2");
+        assert_eq!(r.headers()["x-ratelimit-remaining"], remaining);
+        assert!(r.headers().contains_key("x-ratelimit-reset"));
+    }
+    let r = http.get(envoy.url("/v1/models")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["retry-after"], "30");
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    drop(envoy);
+    s.finish().await;
+}

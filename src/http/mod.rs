@@ -24,6 +24,7 @@ use crate::authn::oidc::Providers;
 use crate::authn::throttle::LoginThrottle;
 use crate::authz::Authorizer;
 use crate::config::GithubConfig;
+use crate::ratelimit::redis::RedisLimiter;
 use crate::store::DynStore;
 use error::ApiError;
 
@@ -39,6 +40,8 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     /// External providers; not ready until each one's keys have loaded.
     pub providers: Arc<Providers>,
+    /// The shared limiter, when Redis is configured.
+    pub redis: Option<RedisLimiter>,
     pub github: Option<GithubConfig>,
     pub public_url: String,
     /// For talking to providers (code exchange, GitHub's API).
@@ -101,8 +104,17 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     if !waiting.is_empty() {
         return not_ready(&format!("identity provider keys not loaded yet: {}", waiting.join(", ")));
     }
+    // Without Redis, limits are enforced per replica: still ready, but degraded.
+    let redis = match &state.redis {
+        None => "not configured",
+        Some(r) if r.is_degraded() => "unavailable, limiting per replica",
+        Some(_) => "ok",
+    };
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Json(json!({"status": "ready", "database": "ok"})).into_response(),
+        Ok(Ok(())) => {
+            let status = if redis.starts_with("unavailable") { "degraded" } else { "ready" };
+            Json(json!({"status": status, "database": "ok", "redis": redis})).into_response()
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: database check failed");
             not_ready("database unavailable")

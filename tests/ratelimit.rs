@@ -1,0 +1,225 @@
+//! Rate limits through Check: exact counts, headers, admin changes, the
+//! anonymous per-address limit, one budget shared through Redis by two
+//! gatehouse instances, and Redis going away and coming back.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Backend, TestServer, check_request, free_port};
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+use gatehouse::domain::{Group, Role, User};
+use gatehouse::ratelimit::Limit;
+use tonic::Code;
+
+backend_tests! {
+    group_limit_allows_exactly_n_then_429,
+}
+
+async fn limited_group(s: &TestServer, name: &str, requests: i64) {
+    let group = Group { name: name.into(), requests_per_period: Some(requests), period_seconds: Some(60), burst: None };
+    s.accounts.create_group(group).await.unwrap();
+}
+
+async fn member(s: &TestServer, email: &str, group: &str) -> (User, String) {
+    let user = s.accounts.create_user(email, None, Role::Viewer, group).await.unwrap();
+    let key = s.key_for(&user, None).await;
+    (user, key)
+}
+
+/// A Check from a given client address.
+async fn check_from(s: &TestServer, ip: &str, path: &str, headers: &[(&str, &str)]) -> common::Check {
+    let mut request = check_request("GET", path, headers);
+    request.attributes.as_mut().unwrap().source = Some(Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress { address: ip.into(), ..Default::default() })),
+        }),
+        ..Default::default()
+    });
+    common::Check(s.client().await.check(request).await.unwrap().into_inner())
+}
+
+fn rate_headers(c: &common::Check) -> std::collections::HashMap<String, String> {
+    match &c.0.http_response {
+        Some(envoy_types::ext_authz::v3::pb::HttpResponse::OkResponse(ok)) => ok
+            .response_headers_to_add
+            .iter()
+            .filter_map(|h| h.header.as_ref())
+            .map(|h| (h.key.clone(), h.value.clone()))
+            .collect(),
+        _ => c.denied_headers(),
+    }
+}
+
+async fn group_limit_allows_exactly_n_then_429(b: Backend) {
+    let s = TestServer::start(b).await;
+    limited_group(&s, "tight", 3).await;
+    let (_, key) = member(&s, "a@example.com", "tight").await;
+    let (_, other) = member(&s, "b@example.com", "tight").await;
+    let now = common::now();
+    for expected_remaining in ["2", "1", "0"] {
+        let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
+        assert!(c.allowed(), "{c:?}");
+        let h = rate_headers(&c);
+        assert_eq!(h["x-ratelimit-limit"], "3");
+        assert_eq!(h["x-ratelimit-remaining"], expected_remaining);
+        let reset: i64 = h["x-ratelimit-reset"].parse().unwrap();
+        assert!(reset > now && reset <= now + 61, "{reset}");
+    }
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
+    c.assert_denied(429, Code::ResourceExhausted, "RATE_LIMITED");
+    assert_eq!(c.body()["error"]["type"], "rate_limit_error");
+    let h = c.denied_headers();
+    assert_eq!(h["retry-after"], "20", "one request per 20 s");
+    assert_eq!(h["x-ratelimit-limit"], "3");
+    assert_eq!(h["x-ratelimit-remaining"], "0");
+    assert_eq!(c.metadata("reason").as_deref(), Some("rate_limited"));
+    // Another user in the same group has their own budget.
+    assert!(s.check("GET", "/v1/models", &[("x-api-key", &other)]).await.allowed());
+    // An admin raises the limit: it applies at once, without a restart.
+    let raised = Group { name: "tight".into(), requests_per_period: Some(100), period_seconds: Some(60), burst: None };
+    s.accounts.update_group(raised).await.unwrap();
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
+    assert!(c.allowed(), "{c:?}");
+    assert_eq!(rate_headers(&c)["x-ratelimit-limit"], "100");
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_routes_are_limited_per_client_address() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| {
+        c.anonymous_limit = Some(Limit { requests: 2, period: Duration::from_secs(60), burst: 2 })
+    })
+    .await;
+    for _ in 0..2 {
+        assert!(check_from(&s, "203.0.113.7", "/auth/login", &[]).await.allowed());
+    }
+    let c = check_from(&s, "203.0.113.7", "/auth/login", &[]).await;
+    c.assert_denied(429, Code::ResourceExhausted, "RATE_LIMITED");
+    assert!(check_from(&s, "203.0.113.8", "/auth/login", &[]).await.allowed());
+    s.finish().await;
+}
+
+/// A redis-server of the test's own, so it can be stopped and started.
+struct OwnRedis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> OwnRedis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: run scripts/test");
+        OwnRedis { port, child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn wait_redis(s: &TestServer, want: &str) {
+    for _ in 0..100 {
+        let body: serde_json::Value = reqwest::get(s.url("/readyz")).await.unwrap().json().await.unwrap();
+        if body["redis"].as_str().is_some_and(|r| r.starts_with(want)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("redis never became {want}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_budget_through_redis() {
+    let redis_url =
+        std::env::var("GATEHOUSE_TEST_REDIS_URL").expect("GATEHOUSE_TEST_REDIS_URL is not set: run scripts/test");
+    let (url, _dir) = common::fresh_database(Backend::Sqlite).await;
+    let start = || {
+        let mut c = common::test_config(&url);
+        c.redis_url = Some(gatehouse::secret::Secret::new(&redis_url));
+        TestServer::start_config(c)
+    };
+    let a = start().await;
+    let b = start().await;
+    // A group name of its own, so reruns against the same Redis start afresh.
+    let group = format!("shared-{}", uuid::Uuid::new_v4().simple());
+    limited_group(&a, &group, 5).await;
+    let (_, key) = member(&a, "shared@example.com", &group).await;
+    wait_redis(&a, "ok").await;
+    wait_redis(&b, "ok").await;
+    let mut allowed = 0;
+    for i in 0..12 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        if s.check("GET", "/v1/models", &[("x-api-key", &key)]).await.allowed() {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 5, "together exactly the budget");
+    a.finish().await;
+    b.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_going_away_falls_back_and_recovers() {
+    let mut redis = OwnRedis::start(free_port());
+    let url = redis.url();
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.redis_url = Some(gatehouse::secret::Secret::new(&url))).await;
+    limited_group(&s, "g", 3).await;
+    let (_, key) = member(&s, "r@example.com", "g").await;
+    wait_redis(&s, "ok").await;
+    let count = |n: usize| {
+        let key = key.clone();
+        let s = &s;
+        async move {
+            let mut allowed = 0;
+            for _ in 0..n {
+                let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
+                assert!(c.allowed() || c.http_status() == 429, "always answered: {c:?}");
+                allowed += usize::from(c.allowed());
+            }
+            allowed
+        }
+    };
+    assert_eq!(count(4).await, 3);
+    redis.stop();
+    // Checks keep being answered, now limited by this process alone.
+    assert_eq!(count(4).await, 3);
+    wait_redis(&s, "unavailable").await;
+    let ready = reqwest::get(s.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "degraded");
+    // Redis comes back (empty): shared limiting resumes.
+    let _redis = OwnRedis::start(redis.port);
+    let mut resumed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if count(1).await == 1 {
+            resumed = true;
+            break;
+        }
+    }
+    assert!(resumed, "the fresh Redis bucket lets requests through again");
+    wait_redis(&s, "ok").await;
+    assert_eq!(count(3).await, 2, "the shared budget of 3 again, one already spent");
+    s.finish().await;
+}
