@@ -331,6 +331,21 @@ impl Accounts {
         Ok((key, generated.key))
     }
 
+    /// Sets or clears a key's own rate limit; applies at once on this replica.
+    pub async fn set_key_rate_limit(
+        &self,
+        id: &str,
+        limit: Option<crate::ratelimit::Limit>,
+    ) -> Result<ApiKey, AccountError> {
+        if !api_key::is_valid_id(id) || !self.store.set_key_rate_limit(id, limit).await? {
+            return Err(AccountError::NotFound("API key"));
+        }
+        if let Some(c) = &self.caches {
+            c.keys.invalidate(id).await;
+        }
+        self.store.api_key(id).await?.ok_or(AccountError::NotFound("API key"))
+    }
+
     pub async fn list_keys(&self, user_id: Option<&str>) -> Result<Vec<ApiKey>, AccountError> {
         Ok(self.store.list_api_keys(user_id).await?)
     }

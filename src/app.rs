@@ -102,7 +102,13 @@ impl App {
             Some(r) => Arc::new(r.clone()),
             None => Arc::new(local.clone()),
         };
-        let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
+        let limits = LimitPolicy {
+            limiter,
+            groups,
+            default: config.default_limit,
+            anonymous: config.anonymous_limit,
+            routes: config.route_limits.clone(),
+        };
         let authorizer = Arc::new(Authorizer::new(authn, policy, limits, config.require_auth));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
         let admin = AdminService::new(authorizer.clone(), accounts.clone());

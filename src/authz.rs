@@ -81,7 +81,7 @@ impl Authorizer {
                 None => (None, false),
             }
         };
-        let rate = self.limits.check(principal.as_ref(), request.client_ip).await?;
+        let rate = self.limits.check(principal.as_ref(), request.client_ip, request.method, &path).await?;
         Ok(Allow { principal, credential_used, rate })
     }
 }

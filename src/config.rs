@@ -16,7 +16,7 @@ use crate::authn::oidc::IssuerConfig;
 use crate::authn::throttle::ThrottleSettings;
 use crate::domain::{PermissionSet, Role, RolePermissions};
 use crate::policy::PathPattern;
-use crate::ratelimit::{Limit, parse_limit};
+use crate::ratelimit::{Limit, RouteLimit, parse_limit};
 use crate::secret::Secret;
 use crate::store::cache::CacheSettings;
 
@@ -62,6 +62,8 @@ pub struct Config {
     pub default_limit: Option<Limit>,
     /// Per client address, for anonymous requests (public routes).
     pub anonymous_limit: Option<Limit>,
+    /// Tighter per-caller budgets for some routes.
+    pub route_limits: Vec<RouteLimit>,
 }
 
 #[derive(Clone, Debug)]
@@ -145,6 +147,7 @@ impl Default for Config {
             redis_url: None,
             default_limit: None,
             anonymous_limit: Some(Limit { requests: 120, period: Duration::from_secs(60), burst: 120 }),
+            route_limits: Vec::new(),
         }
     }
 }
@@ -222,6 +225,18 @@ struct FileConfig {
     roles: Option<FileRoles>,
     #[serde(default)]
     oidc: Vec<FileOidc>,
+    #[serde(default)]
+    route_limits: Vec<FileRouteLimit>,
+}
+
+/// One `[[route_limits]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRouteLimit {
+    path: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    limit: String,
 }
 
 /// One `[[oidc]]` table.
@@ -451,6 +466,14 @@ impl Config {
         set(&mut self.usage_flush_interval, file.cache.usage_flush_seconds.map(Duration::from_secs));
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
+        }
+        for (i, r) in file.route_limits.into_iter().enumerate() {
+            let name = format!("route_limits[{i}]");
+            self.route_limits.push(RouteLimit {
+                path: PathPattern::parse(&r.path).map_err(|e| invalid(&format!("{name}.path"), &r.path, e))?,
+                methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+                limit: parse_limit(&r.limit).map_err(|e| invalid(&format!("{name}.limit"), &r.limit, e))?,
+            });
         }
         for (i, o) in file.oidc.into_iter().enumerate() {
             self.oidc.push(file_issuer(i, o)?);

@@ -27,6 +27,8 @@ pub struct UserView {
     pub group: String,
     pub disabled: bool,
     pub created_at: String,
+    /// `REQUESTS/SECONDS/BURST` replacing the group's limit, if any.
+    pub rate_limit: Option<String>,
 }
 
 impl From<&User> for UserView {
@@ -39,6 +41,7 @@ impl From<&User> for UserView {
             group: u.group.clone(),
             disabled: u.disabled,
             created_at: timestamp(u.created_at),
+            rate_limit: u.rate_limit.map(|l| l.to_string()),
         }
     }
 }
@@ -78,6 +81,8 @@ pub struct KeyView {
     pub created_at: String,
     pub last_used_at: Option<String>,
     pub status: &'static str,
+    /// `REQUESTS/SECONDS/BURST` replacing the owner's limit, if any.
+    pub rate_limit: Option<String>,
 }
 
 impl KeyView {
@@ -101,6 +106,7 @@ impl KeyView {
             created_at: timestamp(k.created_at),
             last_used_at: opt_timestamp(k.last_used_at),
             status,
+            rate_limit: k.rate_limit.map(|l| l.to_string()),
         }
     }
 }

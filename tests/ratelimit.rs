@@ -18,6 +18,7 @@ use tonic::Code;
 
 backend_tests! {
     group_limit_allows_exactly_n_then_429,
+    user_and_key_overrides_and_route_limits,
 }
 
 async fn limited_group(s: &TestServer, name: &str, requests: i64) {
@@ -221,5 +222,67 @@ async fn redis_going_away_falls_back_and_recovers() {
     assert!(resumed, "the fresh Redis bucket lets requests through again");
     wait_redis(&s, "ok").await;
     assert_eq!(count(3).await, 2, "the shared budget of 3 again, one already spent");
+    s.finish().await;
+}
+
+async fn user_and_key_overrides_and_route_limits(b: Backend) {
+    use gatehouse::domain::UserUpdate;
+    let chat = gatehouse::ratelimit::RouteLimit {
+        path: gatehouse::policy::PathPattern::parse("/v1/chat/completions").unwrap(),
+        methods: vec!["POST".into()],
+        limit: Limit { requests: 1, period: Duration::from_secs(60), burst: 1 },
+    };
+    let s = TestServer::start_with(b, |c| c.route_limits = vec![chat]).await;
+    limited_group(&s, "roomy", 100).await;
+    let (user, k1) = member(&s, "o@example.com", "roomy").await;
+    let k2 = s.key_for(&user, None).await;
+    let k3 = s.key_for(&user, None).await;
+
+    // The admin API sets a user's own limit; every key of theirs shares it.
+    let (_, admin_key) = s.user_with_key("root@example.com", Role::Admin, None).await;
+    let http = reqwest::Client::new();
+    let patch = |path: String, body: serde_json::Value| {
+        let req = http.patch(s.url(&path)).header("x-api-key", &admin_key).json(&body);
+        async move { req.send().await.unwrap() }
+    };
+    let r = patch(format!("/admin/users/{}", user.id), serde_json::json!({"rate_limit": "2/60"})).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["rate_limit"], "2/60/2");
+    assert_eq!(
+        patch(format!("/admin/users/{}", user.id), serde_json::json!({"rate_limit": "lots"})).await.status(),
+        400
+    );
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &k1)]).await;
+    assert_eq!(rate_headers(&c)["x-ratelimit-limit"], "2");
+    assert!(s.check("GET", "/v1/models", &[("x-api-key", &k2)]).await.allowed());
+    s.check("GET", "/v1/models", &[("x-api-key", &k1)]).await.assert_denied(
+        429,
+        Code::ResourceExhausted,
+        "RATE_LIMITED",
+    );
+
+    // A key's own limit gives it a budget of its own.
+    let r = patch(format!("/admin/keys/{}", &k3[3..19]), serde_json::json!({"rate_limit": "5/60"})).await;
+    assert_eq!(r.status(), 200);
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &k3)]).await;
+    assert!(c.allowed(), "{c:?}");
+    assert_eq!(rate_headers(&c)["x-ratelimit-limit"], "5");
+
+    // Removing the user's limit brings back the group's.
+    s.accounts.update_user(&user.id, &UserUpdate { rate_limit: Some(None), ..Default::default() }).await.unwrap();
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &k1)]).await;
+    assert_eq!(rate_headers(&c)["x-ratelimit-limit"], "100");
+
+    // The route's own budget: one chat completion per minute, on top of the rest.
+    let c = s.check("POST", "/v1/chat/completions", &[("x-api-key", &k1)]).await;
+    assert!(c.allowed());
+    assert_eq!(rate_headers(&c)["x-ratelimit-remaining"], "0", "the tighter budget is reported");
+    let c = s.check("POST", "/v1/chat/completions", &[("x-api-key", &k2)]).await;
+    c.assert_denied(429, Code::ResourceExhausted, "RATE_LIMITED");
+    assert!(
+        s.check("GET", "/v1/chat/completions", &[("x-api-key", &k1)]).await.allowed(),
+        "other methods are not limited"
+    );
+    assert!(s.check("GET", "/v1/models", &[("x-api-key", &k1)]).await.allowed());
     s.finish().await;
 }

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::accounts::Accounts;
 use crate::domain::{AuthMethod, Denial, KeyGrant, Principal, RolePermissions, Session, User};
+use crate::ratelimit::Override;
 use crate::store::cache::{KeyCache, UserCache};
 use crate::store::usage::UsageRecorder;
 
@@ -120,6 +121,10 @@ impl Authenticator {
             // A key never holds more than its owner's role grants now.
             permissions: grant.permissions.map_or(role_permissions, |p| p.intersection(role_permissions)),
             session: None,
+            rate_limit: grant
+                .key_rate_limit
+                .map(|limit| Override { limit, per_key: true })
+                .or(grant.user_rate_limit.map(|limit| Override { limit, per_key: false })),
         })
     }
 
@@ -193,6 +198,7 @@ impl Authenticator {
             key_id: None,
             permissions: self.roles.of(user.role),
             session,
+            rate_limit: user.rate_limit.map(|limit| Override { limit, per_key: false }),
         })
     }
 

@@ -46,6 +46,8 @@ pub struct Principal {
     pub permissions: PermissionSet,
     /// The session token used, when `method` is [`AuthMethod::Jwt`].
     pub session: Option<Session>,
+    /// A limit that replaces the group's: the key's own, else the user's.
+    pub rate_limit: Option<crate::ratelimit::Override>,
 }
 
 impl Principal {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::permission::PermissionSet;
 use super::role::Role;
+use crate::ratelimit::Limit;
 
 /// The group every user belongs to unless given another.
 pub const DEFAULT_GROUP: &str = "default";
@@ -17,6 +18,8 @@ pub struct User {
     pub group: String,
     pub disabled: bool,
     pub created_at: i64,
+    /// Replaces the group's limit for this user.
+    pub rate_limit: Option<Limit>,
 }
 
 /// A user to create. `email` is stored lower-cased.
@@ -36,6 +39,8 @@ pub struct UserUpdate {
     pub role: Option<Role>,
     pub group: Option<String>,
     pub disabled: Option<bool>,
+    /// `Some(None)` removes the override.
+    pub rate_limit: Option<Option<Limit>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +64,8 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// Replaces the owner's limit for requests made with this key.
+    pub rate_limit: Option<Limit>,
 }
 
 /// A key to store. The secret itself never reaches the store, only its hash.
@@ -85,4 +92,6 @@ pub struct KeyGrant {
     pub role: Role,
     pub group: Arc<str>,
     pub user_disabled: bool,
+    pub key_rate_limit: Option<Limit>,
+    pub user_rate_limit: Option<Limit>,
 }

@@ -12,8 +12,9 @@ use super::auth::envelope;
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
 use crate::domain::{DEFAULT_GROUP, Group, Permission, Role, UserUpdate};
+use crate::ratelimit::Limit;
 use crate::secret::Secret;
-use crate::views::{GroupView, UserView};
+use crate::views::{GroupView, KeyView, UserView};
 
 fn respond(status: StatusCode, value: impl serde::Serialize) -> Result<Response, ApiError> {
     let value = serde_json::to_value(value).map_err(|_| ApiError::Internal)?;
@@ -77,6 +78,20 @@ pub struct UpdateUserBody {
     role: Option<String>,
     group: Option<String>,
     disabled: Option<bool>,
+    /// `"REQUESTS/SECONDS[/BURST]"` replaces the group's limit; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<String>>,
+}
+
+/// Tells a field set to `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Ok(Some(Option::deserialize(d)?))
+}
+
+fn parse_override(value: Option<Option<String>>) -> Result<Option<Option<Limit>>, ApiError> {
+    value
+        .map(|v| v.map(|s| s.parse::<Limit>().map_err(|e| ApiError::validation("rate_limit", e))).transpose())
+        .transpose()
 }
 
 pub async fn update_user(
@@ -90,6 +105,7 @@ pub async fn update_user(
         role: body.role.as_deref().map(parse_role).transpose()?,
         group: body.group,
         disabled: body.disabled,
+        rate_limit: parse_override(body.rate_limit)?,
     };
     let target = s.accounts.find_user(&id).await?;
     // An admin cannot lock themselves out.
@@ -101,6 +117,28 @@ pub async fn update_user(
     let user = s.accounts.update_user(&target.id, &update).await?;
     tracing::info!(actor = %caller.0.user_id, user_id = %user.id, role = %user.role, disabled = user.disabled, "user changed");
     respond(StatusCode::OK, UserView::from(&user))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateKeyBody {
+    #[serde(default, deserialize_with = "present")]
+    rate_limit: Option<Option<String>>,
+}
+
+/// Sets or clears an API key's own limit (its own budget, replacing the owner's).
+pub async fn update_key(
+    State(s): State<HttpState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateKeyBody>,
+) -> Result<Response, ApiError> {
+    admin(&caller)?;
+    let limit =
+        parse_override(body.rate_limit)?.ok_or_else(|| ApiError::validation("rate_limit", "rate_limit is required"))?;
+    let key = s.accounts.set_key_rate_limit(&id, limit).await?;
+    tracing::info!(actor = %caller.0.user_id, key_id = %key.id, "API key limit changed");
+    respond(StatusCode::OK, KeyView::new(&key, crate::app::now()))
 }
 
 pub async fn list_groups(State(s): State<HttpState>, caller: Caller) -> Result<Response, ApiError> {

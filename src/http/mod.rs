@@ -72,6 +72,7 @@ fn admin_routes() -> Router<HttpState> {
         .route("/users/{id}", get(admin::get_user).patch(admin::update_user))
         .route("/groups", get(admin::list_groups).post(admin::create_group))
         .route("/groups/{name}", patch(admin::update_group))
+        .route("/keys/{id}", patch(admin::update_key))
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{Denial, Principal};
+use crate::policy::PathPattern;
 use crate::store::cache::GroupCache;
 
 /// `requests` per `period`, of which up to `burst` may come at once.
@@ -34,6 +35,28 @@ impl Limit {
     /// The time one request "costs": `period / requests`.
     pub fn emission_interval(&self) -> Duration {
         (self.period / self.requests).max(Duration::from_nanos(1))
+    }
+}
+
+/// A limit that replaces the group's for one principal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub limit: Limit,
+    /// Set on the API key itself: the key gets a budget of its own.
+    pub per_key: bool,
+}
+
+impl std::fmt::Display for Limit {
+    /// `REQUESTS/SECONDS/BURST`, the stored form.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}/{}", self.requests, self.period.as_secs(), self.burst)
+    }
+}
+
+impl std::str::FromStr for Limit {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Limit, String> {
+        parse_limit(s)
     }
 }
 
@@ -61,8 +84,9 @@ pub trait Limiter: Send + Sync + 'static {
 
 /// Which limit applies to a request, and the decision.
 ///
-/// * An authenticated caller: their group's limit (or `default` when the
-///   group has none), one bucket per user, shared by all their keys and tokens.
+/// * An authenticated caller: the key's own limit (its own bucket), else the
+///   user's own limit, else their group's limit (or `default` when the group
+///   has none); one bucket per user, shared by all their keys and tokens.
 /// * An anonymous caller (a public route, or auth not required): `anonymous`,
 ///   one bucket per client address, so `/auth/login` cannot be brute-forced
 ///   through Envoy.
@@ -71,24 +95,64 @@ pub struct LimitPolicy {
     pub groups: GroupCache,
     pub default: Option<Limit>,
     pub anonymous: Option<Limit>,
+    pub routes: Vec<RouteLimit>,
+}
+
+/// A tighter budget for some routes, per caller, on top of their own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteLimit {
+    pub path: PathPattern,
+    /// Upper-case; empty: every method.
+    pub methods: Vec<String>,
+    pub limit: Limit,
+}
+
+impl RouteLimit {
+    fn matches(&self, method: &str, normalized_path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && self.path.matches(normalized_path)
+    }
 }
 
 impl LimitPolicy {
-    /// `Ok(None)`: no limit applies.
+    /// Counts the request against the caller's budget and, when a route
+    /// limit matches, the caller's budget for that route; both must allow.
+    /// Returns the tighter of the two for the headers; `Ok(None)`: no limit.
     pub async fn check(
         &self,
         principal: Option<&Principal>,
         client_ip: Option<&str>,
+        method: &str,
+        path: &str,
     ) -> Result<Option<Outcome>, Denial> {
-        let (key, limit) = match principal {
-            Some(p) => (format!("user:{}", p.user_id), self.group_limit(&p.group).await),
+        let (subject, base) = match principal {
+            // A key with its own limit has its own budget; otherwise the user's.
+            Some(p) => match (p.rate_limit, &p.key_id) {
+                (Some(Override { limit, per_key: true }), Some(key_id)) => (format!("key:{key_id}"), Some(limit)),
+                (Some(Override { limit, .. }), _) => (format!("user:{}", p.user_id), Some(limit)),
+                (None, _) => (format!("user:{}", p.user_id), self.group_limit(&p.group).await),
+            },
             None => match client_ip {
                 Some(ip) => (format!("ip:{ip}"), self.anonymous),
                 None => return Ok(None),
             },
         };
-        let Some(limit) = limit else { return Ok(None) };
-        let outcome = match self.limiter.check(&key, limit).await {
+        let route = self.routes.iter().enumerate().find(|(_, r)| r.matches(method, path));
+        let buckets =
+            [base.map(|l| (subject.clone(), l)), route.map(|(i, r)| (format!("{subject}|route:{i}"), r.limit))];
+        let mut shown: Option<Outcome> = None;
+        for (key, limit) in buckets.into_iter().flatten() {
+            let Some(outcome) = self.decide(&key, limit).await? else { continue };
+            shown = match shown {
+                Some(s) if s.remaining <= outcome.remaining => Some(s),
+                _ => Some(outcome),
+            };
+        }
+        Ok(shown)
+    }
+
+    async fn decide(&self, key: &str, limit: Limit) -> Result<Option<Outcome>, Denial> {
+        let outcome = match self.limiter.check(key, limit).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter failed; request not counted");
@@ -96,15 +160,14 @@ impl LimitPolicy {
             }
         };
         if outcome.allowed {
-            Ok(Some(outcome))
-        } else {
-            Err(Denial::RateLimited {
-                limit: outcome.limit,
-                period_seconds: limit.period.as_secs(),
-                retry_after_seconds: ceil_secs(outcome.retry_after),
-                reset_seconds: ceil_secs(outcome.reset_after),
-            })
+            return Ok(Some(outcome));
         }
+        Err(Denial::RateLimited {
+            limit: outcome.limit,
+            period_seconds: limit.period.as_secs(),
+            retry_after_seconds: ceil_secs(outcome.retry_after),
+            reset_seconds: ceil_secs(outcome.reset_after),
+        })
     }
 
     /// The group's limit, read through the cache (an admin's change applies

@@ -52,9 +52,10 @@ pub struct PostgresStore {
     pool: PgPool,
 }
 
-const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at";
-const USER_COLUMNS_U: &str = "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at";
-const KEY_COLUMNS: &str = "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at";
+const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at, rate_limit";
+const USER_COLUMNS_U: &str = "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at, u.rate_limit";
+const KEY_COLUMNS: &str =
+    "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at, rate_limit";
 
 fn parse_role(s: &str) -> StoreResult<Role> {
     s.parse().map_err(|e| StoreError::Internal(format!("corrupt role: {e}")))
@@ -64,6 +65,10 @@ fn parse_permissions(s: Option<String>) -> StoreResult<Option<PermissionSet>> {
     s.map(|s| PermissionSet::parse_list(&s))
         .transpose()
         .map_err(|e| StoreError::Internal(format!("corrupt permissions: {e}")))
+}
+
+fn parse_limit(s: Option<String>) -> StoreResult<Option<crate::ratelimit::Limit>> {
+    s.map(|s| s.parse()).transpose().map_err(|e| StoreError::Internal(format!("corrupt rate limit: {e}")))
 }
 
 fn parse_hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
@@ -86,6 +91,7 @@ macro_rules! sql_store {
                     group: r.try_get("group_name")?,
                     disabled: r.try_get("disabled")?,
                     created_at: r.try_get("created_at")?,
+                    rate_limit: parse_limit(r.try_get("rate_limit")?)?,
                 })
             }
 
@@ -108,6 +114,7 @@ macro_rules! sql_store {
                     revoked_at: r.try_get("revoked_at")?,
                     created_at: r.try_get("created_at")?,
                     last_used_at: r.try_get("last_used_at")?,
+                    rate_limit: parse_limit(r.try_get("rate_limit")?)?,
                 })
             }
 
@@ -123,6 +130,8 @@ macro_rules! sql_store {
                     role: parse_role(r.try_get("role")?)?,
                     group: Arc::from(r.try_get::<&str, _>("group_name")?),
                     user_disabled: r.try_get("disabled")?,
+                    key_rate_limit: parse_limit(r.try_get("rate_limit")?)?,
+                    user_rate_limit: parse_limit(r.try_get("user_rate_limit")?)?,
                 })
             }
 
@@ -146,8 +155,8 @@ macro_rules! sql_store {
 
             async fn key_grant(&self, key_id: &str) -> StoreResult<Option<KeyGrant>> {
                 let row = sqlx::query(
-                    "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, \
-                     k.user_id, u.email, u.role, u.group_name, u.disabled \
+                    "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, k.rate_limit, \
+                     k.user_id, u.email, u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit \
                      FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
                 )
                 .bind(key_id)
@@ -216,7 +225,9 @@ macro_rules! sql_store {
             async fn update_user(&self, id: &str, update: &UserUpdate) -> StoreResult<Option<User>> {
                 let sql = format!(
                     "UPDATE users SET role = COALESCE($2, role), group_name = COALESCE($3, group_name), \
-                     disabled = COALESCE($4, disabled), updated_at = $5 WHERE id = $1 RETURNING {USER_COLUMNS}"
+                     disabled = COALESCE($4, disabled), updated_at = $5, \
+                     rate_limit = CASE WHEN $6 THEN $7 ELSE rate_limit END \
+                     WHERE id = $1 RETURNING {USER_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
                     .bind(id)
@@ -224,6 +235,8 @@ macro_rules! sql_store {
                     .bind(update.group.as_deref())
                     .bind(update.disabled)
                     .bind(now())
+                    .bind(update.rate_limit.is_some())
+                    .bind(update.rate_limit.flatten().map(|l| l.to_string()))
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref().map(Self::user).transpose()
@@ -351,6 +364,15 @@ macro_rules! sql_store {
                 );
                 let rows = sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::key).collect()
+            }
+
+            async fn set_key_rate_limit(&self, id: &str, limit: Option<crate::ratelimit::Limit>) -> StoreResult<bool> {
+                let done = sqlx::query("UPDATE api_keys SET rate_limit = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(limit.map(|l| l.to_string()))
+                    .execute(&self.pool)
+                    .await?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool> {
