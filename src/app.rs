@@ -72,6 +72,7 @@ impl App {
     }
 
     pub fn with_store(config: Config, store: DynStore) -> anyhow::Result<App> {
+        crate::telemetry::metrics();
         let roles = config.roles;
         let keys = cache::key_cache(store.clone(), &config.cache);
         let users = cache::user_cache(store.clone(), &config.cache);

@@ -13,3 +13,33 @@ pub fn init(json: bool) {
     // A second initialisation (tests) keeps the first subscriber.
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
 }
+
+/// The process's Prometheus registry, installed on first use.
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("gatehouse_check_duration_seconds".into()), &buckets)
+            .map(|b| b.build_recorder())
+            .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+        let handle = recorder.handle();
+        // Another recorder may exist already (tests); this handle then renders
+        // an empty registry rather than failing.
+        let _ = metrics::set_global_recorder(recorder);
+        metrics::describe_counter!(
+            "gatehouse_check_decisions_total",
+            "Check decisions by decision, reason and auth method"
+        );
+        metrics::describe_histogram!("gatehouse_check_duration_seconds", "Time to decide a Check");
+        metrics::describe_counter!("gatehouse_rate_limited_total", "Requests refused by a rate limit, by group");
+        metrics::describe_gauge!("gatehouse_ratelimit_redis_available", "1 while rate limits are shared through Redis");
+        metrics::describe_counter!(
+            "gatehouse_ratelimit_fallback_total",
+            "Rate limit decisions made locally because Redis was unavailable"
+        );
+        metrics::gauge!("gatehouse_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}

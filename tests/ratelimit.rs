@@ -247,6 +247,15 @@ async fn redis_going_away_falls_back_and_recovers() {
     // Checks keep being answered, now limited by this process alone.
     assert_eq!(count(4).await, 3);
     wait_redis(&s, "unavailable").await;
+    let (_, ops) = s.user_with_key("ops@example.com", Role::Operator, None).await;
+    let metrics = |key: String| {
+        let url = s.url("/metrics");
+        async move { reqwest::Client::new().get(url).header("x-api-key", key).send().await.unwrap().text().await.unwrap() }
+    };
+    let m = metrics(ops.clone()).await;
+    assert!(m.contains("gatehouse_ratelimit_redis_available 0"), "{m}");
+    assert!(m.contains("gatehouse_ratelimit_fallback_total"), "{m}");
+    assert!(m.contains("gatehouse_check_decisions_total{decision=\"deny\",reason=\"rate_limited\""), "{m}");
     let ready = reqwest::get(s.url("/readyz")).await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.json::<serde_json::Value>().await.unwrap()["status"], "degraded");
@@ -263,6 +272,11 @@ async fn redis_going_away_falls_back_and_recovers() {
     assert!(resumed, "the fresh Redis bucket lets requests through again");
     wait_redis(&s, "ok").await;
     assert_eq!(count(3).await, 2, "the shared budget of 3 again, one already spent");
+    assert!(metrics(ops).await.contains("gatehouse_ratelimit_redis_available 1"));
+    // Only holders of read_metrics may read them.
+    let r = reqwest::Client::new().get(s.url("/metrics")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(reqwest::get(s.url("/metrics")).await.unwrap().status(), 401);
     s.finish().await;
 }
 

@@ -43,10 +43,12 @@ impl ExtAuthz {
         else {
             return deny(&Denial::InvalidRequest("no HTTP request attributes"));
         };
+        let started = std::time::Instant::now();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let view = RequestView { method: &http.method, path: &http.path, client_ip: client_ip(request) };
         let decision = self.authorizer.decide(view, headers(http), now).await;
         log_decision(http, &decision);
+        record(&decision, started);
         match decision {
             Decision::Allow(allow) => self.allow(http, &allow),
             Decision::Deny(denial) => deny(&denial),
@@ -230,6 +232,16 @@ fn metadata(fields: &[(&str, &str)]) -> Struct {
             .map(|(k, v)| ((*k).to_owned(), Value { kind: Some(Kind::StringValue((*v).to_owned())) }))
             .collect(),
     }
+}
+
+fn record(decision: &Decision, started: std::time::Instant) {
+    let (outcome, reason, method) = match decision {
+        Decision::Allow(a) => ("allow", "", a.principal.as_ref().map_or("anonymous", |p| p.method.as_str())),
+        Decision::Deny(d) => ("deny", d.reason(), ""),
+    };
+    metrics::counter!("gatehouse_check_decisions_total", "decision" => outcome, "reason" => reason, "method" => method)
+        .increment(1);
+    metrics::histogram!("gatehouse_check_duration_seconds").record(started.elapsed().as_secs_f64());
 }
 
 fn log_decision(http: &HttpRequest, decision: &Decision) {

@@ -80,6 +80,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(auth::jwks))
+        .route("/metrics", get(metrics))
         .nest("/auth", auth_routes())
         .nest("/api/v1/auth", auth_routes())
         .nest("/api/auth", auth_routes())
@@ -122,6 +123,13 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         }
         Err(_) => not_ready("database timed out"),
     }
+}
+
+/// Prometheus text format, for callers holding `read_metrics`.
+async fn metrics(caller: extract::Caller) -> Result<Response, ApiError> {
+    caller.require(crate::domain::Permission::ReadMetrics)?;
+    let body = crate::telemetry::metrics().render();
+    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
 }
 
 fn not_ready(reason: &str) -> Response {

@@ -140,9 +140,14 @@ impl LimitPolicy {
         let route = self.routes.iter().enumerate().find(|(_, r)| r.matches(method, path));
         let buckets =
             [base.map(|l| (subject.clone(), l)), route.map(|(i, r)| (format!("{subject}|route:{i}"), r.limit))];
+        let group = principal.map_or("anonymous", |p| &*p.group);
         let mut shown: Option<Outcome> = None;
         for (key, limit) in buckets.into_iter().flatten() {
-            let Some(outcome) = self.decide(&key, limit).await? else { continue };
+            let decided = self.decide(&key, limit).await;
+            if decided.is_err() {
+                metrics::counter!("gatehouse_rate_limited_total", "group" => group.to_owned()).increment(1);
+            }
+            let Some(outcome) = decided? else { continue };
             shown = match shown {
                 Some(s) if s.remaining <= outcome.remaining => Some(s),
                 _ => Some(outcome),

@@ -70,6 +70,8 @@ impl RedisLimiter {
             match tokio::time::timeout(Duration::from_secs(2), self.client.get_connection_manager()).await {
                 Ok(Ok(conn)) => {
                     *self.conn.write().await = Some(conn);
+                    self.degraded.store(false, Ordering::Relaxed);
+                    metrics::gauge!("gatehouse_ratelimit_redis_available").set(1.0);
                     tracing::info!("connected to Redis for rate limits");
                     return;
                 }
@@ -85,6 +87,7 @@ impl RedisLimiter {
 
     fn mark_degraded(&self, error: &str) {
         if !self.degraded.swap(true, Ordering::Relaxed) {
+            metrics::gauge!("gatehouse_ratelimit_redis_available").set(0.0);
             tracing::warn!(error, "Redis unavailable: rate limits fall back to this process alone");
         }
     }
@@ -118,12 +121,14 @@ impl Limiter for RedisLimiter {
         match self.shared(key, limit).await {
             Ok(outcome) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
+                    metrics::gauge!("gatehouse_ratelimit_redis_available").set(1.0);
                     tracing::info!("Redis is back: rate limits are shared again");
                 }
                 Ok(outcome)
             }
             Err(e) => {
                 self.mark_degraded(&e);
+                metrics::counter!("gatehouse_ratelimit_fallback_total").increment(1);
                 Ok(self.fallback.decide(key, limit))
             }
         }
