@@ -320,6 +320,8 @@ async fn key_escalation_is_refused(b: Backend) {
     api.send("DELETE", &format!("/auth/keys/{their_id}"), Some(&viewer), None).await.assert_error(404, "NOT_FOUND");
     assert!(s.store.api_key(their_id).await.unwrap().unwrap().revoked_at.is_none());
     api.get("/auth/keys?all=true", Some(&viewer)).await.assert_error(403, "PERMISSION_DENIED");
+    api.get("/auth/keys?all=maybe", Some(&viewer)).await.assert_error(400, "VALIDATION_ERROR");
+    api.get("/auth/keys?bogus=1", Some(&viewer)).await.assert_error(400, "VALIDATION_ERROR");
     assert_eq!(s.store.list_api_keys(None).await.unwrap().len(), 3);
     s.finish().await;
 }

@@ -7,7 +7,7 @@
 //! (`.token`, `.access_token`, `.data.token`) all work.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 
 use super::HttpState;
 use super::error::ApiError;
-use super::extract::{Caller, ClientIp, JsonBody};
+use super::extract::{Caller, ClientIp, JsonBody, QueryParams};
 use crate::app::now;
 use crate::authn::jwt::IssuedToken;
 use crate::domain::{AuthMethod, Denial, Permission, PermissionSet, User};
@@ -233,7 +233,7 @@ pub struct ListKeysQuery {
 pub async fn list_keys(
     State(s): State<HttpState>,
     Caller(caller): Caller,
-    Query(q): Query<ListKeysQuery>,
+    QueryParams(q): QueryParams<ListKeysQuery>,
 ) -> Result<Response, ApiError> {
     let user_id = match (&q.user, q.all.unwrap_or(false)) {
         (None, false) => Some(caller.user_id.to_string()),

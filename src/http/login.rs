@@ -12,7 +12,7 @@
 //! on any replica.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ use sha2::{Digest, Sha256};
 use super::HttpState;
 use super::auth::{envelope, token_body};
 use super::error::ApiError;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, QueryParams};
 use crate::app::now;
 use crate::authn::api_key::random_base62;
 use crate::authn::oidc::ExternalIdentity;
@@ -133,7 +133,10 @@ async fn finish(s: &HttpState, identity: &ExternalIdentity) -> Result<Response, 
     Ok(response)
 }
 
-pub async fn oidc_login(State(s): State<HttpState>, Query(q): Query<LoginQuery>) -> Result<Response, ApiError> {
+pub async fn oidc_login(
+    State(s): State<HttpState>,
+    QueryParams(q): QueryParams<LoginQuery>,
+) -> Result<Response, ApiError> {
     let name = q.provider.as_deref().unwrap_or("default");
     let issuer = s
         .authorizer
@@ -174,7 +177,7 @@ struct TokenResponse {
 pub async fn oidc_callback(
     State(s): State<HttpState>,
     headers: HeaderMap,
-    Query(q): Query<CallbackQuery>,
+    QueryParams(q): QueryParams<CallbackQuery>,
 ) -> Result<Response, ApiError> {
     let login = take_state(&s, &headers, &q)?;
     let code = q.code.clone().ok_or(ApiError::validation("code", "missing authorization code"))?;
@@ -263,7 +266,7 @@ struct GithubEmail {
 pub async fn github_callback(
     State(s): State<HttpState>,
     headers: HeaderMap,
-    Query(q): Query<CallbackQuery>,
+    QueryParams(q): QueryParams<CallbackQuery>,
 ) -> Result<Response, ApiError> {
     let gh = github(&s)?.clone();
     let login = take_state(&s, &headers, &q)?;
