@@ -9,6 +9,7 @@ use crate::domain::{
     ApiKey, DEFAULT_GROUP, Group, NewApiKey, NewUser, PermissionSet, Role, RolePermissions, User, UserUpdate,
 };
 use crate::secret::Secret;
+use crate::store::bus::{Apply, Bus, Change};
 use crate::store::cache::{GroupCache, KeyCache, UserCache};
 use crate::store::{DynStore, StoreError};
 
@@ -41,6 +42,48 @@ pub struct Caches {
     pub keys: KeyCache,
     pub users: UserCache,
     pub groups: GroupCache,
+    /// Tells the other replicas.
+    pub bus: Bus,
+}
+
+impl Caches {
+    async fn evict(&self, change: &Change) {
+        match change {
+            Change::Key(id) => self.keys.invalidate(id).await,
+            // A key's grant carries its owner's role, group and status.
+            Change::User(id) => {
+                self.users.invalidate(id).await;
+                self.keys.invalidate_all();
+            }
+            Change::Group(name) => self.groups.invalidate(name).await,
+            Change::Token { .. } => {}
+        }
+    }
+}
+
+/// Applies changes published by other replicas.
+#[derive(Clone)]
+pub struct Invalidator {
+    pub caches: Caches,
+    pub revocations: crate::authn::revocation::Revocations,
+}
+
+impl Apply for Invalidator {
+    async fn apply(&self, change: &Change) {
+        match change {
+            Change::Token { jti, expires_at } => self.revocations.remember(jti, *expires_at),
+            other => self.caches.evict(other).await,
+        }
+    }
+
+    async fn reset(&self) {
+        self.caches.keys.invalidate_all();
+        self.caches.users.invalidate_all();
+        self.caches.groups.invalidate_all();
+        if let Err(e) = self.revocations.sync(time::OffsetDateTime::now_utc().unix_timestamp()).await {
+            tracing::warn!(error = %e, "could not reload token revocations");
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -55,6 +98,14 @@ pub struct Accounts {
 impl Accounts {
     pub fn new(store: DynStore, roles: RolePermissions, settings: AccountSettings, caches: Option<Caches>) -> Self {
         Accounts { store, roles, settings, caches }
+    }
+
+    /// Evicts what a change affects here, and tells the other replicas.
+    async fn changed(&self, change: Change) {
+        if let Some(c) = &self.caches {
+            c.evict(&change).await;
+            c.bus.publish(&change).await;
+        }
     }
 
     pub fn roles(&self) -> &RolePermissions {
@@ -203,9 +254,7 @@ impl Accounts {
         if !self.store.update_group(&group).await? {
             return Err(AccountError::NotFound("group"));
         }
-        if let Some(c) = &self.caches {
-            c.groups.invalidate(&group.name).await;
-        }
+        self.changed(Change::Group(group.name.clone())).await;
         Ok(group)
     }
 
@@ -266,19 +315,14 @@ impl Accounts {
             }
         }
         let user = self.store.update_user(id, update).await?.ok_or(AccountError::NotFound("user"))?;
-        if let Some(c) = &self.caches {
-            c.keys.invalidate_all();
-            c.users.invalidate(id).await;
-        }
+        self.changed(Change::User(user.id.clone())).await;
         Ok(user)
     }
 
     pub async fn create_group(&self, group: Group) -> Result<Group, AccountError> {
         validate_group_name(&group.name)?;
         validate_limits(&group)?;
-        if let Some(c) = &self.caches {
-            c.groups.invalidate(&group.name).await;
-        }
+        self.changed(Change::Group(group.name.clone())).await;
         match self.store.create_group(&group).await {
             Err(StoreError::Conflict) => Err(AccountError::Conflict(format!("group '{}' already exists", group.name))),
             other => other.map(|()| group).map_err(Into::into),
@@ -340,9 +384,7 @@ impl Accounts {
         if !api_key::is_valid_id(id) || !self.store.set_key_rate_limit(id, limit).await? {
             return Err(AccountError::NotFound("API key"));
         }
-        if let Some(c) = &self.caches {
-            c.keys.invalidate(id).await;
-        }
+        self.changed(Change::Key(id.to_owned())).await;
         self.store.api_key(id).await?.ok_or(AccountError::NotFound("API key"))
     }
 
@@ -356,9 +398,7 @@ impl Accounts {
             return Err(AccountError::NotFound("API key"));
         }
         self.store.revoke_api_key(id, now).await?;
-        if let Some(c) = &self.caches {
-            c.keys.invalidate(id).await;
-        }
+        self.changed(Change::Key(id.to_owned())).await;
         self.store.api_key(id).await?.ok_or(AccountError::NotFound("API key"))
     }
 }

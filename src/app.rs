@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
-use crate::accounts::{AccountError, Accounts, Caches};
+use crate::accounts::{AccountError, Accounts, Caches, Invalidator};
 use crate::authn::jwt::{Jwt, JwtKeys, JwtSettings};
 use crate::authn::oidc::Providers;
 use crate::authn::revocation::Revocations;
@@ -26,6 +26,7 @@ use crate::policy::Policy;
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{LimitPolicy, Limiter};
+use crate::store::bus::Bus;
 use crate::store::usage::UsageRecorder;
 use crate::store::{self, DynStore, cache};
 
@@ -41,6 +42,8 @@ pub struct App {
     providers: Arc<Providers>,
     local: LocalLimiter,
     redis: Option<RedisLimiter>,
+    bus: Bus,
+    invalidator: Invalidator,
 }
 
 /// The signing keys the configuration asks for.
@@ -77,10 +80,12 @@ impl App {
         let keys = cache::key_cache(store.clone(), &config.cache);
         let users = cache::user_cache(store.clone(), &config.cache);
         let jwt = Arc::new(Jwt::new(jwt_keys(&config.jwt)?, jwt_settings(&config.jwt)));
-        let revocations = Revocations::new(store.clone());
+        let bus = Bus::new(config.redis_url.as_ref().map(|u| u.expose()))?;
+        let revocations = Revocations::new(store.clone(), bus.clone());
         let usage = UsageRecorder::default();
         let groups = cache::group_cache(store.clone(), &config.cache);
-        let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone() };
+        let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: bus.clone() };
+        let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
         let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));
         let providers = Arc::new(Providers::new(config.oidc.clone())?);
         let sources = Sources {
@@ -113,7 +118,21 @@ impl App {
         let authorizer = Arc::new(Authorizer::new(authn, policy, limits, config.require_auth));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
         let admin = AdminService::new(authorizer.clone(), accounts.clone());
-        Ok(App { config, store, accounts, authorizer, ext_authz, admin, revocations, usage, providers, local, redis })
+        Ok(App {
+            config,
+            store,
+            accounts,
+            authorizer,
+            ext_authz,
+            admin,
+            revocations,
+            usage,
+            providers,
+            local,
+            redis,
+            bus,
+            invalidator,
+        })
     }
 
     /// Creates the configured first admin unless a user with that email exists.
@@ -169,6 +188,7 @@ impl App {
             stopped(stop_rx.clone()),
         ));
         tokio::spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stopped(stop_rx.clone())));
+        tokio::spawn(self.bus.clone().subscribe(self.invalidator.clone(), stopped(stop_rx.clone())));
         tokio::spawn(self.local.clone().run_purge(Duration::from_secs(60), stopped(stop_rx.clone())));
         if let Some(redis) = &self.redis {
             tokio::spawn(redis.clone().connect(stopped(stop_rx.clone())));

@@ -150,55 +150,6 @@ async fn wait_redis(s: &TestServer, want: &str) {
     panic!("redis never became {want}");
 }
 
-/// A `gatehouse serve` process of its own.
-struct Process {
-    grpc: u16,
-    http: u16,
-    child: Child,
-}
-
-impl Process {
-    async fn start(database_url: &str, redis_url: &str) -> Process {
-        let (grpc, http) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_gatehouse"))
-            .args(["serve", "--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
-            .env("DATABASE_URL", database_url)
-            .env("REDIS_URL", redis_url)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let p = Process { grpc, http, child };
-        for _ in 0..100 {
-            let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", p.http)).await;
-            if let Ok(r) = ready
-                && r.json::<serde_json::Value>().await.is_ok_and(|b| b["redis"] == "ok")
-            {
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("gatehouse did not become ready with Redis");
-    }
-
-    async fn allowed(&self, key: &str) -> bool {
-        let mut client = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
-            format!("http://127.0.0.1:{}", self.grpc),
-        )
-        .await
-        .unwrap();
-        let response = client.check(check_request("GET", "/v1/models", &[("x-api-key", key)])).await.unwrap();
-        common::Check(response.into_inner()).allowed()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_share_one_budget_through_redis() {
     let redis_url =
@@ -211,12 +162,12 @@ async fn two_processes_share_one_budget_through_redis() {
     limited_group(&setup, &group, 5).await;
     let (_, key) = member(&setup, "shared@example.com", &group).await;
     setup.finish().await;
-    let a = Process::start(&url, &redis_url).await;
-    let b = Process::start(&url, &redis_url).await;
+    let a = common::Process::start(&url, &redis_url).await;
+    let b = common::Process::start(&url, &redis_url).await;
     let mut allowed = 0;
     for i in 0..12 {
         let p = if i % 2 == 0 { &a } else { &b };
-        allowed += usize::from(p.allowed(&key).await);
+        allowed += usize::from(p.check(&[("x-api-key", &key)]).await.allowed());
     }
     assert_eq!(allowed, 5, "together exactly the budget");
 }

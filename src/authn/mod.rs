@@ -162,7 +162,8 @@ impl Authenticator {
         let verified = match issuer.as_deref().and_then(|iss| self.providers.by_issuer(iss)) {
             Some(provider) if issuer.as_deref() != Some(self.jwt.settings().issuer.as_str()) => {
                 let (_, identity) = provider.verify(token, None).await?;
-                let user = self.accounts.provision(&identity).await.map_err(|e| {
+                // Boxed: the cold path's future is deep, and need not be inlined.
+                let user = Box::pin(self.accounts.provision(&identity)).await.map_err(|e| {
                     tracing::warn!(error = %e, "could not provision a provider's user");
                     Denial::BackendUnavailable
                 })?;

@@ -1,9 +1,9 @@
 //! Revoked session tokens (logout, refresh).
 //!
 //! Check consults an in-memory set, never the database. Revocations made by
-//! this process enter the set at once; those made by other replicas arrive by
-//! polling the store every `poll_interval`, which bounds how stale a replica
-//! can be. Entries leave the set when the token would have expired anyway.
+//! this process enter the set at once; those made by other replicas arrive
+//! over the Redis bus at once, and in any case by polling the store every
+//! `poll_interval`, which bounds how stale a replica can be without Redis. Entries leave the set when the token would have expired anyway.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use moka::sync::Cache;
 
+use crate::store::bus::{Bus, Change};
 use crate::store::{DynStore, StoreResult};
 
 struct UntilExpiry;
@@ -31,6 +32,7 @@ fn unix_now() -> i64 {
 #[derive(Clone)]
 pub struct Revocations {
     store: DynStore,
+    bus: Bus,
     // Unbounded on purpose: evicting a live revocation would un-revoke a token.
     // Its size is the number of tokens revoked within one token lifetime.
     revoked: Cache<Arc<str>, i64>,
@@ -38,9 +40,14 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    pub fn new(store: DynStore) -> Self {
+    pub fn new(store: DynStore, bus: Bus) -> Self {
         let revoked = Cache::builder().expire_after(UntilExpiry).build();
-        Revocations { store, revoked, cursor: Arc::new(AtomicI64::new(0)) }
+        Revocations { store, bus, revoked, cursor: Arc::new(AtomicI64::new(0)) }
+    }
+
+    /// Records a revocation learnt from another replica.
+    pub fn remember(&self, jti: &str, expires_at: i64) {
+        self.revoked.insert(Arc::from(jti), expires_at);
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
@@ -50,7 +57,8 @@ impl Revocations {
     /// Records the revocation in the store (shared by every replica), then here.
     pub async fn revoke(&self, jti: &str, user_id: &str, expires_at: i64, now: i64) -> StoreResult<()> {
         self.store.revoke_token(jti, user_id, expires_at, now).await?;
-        self.revoked.insert(Arc::from(jti), expires_at);
+        self.remember(jti, expires_at);
+        self.bus.publish(&Change::Token { jti: jti.to_owned(), expires_at }).await;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! (SQLite, the embedded default, and Postgres). The Check path reaches the
 //! store only on a cache miss (see [`cache`]).
 
+pub mod bus;
 pub mod cache;
 mod sql;
 pub mod usage;

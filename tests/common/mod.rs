@@ -368,3 +368,52 @@ impl Drop for Envoy {
         let _ = self.child.wait();
     }
 }
+
+/// A `gatehouse serve` process of its own, ready (with Redis connected when
+/// `redis_url` is given).
+pub struct Process {
+    pub grpc: u16,
+    pub http: u16,
+    child: std::process::Child,
+}
+
+impl Process {
+    pub async fn start(database_url: &str, redis_url: &str) -> Process {
+        let (grpc, http) = (free_port(), free_port());
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
+            .args(["serve", "--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
+            .env("DATABASE_URL", database_url)
+            .env("REDIS_URL", redis_url)
+            .env("JWT_SECRET", "a shared test secret of at least 32 chars")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let p = Process { grpc, http, child };
+        for _ in 0..100 {
+            if let Ok(r) = reqwest::get(p.url("/readyz")).await
+                && r.json::<serde_json::Value>().await.is_ok_and(|b| b["redis"] == "ok")
+            {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("gatehouse did not become ready with Redis");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http)
+    }
+
+    pub async fn check(&self, headers: &[(&str, &str)]) -> Check {
+        let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{}", self.grpc)).await.unwrap();
+        Check(client.check(check_request("GET", "/v1/models", headers)).await.unwrap().into_inner())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

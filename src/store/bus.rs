@@ -1,0 +1,162 @@
+//! Cross-replica invalidation over Redis pub/sub.
+//!
+//! A replica that changes a key, user, group or revokes a token evicts its
+//! own caches at once and publishes the change; every other replica evicts on
+//! receipt, so the staleness across replicas is one pub/sub hop (well under a
+//! second). Without Redis, or while it is unreachable, caches fall back to
+//! their TTL and revocations to polling the database. A subscriber that
+//! (re)connects drops every cached entry, since it may have missed messages.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use tokio::sync::{OnceCell, RwLock};
+
+pub const CHANNEL: &str = "gatehouse:invalidate";
+
+/// What changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Key(String),
+    User(String),
+    Group(String),
+    Token { jti: String, expires_at: i64 },
+}
+
+impl Change {
+    fn encode(&self) -> String {
+        match self {
+            Change::Key(id) => format!("key:{id}"),
+            Change::User(id) => format!("user:{id}"),
+            Change::Group(name) => format!("group:{name}"),
+            Change::Token { jti, expires_at } => format!("jti:{expires_at}:{jti}"),
+        }
+    }
+
+    fn decode(s: &str) -> Option<Change> {
+        let (kind, rest) = s.split_once(':')?;
+        Some(match kind {
+            "key" => Change::Key(rest.to_owned()),
+            "user" => Change::User(rest.to_owned()),
+            "group" => Change::Group(rest.to_owned()),
+            "jti" => {
+                let (exp, jti) = rest.split_once(':')?;
+                Change::Token { jti: jti.to_owned(), expires_at: exp.parse().ok()? }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// Applies a change to this replica's caches.
+pub trait Apply: Send + Sync + 'static {
+    fn apply(&self, change: &Change) -> impl std::future::Future<Output = ()> + Send;
+    /// Forgets everything cached (after missing messages).
+    fn reset(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+#[derive(Clone, Default)]
+pub struct Bus {
+    client: Option<redis::Client>,
+    publisher: Arc<OnceCell<ConnectionManager>>,
+    connected: Arc<RwLock<bool>>,
+}
+
+impl Bus {
+    /// A bus over `url`, or one that only works locally when `None`.
+    pub fn new(url: Option<&str>) -> Result<Bus, redis::RedisError> {
+        let client = url.map(redis::Client::open).transpose()?;
+        Ok(Bus { client, ..Bus::default() })
+    }
+
+    /// Publishes a change for the other replicas (best effort: on failure
+    /// they catch up through TTLs and polling).
+    pub async fn publish(&self, change: &Change) {
+        let Some(client) = &self.client else { return };
+        let publisher = self
+            .publisher
+            .get_or_try_init(|| async {
+                tokio::time::timeout(Duration::from_secs(1), client.get_connection_manager())
+                    .await
+                    .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))?
+            })
+            .await;
+        let result = match publisher {
+            Ok(conn) => {
+                let mut conn = conn.clone();
+                let mut cmd = redis::cmd("PUBLISH");
+                cmd.arg(CHANNEL).arg(change.encode());
+                let publish = cmd.query_async::<i64>(&mut conn);
+                match tokio::time::timeout(Duration::from_secs(1), publish).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("timed out".to_owned()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "could not publish a cache invalidation; other replicas rely on TTLs");
+        }
+    }
+
+    /// Whether the subscriber is connected (false without Redis).
+    pub async fn is_connected(&self) -> bool {
+        *self.connected.read().await
+    }
+
+    /// Receives changes until `shutdown`, reconnecting as needed.
+    pub async fn subscribe(self, target: impl Apply, shutdown: impl std::future::Future<Output = ()>) {
+        let Some(client) = self.client.clone() else { return };
+        tokio::pin!(shutdown);
+        loop {
+            let session = async {
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(CHANNEL).await?;
+                *self.connected.write().await = true;
+                target.reset().await;
+                tracing::info!("subscribed to cache invalidations");
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    if let Some(change) = msg.get_payload::<String>().ok().as_deref().and_then(Change::decode) {
+                        target.apply(&change).await;
+                    }
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            tokio::select! {
+                result = session => {
+                    *self.connected.write().await = false;
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "invalidation channel unavailable; caches fall back to TTLs");
+                    }
+                }
+                () = &mut shutdown => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = &mut shutdown => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_round_trip() {
+        for c in [
+            Change::Key("0123456789abcdef".into()),
+            Change::User("u-1".into()),
+            Change::Group("team:a".into()),
+            Change::Token { jti: "a:b".into(), expires_at: 1700000000 },
+        ] {
+            assert_eq!(Change::decode(&c.encode()), Some(c));
+        }
+        assert_eq!(Change::decode("nonsense"), None);
+    }
+}
