@@ -1,10 +1,13 @@
-//! API key format: `gk_<id>_<secret>`.
+//! API key format: `gk_<id>_<secret><check>`.
 //!
 //! * `id`: 16 lowercase hex characters (64 random bits). Not secret; it is the
 //!   primary key, so a lookup is one indexed read, never a scan.
 //! * `secret`: 43 base62 characters (~256 bits from the OS CSPRNG). Only its
 //!   SHA-256 is stored. A slow password hash is unnecessary for a secret with
 //!   this much entropy, and would put milliseconds on every Check.
+//! * `check`: the CRC32 of everything before it, as 6 base62 characters. A
+//!   random, truncated or mistyped key fails here, before any lookup, so a
+//!   flood of made-up keys costs no database query.
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -14,6 +17,7 @@ use crate::secret::Secret;
 pub const KEY_PREFIX: &str = "gk_";
 pub const ID_LEN: usize = 16;
 pub const SECRET_LEN: usize = 43;
+pub const CHECK_LEN: usize = 6;
 const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// A freshly generated key: the full key string is shown once, then dropped.
@@ -32,7 +36,7 @@ pub struct PresentedKey<'a> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("API key is not in the gk_<id>_<secret> format")]
+#[error("API key is not in the gk_<id>_<secret> format, or its check digits are wrong")]
 pub struct MalformedKey;
 
 /// Whether a bearer token claims to be an API key rather than a JWT.
@@ -42,10 +46,14 @@ pub fn looks_like_key(token: &str) -> bool {
 
 pub fn parse(key: &str) -> Result<PresentedKey<'_>, MalformedKey> {
     let rest = key.strip_prefix(KEY_PREFIX).ok_or(MalformedKey)?;
-    if rest.len() != ID_LEN + 1 + SECRET_LEN || !rest.is_char_boundary(ID_LEN) {
+    if rest.len() != ID_LEN + 1 + SECRET_LEN + CHECK_LEN || !key.is_ascii() {
         return Err(MalformedKey);
     }
-    let (id, sep_secret) = rest.split_at(ID_LEN);
+    let (body, check) = key.split_at(key.len() - CHECK_LEN);
+    if check_digits(body) != check {
+        return Err(MalformedKey);
+    }
+    let (id, sep_secret) = rest[..ID_LEN + 1 + SECRET_LEN].split_at(ID_LEN);
     let secret = sep_secret.strip_prefix('_').ok_or(MalformedKey)?;
     if !is_valid_id(id) || !secret.bytes().all(|b| b.is_ascii_alphanumeric()) {
         return Err(MalformedKey);
@@ -73,7 +81,32 @@ pub fn generate() -> GeneratedKey {
     let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
     let secret = random_base62(SECRET_LEN);
     let secret_hash = hash_secret(&secret);
-    GeneratedKey { key: Secret::new(format!("{KEY_PREFIX}{id}_{secret}")), id, secret_hash }
+    GeneratedKey { key: Secret::new(assemble(&id, &secret)), id, secret_hash }
+}
+
+/// The full key for an id and a secret, check digits included.
+pub fn assemble(id: &str, secret: &str) -> String {
+    let body = format!("{KEY_PREFIX}{id}_{secret}");
+    let check = check_digits(&body);
+    body + &check
+}
+
+/// CRC32 (IEEE) of `body` as 6 base62 digits.
+fn check_digits(body: &str) -> String {
+    let mut crc = !0u32;
+    for &b in body.as_bytes() {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    let mut n = u64::from(!crc);
+    let mut out = [b'0'; CHECK_LEN];
+    for slot in out.iter_mut().rev() {
+        *slot = BASE62[(n % 62) as usize];
+        n /= 62;
+    }
+    out.iter().map(|&b| b as char).collect()
 }
 
 /// `len` characters drawn uniformly from the base62 alphabet (rejection sampling,
@@ -110,7 +143,7 @@ mod tests {
         assert_eq!(p.id, k.id);
         assert!(verify(p.secret, &k.secret_hash));
         assert!(!verify("wrong", &k.secret_hash));
-        assert_eq!(k.key.expose().len(), KEY_PREFIX.len() + ID_LEN + 1 + SECRET_LEN);
+        assert_eq!(k.key.expose().len(), KEY_PREFIX.len() + ID_LEN + 1 + SECRET_LEN + CHECK_LEN);
     }
 
     #[test]
@@ -119,6 +152,22 @@ mod tests {
         let b = generate();
         assert_ne!(a.id, b.id);
         assert_ne!(a.key, b.key);
+    }
+
+    #[test]
+    fn check_digits_catch_typos() {
+        // CRC32("123456789") is the standard check value 0xCBF43926.
+        let mut n = 0xCBF4_3926_u64;
+        let mut expected = String::new();
+        for _ in 0..CHECK_LEN {
+            expected.insert(0, BASE62[(n % 62) as usize] as char);
+            n /= 62;
+        }
+        assert_eq!(check_digits("123456789"), expected);
+        let key = generate().key.expose().to_owned();
+        let mut typo = key.clone().into_bytes();
+        typo[30] = if typo[30] == b'a' { b'b' } else { b'a' };
+        assert_eq!(parse(std::str::from_utf8(&typo).unwrap()), Err(MalformedKey));
     }
 
     #[test]
@@ -132,9 +181,10 @@ mod tests {
             &format!("{good}x"),
             &good.replacen("gk_", "GK_", 1),
             &good.replace('_', "-"),
-            &format!("gk_{}_{}", "G".repeat(ID_LEN), "a".repeat(SECRET_LEN)),
-            &format!("gk_{}_{}", "a".repeat(ID_LEN), "é".repeat(SECRET_LEN / 2)),
-            &format!("gk_{}é{}", "a".repeat(ID_LEN - 1), "a".repeat(SECRET_LEN)),
+            &assemble(&"G".repeat(ID_LEN), &"a".repeat(SECRET_LEN)),
+            &assemble(&"a".repeat(ID_LEN), &"-".repeat(SECRET_LEN)),
+            &format!("gk_{}é{}", "a".repeat(ID_LEN - 1), "a".repeat(SECRET_LEN + CHECK_LEN)),
+            &format!("gk_{}_{}", "a".repeat(ID_LEN), "a".repeat(SECRET_LEN + CHECK_LEN)),
         ] {
             assert_eq!(parse(bad), Err(MalformedKey), "{bad:?}");
         }

@@ -154,6 +154,7 @@ macro_rules! sql_store {
             }
 
             async fn key_grant(&self, key_id: &str) -> StoreResult<Option<KeyGrant>> {
+                metrics::counter!("gatehouse_store_queries_total", "query" => "key_grant").increment(1);
                 let row = sqlx::query(
                     "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, k.rate_limit, \
                      k.user_id, u.email, u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit \
@@ -186,6 +187,7 @@ macro_rules! sql_store {
             }
 
             async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
+                metrics::counter!("gatehouse_store_queries_total", "query" => "user_by_id").increment(1);
                 self.user_where("id", id).await
             }
 
