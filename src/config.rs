@@ -115,6 +115,7 @@ impl Default for Config {
                 capacity: 100_000,
                 ttl: Duration::from_secs(30),
                 negative_ttl: Duration::from_secs(5),
+                stale_limit: Duration::from_secs(300),
             },
             usage_flush_interval: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
@@ -326,6 +327,7 @@ struct FileCache {
     capacity: Option<u64>,
     ttl_seconds: Option<u64>,
     negative_ttl_seconds: Option<u64>,
+    stale_seconds: Option<u64>,
     usage_flush_seconds: Option<u64>,
 }
 
@@ -463,6 +465,7 @@ impl Config {
         set(&mut self.cache.capacity, file.cache.capacity);
         set(&mut self.cache.ttl, file.cache.ttl_seconds.map(Duration::from_secs));
         set(&mut self.cache.negative_ttl, file.cache.negative_ttl_seconds.map(Duration::from_secs));
+        set(&mut self.cache.stale_limit, file.cache.stale_seconds.map(Duration::from_secs));
         set(&mut self.usage_flush_interval, file.cache.usage_flush_seconds.map(Duration::from_secs));
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
@@ -543,6 +546,7 @@ impl Config {
         set(&mut self.cache.capacity, parse_var(env, "GATEHOUSE_CACHE_CAPACITY")?);
         set(&mut self.cache.ttl, secs("GATEHOUSE_CACHE_TTL_SECONDS")?);
         set(&mut self.cache.negative_ttl, secs("GATEHOUSE_NEGATIVE_CACHE_TTL_SECONDS")?);
+        set(&mut self.cache.stale_limit, secs("GATEHOUSE_CACHE_STALE_SECONDS")?);
         set(&mut self.usage_flush_interval, secs("GATEHOUSE_USAGE_FLUSH_SECONDS")?);
         if let Some(format) = parse_var::<String>(env, "GATEHOUSE_LOG_FORMAT")? {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;

@@ -7,6 +7,10 @@
 //! * Concurrent misses for one id collapse into one query (`try_get_with`).
 //! * Errors are not cached: when the store is down, the next request tries
 //!   again.
+//! * Stale-if-error: an entry older than its TTL is re-read; if the store is
+//!   unavailable, the old answer keeps serving until `stale_limit`, so warm
+//!   callers ride out a database outage (cold ones get 503). Evicted entries
+//!   (revocations, changes) are gone at once and never served stale.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,53 +28,100 @@ pub struct CacheSettings {
     pub capacity: u64,
     pub ttl: Duration,
     pub negative_ttl: Duration,
+    /// How long past its TTL an entry may answer while the store is down.
+    pub stale_limit: Duration,
 }
 
 /// `None` is a negative entry: no such record.
 type Entry<V> = Option<Arc<V>>;
 
+/// An entry and when it was read from the store.
+struct Stamped<V> {
+    value: Entry<V>,
+    loaded: Instant,
+}
+
+impl<V> Clone for Stamped<V> {
+    fn clone(&self) -> Self {
+        Stamped { value: self.value.clone(), loaded: self.loaded }
+    }
+}
+
 type Loader<V> = fn(DynStore, String) -> Pin<Box<dyn Future<Output = StoreResult<Option<V>>> + Send>>;
 
 struct EntryExpiry {
-    ttl: Duration,
+    keep: Duration,
     negative_ttl: Duration,
 }
 
-impl<V> Expiry<String, Entry<V>> for EntryExpiry {
-    fn expire_after_create(&self, _key: &String, value: &Entry<V>, _now: Instant) -> Option<Duration> {
-        Some(if value.is_some() { self.ttl } else { self.negative_ttl })
+impl<V> Expiry<String, Stamped<V>> for EntryExpiry {
+    fn expire_after_create(&self, _key: &String, entry: &Stamped<V>, _now: Instant) -> Option<Duration> {
+        Some(if entry.value.is_some() { self.keep } else { self.negative_ttl })
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &String,
+        entry: &Stamped<V>,
+        now: Instant,
+        _left: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, entry, now)
     }
 }
 
 /// A read-through cache of one kind of record, by id.
 pub struct ReadThrough<V> {
     store: DynStore,
-    cache: Cache<String, Entry<V>>,
+    cache: Cache<String, Stamped<V>>,
     load: Loader<V>,
+    ttl: Duration,
 }
 
 impl<V> Clone for ReadThrough<V> {
     fn clone(&self) -> Self {
-        ReadThrough { store: self.store.clone(), cache: self.cache.clone(), load: self.load }
+        ReadThrough { store: self.store.clone(), cache: self.cache.clone(), load: self.load, ttl: self.ttl }
     }
 }
 
 impl<V: Send + Sync + 'static> ReadThrough<V> {
     fn new(store: DynStore, settings: &CacheSettings, load: Loader<V>) -> Self {
+        let keep = settings.ttl + settings.stale_limit;
         let cache = Cache::builder()
             .max_capacity(settings.capacity)
-            .expire_after(EntryExpiry { ttl: settings.ttl, negative_ttl: settings.negative_ttl })
+            .expire_after(EntryExpiry { keep, negative_ttl: settings.negative_ttl })
             .build();
-        ReadThrough { store, cache, load }
+        ReadThrough { store, cache, load, ttl: settings.ttl }
     }
 
     /// The record for `id`, from the cache or, on a miss, from the store.
     pub async fn get(&self, id: &str) -> Result<Entry<V>, Arc<StoreError>> {
         if let Some(entry) = self.cache.get(id).await {
-            return Ok(entry);
+            if entry.loaded.elapsed() < self.ttl {
+                return Ok(entry.value);
+            }
+            return self.refresh(id, entry).await;
         }
         let load = (self.load)(self.store.clone(), id.to_owned());
-        self.cache.try_get_with(id.to_owned(), async move { Ok(load.await?.map(Arc::new)) }).await
+        let fresh = async move { Ok(Stamped { value: load.await?.map(Arc::new), loaded: Instant::now() }) };
+        self.cache.try_get_with(id.to_owned(), fresh).await.map(|e| e.value)
+    }
+
+    /// Re-reads an entry past its TTL; serves the old answer if the store is
+    /// unavailable (the entry expires from the cache at TTL + stale limit).
+    async fn refresh(&self, id: &str, stale: Stamped<V>) -> Result<Entry<V>, Arc<StoreError>> {
+        match (self.load)(self.store.clone(), id.to_owned()).await {
+            Ok(value) => {
+                let value = value.map(Arc::new);
+                self.cache.insert(id.to_owned(), Stamped { value: value.clone(), loaded: Instant::now() }).await;
+                Ok(value)
+            }
+            Err(e) if e.is_unavailable() && stale.value.is_some() => {
+                tracing::debug!(error = %e, "store unavailable; serving a cached entry past its TTL");
+                Ok(stale.value)
+            }
+            Err(e) => Err(Arc::new(e)),
+        }
     }
 
     /// Forgets one record so the next read goes to the store.
