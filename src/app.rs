@@ -174,6 +174,7 @@ impl App {
             max_body_bytes: self.config.max_body_bytes,
             providers: self.providers.clone(),
             redis: self.redis.clone(),
+            bus: self.bus.clone(),
             github: self.config.github.clone(),
             public_url: self.config.public_url.clone(),
             http_client: crate::authn::oidc::http_client()?,

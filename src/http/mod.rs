@@ -42,6 +42,8 @@ pub struct HttpState {
     pub providers: Arc<Providers>,
     /// The shared limiter, when Redis is configured.
     pub redis: Option<RedisLimiter>,
+    /// The cross-replica invalidation channel (connected only with Redis).
+    pub bus: crate::store::bus::Bus,
     pub github: Option<GithubConfig>,
     pub public_url: String,
     /// For talking to providers (code exchange, GitHub's API).
@@ -109,7 +111,9 @@ async fn readyz(State(state): State<HttpState>) -> Response {
     // Without Redis, limits are enforced per replica: still ready, but degraded.
     let redis = match &state.redis {
         None => "not configured",
-        Some(r) if r.is_degraded() => "unavailable, limiting per replica",
+        Some(r) if r.is_degraded() || !state.bus.is_connected().await => {
+            "unavailable, limiting per replica and invalidating by TTL"
+        }
         Some(_) => "ok",
     };
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
