@@ -8,11 +8,14 @@ use gatehouse::config::Config;
 use gatehouse::{cli, store, telemetry};
 use tokio::net::TcpListener;
 
+/// `gatehouse check`'s status for a denied request.
+const DENIED: u8 = 3;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -20,7 +23,16 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Check(args) = cli.command {
+        // A client: no configuration or database needed.
+        let allowed = cli::run_check(cli.json, args).await?;
+        return Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(DENIED) });
+    }
+    run_command(cli).await.map(|()| ExitCode::SUCCESS)
+}
+
+async fn run_command(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
     telemetry::init(config.log_json);
     let json = cli.json;
@@ -46,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Users(cmd) => cli::run_users(accounts(&config).await?, json, cmd).await,
         Command::Groups(cmd) => cli::run_groups(accounts(&config).await?, json, cmd).await,
         Command::Keys(cmd) => cli::run_keys(accounts(&config).await?, json, cmd).await,
+        Command::Check(_) => anyhow::bail!("check is a client command"),
     }
 }
 

@@ -209,3 +209,38 @@ async fn password_from_stdin_allows_login() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
     assert_eq!(json(&url, &["users", "list"]).as_array().unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_command_reports_the_decision() {
+    let s = common::TestServer::start(Backend::Sqlite).await;
+    let (user, key) = s.user_with_key("c@example.com", gatehouse::domain::Role::Viewer, None).await;
+    let addr = format!("http://{}", s.grpc);
+    let run = |args: Vec<String>| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gatehouse")).args(args).output().unwrap();
+        let body: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), body)
+    };
+    let header = format!("x-api-key: {key}");
+    let (code, body) = run(vec![
+        "check".into(),
+        "--json".into(),
+        "--addr".into(),
+        addr.clone(),
+        "--path".into(),
+        "/v1/models".into(),
+        "-H".into(),
+        header,
+    ]);
+    assert_eq!(code, Some(0));
+    assert_eq!(body["decision"], "allow");
+    assert_eq!(body["upstream_headers"]["x-auth-user-id"], user.id.as_str());
+    assert_eq!(body["removed_headers"], serde_json::json!(["x-api-key"]));
+    let (code, body) =
+        run(vec!["check".into(), "--json".into(), "--addr".into(), addr.clone(), "--path".into(), "/v1/models".into()]);
+    assert_eq!(code, Some(3), "a denial has its own exit status");
+    assert_eq!(body["http_status"], 401);
+    assert_eq!(body["body"]["error"]["code"], "AUTHENTICATION_FAILED");
+    let (code, _) = run(vec!["check".into(), "--addr".into(), addr, "-H".into(), "no colon".into()]);
+    assert_eq!(code, Some(1));
+    s.finish().await;
+}
