@@ -283,7 +283,9 @@ async fn keys_through_the_api(b: Backend) {
     assert!(r.body["permissions"].as_array().unwrap().contains(&json!("manage_cache")));
     let list = api.get("/auth/keys", Some(&token)).await;
     assert_eq!(list.status, 200);
-    assert_eq!(list.body["data"]["keys"].as_array().unwrap().len(), 2);
+    assert_eq!(list.body["data"].as_array().unwrap().len(), 2);
+    assert_eq!(list.body["keys"], list.body["data"]);
+    assert_eq!(list.body["object"], "list");
     assert!(!list.body.to_string().contains(&key[20..]));
 
     let r = api.send("DELETE", &format!("/auth/keys/{id}"), Some(&token), None).await;

@@ -5,10 +5,9 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::json;
 
 use super::HttpState;
-use super::auth::envelope;
+use super::auth::{envelope, list};
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
 use crate::domain::{DEFAULT_GROUP, Group, Permission, Role, UserUpdate};
@@ -36,7 +35,8 @@ fn parse_role(role: &str) -> Result<Role, ApiError> {
 pub async fn list_users(State(s): State<HttpState>, caller: Caller) -> Result<Response, ApiError> {
     admin(&caller)?;
     let users = s.accounts.store().list_users().await?;
-    respond(StatusCode::OK, json!({ "users": users.iter().map(UserView::from).collect::<Vec<_>>() }))
+    let views: Vec<UserView> = users.iter().map(UserView::from).collect();
+    Ok(list("users", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
 
 pub async fn get_user(
@@ -144,7 +144,8 @@ pub async fn update_key(
 pub async fn list_groups(State(s): State<HttpState>, caller: Caller) -> Result<Response, ApiError> {
     admin(&caller)?;
     let groups = s.accounts.store().list_groups().await?;
-    respond(StatusCode::OK, json!({ "groups": groups.iter().map(GroupView::from).collect::<Vec<_>>() }))
+    let views: Vec<GroupView> = groups.iter().map(GroupView::from).collect();
+    Ok(list("groups", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
 
 #[derive(Deserialize)]

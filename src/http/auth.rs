@@ -35,6 +35,17 @@ pub fn envelope(value: Value) -> Value {
     }
 }
 
+/// A list: the items under `data` (as OpenAI lists and the seed envelope have
+/// them) and again under `name`.
+pub fn list(name: &str, items: Value) -> Response {
+    let mut body = serde_json::Map::new();
+    body.insert("object".into(), Value::String("list".into()));
+    body.insert(name.into(), items.clone());
+    body.insert("data".into(), items);
+    body.insert("success".into(), Value::Bool(true));
+    Json(Value::Object(body)).into_response()
+}
+
 fn ok(status: StatusCode, value: Value) -> Response {
     (status, Json(envelope(value))).into_response()
 }
@@ -249,7 +260,7 @@ pub async fn list_keys(
     let now = now();
     let keys = s.accounts.list_keys(user_id.as_deref()).await?;
     let views: Vec<KeyView> = keys.iter().map(|k| KeyView::new(k, now)).collect();
-    Ok(ok(StatusCode::OK, json!({ "keys": views, "object": "list" })))
+    Ok(list("keys", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
 
 pub async fn delete_key(
