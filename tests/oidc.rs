@@ -53,23 +53,28 @@ impl Provider {
     }
 
     async fn spawn(&mut self) {
+        let log = self.keys.with_extension("log");
         let child = Command::new("node")
             .arg(script())
             .args(["serve", self.keys.to_str().unwrap(), &self.port.to_string()])
             .env("REDIRECT_URIS", &self.redirect_uris)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
         self.child = Some(child);
         let url = format!("{}/.well-known/openid-configuration", self.issuer());
-        for _ in 0..100 {
+        // Generous: Node, the provider and an RSA key on a loaded 2-core machine.
+        for _ in 0..300 {
             if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("oidc-provider exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("oidc-provider did not start");
+        panic!("oidc-provider did not start in 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
     }
 
     fn stop(&mut self) {
@@ -268,7 +273,7 @@ async fn provider_down_at_start_then_up_and_down_again() {
     assert!(r.text().await.unwrap().contains("identity provider"));
     provider.spawn().await;
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if reqwest::get(s.url("/readyz")).await.unwrap().status() == 200 {
             ready = true;
             break;
@@ -314,7 +319,7 @@ async fn login_through_the_provider_issues_a_gatehouse_token() {
         c.oidc = vec![issuer];
     })
     .await;
-    for _ in 0..50 {
+    for _ in 0..300 {
         if reqwest::get(s.url("/readyz")).await.unwrap().status() == 200 {
             break;
         }

@@ -140,7 +140,7 @@ impl Drop for OwnRedis {
 }
 
 async fn wait_redis(s: &TestServer, want: &str) {
-    for _ in 0..100 {
+    for _ in 0..300 {
         let body: serde_json::Value = reqwest::get(s.url("/readyz")).await.unwrap().json().await.unwrap();
         if body["redis"].as_str().is_some_and(|r| r.starts_with(want)) {
             return;

@@ -54,7 +54,7 @@ async fn shutdown_reports_not_serving_before_closing(b: Backend) {
     let (_, key) = s.user_with_key("a@example.com", Role::Viewer, None).await;
     s.begin_shutdown();
     let mut status = ServingStatus::Serving as i32;
-    for _ in 0..50 {
+    for _ in 0..150 {
         status = health(&s, "envoy.service.auth.v3.Authorization").await.unwrap();
         if status != ServingStatus::Serving as i32 {
             break;

@@ -342,7 +342,7 @@ impl Envoy {
 
     async fn wait_ready(&self) {
         let client = reqwest::Client::new();
-        for _ in 0..200 {
+        for _ in 0..600 {
             if let Ok(r) = client.get(self.url("/healthz")).send().await
                 && r.status() == 200
             {
@@ -390,7 +390,7 @@ impl Process {
             .spawn()
             .unwrap();
         let p = Process { grpc, http, child };
-        for _ in 0..100 {
+        for _ in 0..300 {
             if let Ok(r) = reqwest::get(p.url("/readyz")).await
                 && r.json::<serde_json::Value>().await.is_ok_and(|b| b["redis"] == "ok")
             {
@@ -398,7 +398,7 @@ impl Process {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("gatehouse did not become ready with Redis");
+        panic!("gatehouse did not become ready with Redis in 30 s");
     }
 
     pub fn url(&self, path: &str) -> String {
