@@ -165,7 +165,6 @@ impl App {
         let (stop_tx, stop_rx) = watch::channel(false);
 
         let state = HttpState {
-            store: self.store.clone(),
             ready: ready.clone(),
             accounts: self.accounts.clone(),
             authorizer: self.authorizer.clone(),

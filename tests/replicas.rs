@@ -51,16 +51,8 @@ async fn revocations_reach_every_replica_within_a_second() {
     assert!(took < Duration::from_secs(1), "took {took:?}");
 
     // A session token logged out on one replica.
-    let login: serde_json::Value = http
-        .post(a.url("/auth/login"))
-        .json(&serde_json::json!({"email": "dev@example.com", "password": "dev password"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let bearer = format!("Bearer {}", login["access_token"].as_str().unwrap());
+    let token = common::login(&a.url("/auth/login"), "dev@example.com", "dev password").await;
+    let bearer = format!("Bearer {token}");
     assert!(b.check(&[("authorization", &bearer)]).await.allowed());
     let r = http.post(a.url("/auth/logout")).header("authorization", &bearer).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -128,16 +128,7 @@ async fn every_algorithm_signs_verifies_and_publishes() {
         let user = s.user("a@example.com", Role::Viewer).await;
         s.accounts.set_password(&user.id, gatehouse::secret::Secret::new("long enough pw")).await.unwrap();
         let http = reqwest::Client::new();
-        let login: Value = http
-            .post(s.url("/auth/login"))
-            .json(&serde_json::json!({"email": "a@example.com", "password": "long enough pw"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = login["access_token"].as_str().unwrap();
+        let token = &common::login(&s.url("/auth/login"), "a@example.com", "long enough pw").await;
         let header = jsonwebtoken::decode_header(token).unwrap();
         assert_eq!(header.alg, alg);
         let c = s.check("GET", "/v1/models", &[("authorization", &format!("Bearer {token}"))]).await;

@@ -210,10 +210,6 @@ impl Authenticator {
     pub fn revocations(&self) -> &Revocations {
         &self.revocations
     }
-
-    pub fn roles(&self) -> &RolePermissions {
-        &self.roles
-    }
 }
 
 fn unavailable(e: &crate::store::StoreError) -> Denial {

@@ -57,19 +57,17 @@ impl ExtAuthz {
 
     fn allow(&self, http: &HttpRequest, allow: &Allow) -> CheckResponse {
         let identity = identity_headers(allow.principal.as_ref());
-        let mut remove: Vec<String> = headers(http)
+        let strip_credential = allow.credential_used && self.strip_credentials;
+        // Client-sent identity headers not overwritten below, and the credential.
+        let remove: Vec<String> = headers(http)
             .map(|(name, _)| name)
-            .filter(|name| is_identity_header(name) && !identity.iter().any(|(set, _)| name.eq_ignore_ascii_case(set)))
+            .filter(|name| {
+                (is_identity_header(name) && !identity.iter().any(|(set, _)| name.eq_ignore_ascii_case(set)))
+                    || (strip_credential
+                        && (name.eq_ignore_ascii_case("authorization") || name.eq_ignore_ascii_case("x-api-key")))
+            })
             .map(str::to_ascii_lowercase)
             .collect();
-        if allow.credential_used && self.strip_credentials {
-            remove.extend(
-                headers(http)
-                    .map(|(name, _)| name)
-                    .filter(|n| n.eq_ignore_ascii_case("authorization") || n.eq_ignore_ascii_case("x-api-key"))
-                    .map(str::to_ascii_lowercase),
-            );
-        }
         let ok = OkHttpResponse {
             headers: identity
                 .into_iter()

@@ -25,12 +25,10 @@ use crate::authn::throttle::LoginThrottle;
 use crate::authz::Authorizer;
 use crate::config::GithubConfig;
 use crate::ratelimit::redis::RedisLimiter;
-use crate::store::DynStore;
 use error::ApiError;
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub store: DynStore,
     /// False once shutdown has begun.
     pub ready: Arc<AtomicBool>,
     pub accounts: Accounts,
@@ -116,7 +114,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         }
         Some(_) => "ok",
     };
-    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.accounts.store().ping()).await {
         Ok(Ok(())) => {
             let status = if redis.starts_with("unavailable") { "degraded" } else { "ready" };
             Json(json!({"status": status, "database": "ok", "redis": redis})).into_response()

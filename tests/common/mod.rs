@@ -417,3 +417,18 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// Logs in through `login_url` (a gatehouse `/auth/login`, direct or through
+/// Envoy); returns the access token.
+pub async fn login(login_url: &str, email: &str, password: &str) -> String {
+    let body: serde_json::Value = reqwest::Client::new()
+        .post(login_url)
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    body["access_token"].as_str().unwrap_or_else(|| panic!("login failed: {body}")).to_owned()
+}
