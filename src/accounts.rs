@@ -6,7 +6,8 @@ use crate::authn::oidc::ExternalIdentity;
 use crate::authn::{api_key, password};
 use crate::config::AccountSettings;
 use crate::domain::{
-    ApiKey, DEFAULT_GROUP, Group, NewApiKey, NewUser, PermissionSet, Role, RolePermissions, User, UserUpdate,
+    ApiKey, DEFAULT_GROUP, Group, KeyUpdate, ModelList, NewApiKey, NewUser, PermissionSet, Principal, Role,
+    RolePermissions, User, UserUpdate,
 };
 use crate::secret::Secret;
 use crate::store::bus::{Apply, Bus, Change};
@@ -333,12 +334,12 @@ impl Accounts {
     pub async fn create_key(
         &self,
         owner: &User,
-        name: &str,
-        permissions: Option<&[String]>,
-        expires_in_days: Option<u32>,
+        request: KeyRequest<'_>,
         now: i64,
     ) -> Result<(ApiKey, Secret), AccountError> {
+        let KeyRequest { name, permissions, expires_in_days, models } = request;
         let name = validate_text("name", name, 100)?;
+        let models = models.map(parse_models).transpose()?;
         let permissions = match permissions {
             None => None,
             Some(names) => {
@@ -370,22 +371,21 @@ impl Accounts {
             secret_hash: generated.secret_hash,
             permissions,
             expires_at,
+            models,
         };
         let key = self.store.create_api_key(&new).await?;
         Ok((key, generated.key))
     }
 
-    /// Sets or clears a key's own rate limit; applies at once on this replica.
-    pub async fn set_key_rate_limit(
-        &self,
-        id: &str,
-        limit: Option<crate::ratelimit::Limit>,
-    ) -> Result<ApiKey, AccountError> {
-        if !api_key::is_valid_id(id) || !self.store.set_key_rate_limit(id, limit).await? {
+    /// Sets or clears a key's own rate limit or model list; applies at once
+    /// on this replica, within the bus's delay on the others.
+    pub async fn update_key(&self, id: &str, update: &KeyUpdate) -> Result<ApiKey, AccountError> {
+        if !api_key::is_valid_id(id) {
             return Err(AccountError::NotFound("API key"));
         }
+        let key = self.store.update_api_key(id, update).await?.ok_or(AccountError::NotFound("API key"))?;
         self.changed(Change::Key(id.to_owned())).await;
-        self.store.api_key(id).await?.ok_or(AccountError::NotFound("API key"))
+        Ok(key)
     }
 
     pub async fn list_keys(&self, user_id: Option<&str>) -> Result<Vec<ApiKey>, AccountError> {
@@ -401,6 +401,35 @@ impl Accounts {
         self.changed(Change::Key(id.to_owned())).await;
         self.store.api_key(id).await?.ok_or(AccountError::NotFound("API key"))
     }
+}
+
+/// What a new key should be.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyRequest<'a> {
+    pub name: &'a str,
+    /// `None`: the key inherits its owner's permissions.
+    pub permissions: Option<&'a [String]>,
+    pub expires_in_days: Option<u32>,
+    /// `None`: any model the owner's group allows.
+    pub models: Option<&'a [String]>,
+}
+
+/// The models a key created by `caller` may have: a key made with a
+/// model-restricted key stays within that key's models, inheriting the list or
+/// asking for a part of it.
+pub fn key_models(caller: &Principal, requested: Option<Vec<String>>) -> Result<Option<Vec<String>>, AccountError> {
+    let Some(held) = &caller.models else { return Ok(requested) };
+    let Some(requested) = requested else { return Ok(Some(held.names().to_vec())) };
+    let within = |m: &String| if m.contains('*') { held.names().contains(m) } else { held.allows(m) };
+    match requested.iter().find(|m| !within(m)) {
+        Some(m) => Err(AccountError::Forbidden(format!("cannot allow model '{m}': the calling key does not allow it"))),
+        None => Ok(Some(requested)),
+    }
+}
+
+/// A model list from a request; errors name the `allowed_models` field.
+pub fn parse_models(names: &[String]) -> Result<ModelList, AccountError> {
+    ModelList::new(names).map_err(|e| validation("allowed_models", e.to_string()))
 }
 
 /// An address for a provider account without a (verified) email: never

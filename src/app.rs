@@ -22,10 +22,10 @@ use crate::config::{Config, JwtConfig};
 use crate::domain::{DEFAULT_GROUP, Role};
 use crate::grpc::{self, AdminService, ExtAuthz};
 use crate::http::{self, HttpState};
-use crate::policy::Policy;
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{LimitPolicy, Limiter};
+use crate::reload::PolicyReloader;
 use crate::store::bus::Bus;
 use crate::store::usage::UsageRecorder;
 use crate::store::{self, DynStore, cache};
@@ -98,7 +98,7 @@ impl App {
             usage: usage.clone(),
         };
         let authn = Authenticator::new(sources, roles, config.cache.capacity);
-        let policy = Policy::new(config.public_paths.clone());
+        let policy = config.compile_policy()?;
         let local = LocalLimiter::default();
         let redis = match &config.redis_url {
             Some(url) => Some(RedisLimiter::new(url.expose(), local.clone(), Duration::from_millis(100))?),
@@ -108,13 +108,7 @@ impl App {
             Some(r) => Arc::new(r.clone()),
             None => Arc::new(local.clone()),
         };
-        let limits = LimitPolicy {
-            limiter,
-            groups,
-            default: config.default_limit,
-            anonymous: config.anonymous_limit,
-            routes: config.route_limits.clone(),
-        };
+        let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
         let authorizer = Arc::new(Authorizer::new(authn, policy, limits, config.require_auth));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
         let admin = AdminService::new(authorizer.clone(), accounts.clone());
@@ -193,6 +187,13 @@ impl App {
         if let Some(redis) = &self.redis {
             tokio::spawn(redis.clone().connect(stopped(stop_rx.clone())));
         }
+        let reloader = PolicyReloader {
+            authorizer: self.authorizer.clone(),
+            config_file: self.config.config_file.clone(),
+            watched: self.config.policy_source().map(ToOwned::to_owned),
+            interval: self.config.policy_reload_interval,
+        };
+        tokio::spawn(reloader.run(stopped(stop_rx.clone())));
         for issuer in self.providers.all() {
             tokio::spawn(issuer.clone().run(stopped(stop_rx.clone())));
         }

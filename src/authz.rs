@@ -1,31 +1,57 @@
 //! The decision for one request, independent of how it arrived (Envoy's
 //! ext_authz gRPC call, the `gatehouse check` command, a test).
+//!
+//! In order: normalize the path (ambiguous -> 400), find the route rule
+//! (`deny` -> 403), authenticate unless the rule is public (401), check the
+//! rule's roles and permissions (403), the body (413, 400, 403), and the
+//! caller's rate limits (429).
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::authn::{Authenticator, credentials};
-use crate::domain::{Denial, Principal};
-use crate::policy::{Policy, path};
+use crate::domain::{Denial, Permission, PermissionSet, Principal};
+use crate::policy::body::{self, RequestBody};
+use crate::policy::{Access, Policy, normalize_host, path};
 use crate::ratelimit::{LimitPolicy, Outcome};
+use crate::store::cache::GroupCache;
 
 /// The request attributes a decision depends on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct RequestView<'a> {
     pub method: &'a str,
+    /// The `Host` / `:authority` as received.
+    pub host: &'a str,
     /// The path as received, with its query string.
     pub path: &'a str,
     /// The client's address as the proxy saw it.
     pub client_ip: Option<&'a str>,
+    /// Empty unless the proxy forwards bodies.
+    pub body: RequestBody<'a>,
 }
 
+/// A verdict and what led to it, for the response, logs and metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    Allow(Allow),
-    Deny(Denial),
+pub struct Decision {
+    pub verdict: Result<Allow, Denial>,
+    /// The rule that applied; `None` when the request was refused before a
+    /// rule could be chosen (a malformed path).
+    pub rule: Option<Arc<str>>,
+    /// The authenticated caller, when authentication happened and succeeded.
+    pub principal: Option<Principal>,
+    /// The `model` the body asked for, on routes that inspect it.
+    pub model: Option<String>,
+}
+
+impl Decision {
+    pub fn is_allowed(&self) -> bool {
+        self.verdict.is_ok()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {
-    /// `None`: the caller is anonymous (a public route, or auth not required).
-    pub principal: Option<Principal>,
     /// Whether the credential was consumed here and should be kept from the upstream.
     pub credential_used: bool,
     /// The rate limit that applied, for the `X-RateLimit-*` headers.
@@ -34,24 +60,35 @@ pub struct Allow {
 
 pub struct Authorizer {
     authn: Authenticator,
-    policy: Policy,
+    policy: ArcSwap<Policy>,
     limits: LimitPolicy,
+    groups: GroupCache,
     require_auth: bool,
 }
 
 impl Authorizer {
     pub fn new(authn: Authenticator, policy: Policy, limits: LimitPolicy, require_auth: bool) -> Self {
-        Authorizer { authn, policy, limits, require_auth }
+        let groups = limits.groups.clone();
+        Authorizer { authn, policy: ArcSwap::from_pointee(policy), limits, groups, require_auth }
+    }
+
+    /// Replaces the route table. Checks in flight finish with the table they
+    /// started with.
+    pub fn set_policy(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
     }
 
     pub async fn decide<'a, H>(&self, request: RequestView<'_>, headers: H, now: i64) -> Decision
     where
         H: IntoIterator<Item = (&'a str, &'a str)>,
     {
-        match self.try_decide(request, headers, now).await {
-            Ok(allow) => Decision::Allow(allow),
-            Err(denial) => Decision::Deny(denial),
-        }
+        let mut decision = Decision { verdict: Err(Denial::RouteDenied), rule: None, principal: None, model: None };
+        decision.verdict = self.evaluate(request, headers, now, &mut decision).await;
+        decision
     }
 
     pub fn authn(&self) -> &Authenticator {
@@ -67,21 +104,81 @@ impl Authorizer {
         self.authn.authenticate(credential, now).await
     }
 
-    async fn try_decide<'a, H>(&self, request: RequestView<'_>, headers: H, now: i64) -> Result<Allow, Denial>
+    async fn evaluate<'a, H>(
+        &self,
+        request: RequestView<'_>,
+        headers: H,
+        now: i64,
+        decision: &mut Decision,
+    ) -> Result<Allow, Denial>
     where
         H: IntoIterator<Item = (&'a str, &'a str)>,
     {
         let path = path::normalize(request.path).map_err(|_| Denial::InvalidRequest("ambiguous or malformed path"))?;
-        let (principal, credential_used) = if self.policy.is_public(&path) {
-            (None, false)
-        } else {
-            match credentials::extract(headers)? {
-                Some(credential) => (Some(self.authn.authenticate(credential, now).await?), true),
-                None if self.require_auth => return Err(Denial::MissingCredential),
-                None => (None, false),
+        let policy = self.policy.load();
+        let host = if policy.matches_hosts() { normalize_host(request.host) } else { String::new() };
+        let rule = policy.route(request.method, &host, &path);
+        decision.rule = Some(rule.name.clone());
+        match rule.access {
+            Access::Deny => return Err(Denial::RouteDenied),
+            Access::Public => {
+                request.body.check_size(policy.max_request_bytes)?;
+                let rate = self.limits.check(None, request.client_ip, rule).await?;
+                return Ok(Allow { credential_used: false, rate });
+            }
+            Access::Authenticated => {}
+        }
+        decision.principal = match credentials::extract(headers)? {
+            Some(credential) => Some(self.authn.authenticate(credential, now).await?),
+            None if self.require_auth => return Err(Denial::MissingCredential),
+            None => None,
+        };
+        let principal = decision.principal.as_ref();
+        if let Some(p) = principal {
+            rule.admits(p)?;
+        }
+        request.body.check_size(policy.max_request_bytes)?;
+        if let Some(limits) = rule.body {
+            let inspected = body::inspect(&request.body, limits)?;
+            decision.model = inspected.model;
+            if let Some(p) = principal {
+                if inspected.stream && !p.permissions.contains(Permission::UseStreaming) {
+                    return Err(Denial::MissingPermissions {
+                        missing: PermissionSet::from_iter([Permission::UseStreaming]),
+                    });
+                }
+                self.check_model(p, decision.model.as_deref()).await?;
+            }
+        }
+        let rate = self.limits.check(principal, request.client_ip, rule).await?;
+        Ok(Allow { credential_used: principal.is_some(), rate })
+    }
+
+    /// The model must be allowed by the API key's list and by the group's,
+    /// where they have one. The group is read through the cache; if it cannot
+    /// be read, the request is refused rather than let through unchecked.
+    async fn check_model(&self, principal: &Principal, model: Option<&str>) -> Result<(), Denial> {
+        let group = match self.groups.get(&principal.group).await {
+            Ok(group) => group,
+            Err(e) => {
+                tracing::warn!(error = %e, group = %principal.group, "cannot read the group's models");
+                return Err(Denial::BackendUnavailable);
             }
         };
-        let rate = self.limits.check(principal.as_ref(), request.client_ip, request.method, &path).await?;
-        Ok(Allow { principal, credential_used, rate })
+        let lists = principal.models.iter().chain(group.as_ref().and_then(|g| g.models.as_ref()));
+        for list in lists {
+            match model {
+                None => {
+                    return Err(Denial::InvalidBody(
+                        "`model` is required: this caller may use only some models".into(),
+                    ));
+                }
+                Some(m) if !list.allows(m) => {
+                    return Err(Denial::ModelNotAllowed { model: m.chars().take(100).collect() });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }

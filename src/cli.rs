@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::accounts::Accounts;
+use crate::accounts::{Accounts, KeyRequest, parse_models};
 use crate::domain::{DEFAULT_GROUP, Group, Role};
 use crate::secret::Secret;
 use crate::views::{CreatedKeyView, GroupView, KeyView, UserView};
@@ -60,6 +60,13 @@ pub struct CheckArgs {
     /// The client address Envoy would report.
     #[arg(long)]
     pub client_ip: Option<String>,
+    /// The Host (`:authority`) of the request.
+    #[arg(long, default_value = "")]
+    pub host: String,
+    /// The request body, as Envoy forwards it with `with_request_body`;
+    /// `@FILE` reads it from a file.
+    #[arg(long)]
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +116,10 @@ pub enum GroupsCommand {
         period_seconds: Option<i64>,
         #[arg(long)]
         burst: Option<i64>,
+        /// A model the group's members may call, or a `*` pattern (repeat);
+        /// default: any.
+        #[arg(long = "model")]
+        models: Vec<String>,
     },
     /// List groups.
     List,
@@ -128,6 +139,10 @@ pub enum KeysCommand {
         permissions: Vec<String>,
         #[arg(long)]
         expires_in_days: Option<u32>,
+        /// A model the key may call, or a `*` pattern (repeat); default: any
+        /// the owner's group allows.
+        #[arg(long = "model")]
+        models: Vec<String>,
     },
     /// List keys (never their secrets).
     List {
@@ -204,9 +219,10 @@ pub async fn run_users(accounts: Accounts, json: bool, cmd: UsersCommand) -> any
 
 pub async fn run_groups(accounts: Accounts, json: bool, cmd: GroupsCommand) -> anyhow::Result<()> {
     match cmd {
-        GroupsCommand::Create { name, requests, period_seconds, burst } => {
-            let group =
-                accounts.create_group(Group { name, requests_per_period: requests, period_seconds, burst }).await?;
+        GroupsCommand::Create { name, requests, period_seconds, burst, models } => {
+            let models = (!models.is_empty()).then(|| parse_models(&models)).transpose()?;
+            let group = Group { name, requests_per_period: requests, period_seconds, burst, models };
+            let group = accounts.create_group(group).await?;
             print(json, &GroupView::from(&group), || format!("created group {}", group.name))
         }
         GroupsCommand::List => {
@@ -229,10 +245,15 @@ pub async fn run_groups(accounts: Accounts, json: bool, cmd: GroupsCommand) -> a
 pub async fn run_keys(accounts: Accounts, json: bool, cmd: KeysCommand) -> anyhow::Result<()> {
     let now = now();
     match cmd {
-        KeysCommand::Create { user, name, permissions, expires_in_days } => {
+        KeysCommand::Create { user, name, permissions, expires_in_days, models } => {
             let owner = accounts.find_user(&user).await?;
-            let permissions = (!permissions.is_empty()).then_some(permissions.as_slice());
-            let (key, secret) = accounts.create_key(&owner, &name, permissions, expires_in_days, now).await?;
+            let request = KeyRequest {
+                name: &name,
+                permissions: (!permissions.is_empty()).then_some(permissions.as_slice()),
+                expires_in_days,
+                models: (!models.is_empty()).then_some(models.as_slice()),
+            };
+            let (key, secret) = accounts.create_key(&owner, request, now).await?;
             let view = CreatedKeyView { info: KeyView::new(&key, now), secret };
             print(json, &view, || {
                 format!(
@@ -301,10 +322,20 @@ pub async fn run_check(json: bool, args: CheckArgs) -> anyhow::Result<bool> {
         let (name, value) = h.split_once(':').ok_or_else(|| anyhow::anyhow!("header {h:?} is not 'name: value'"))?;
         headers.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
     }
+    let body = match args.body.as_deref() {
+        Some(b) => match b.strip_prefix('@') {
+            Some(file) => std::fs::read(file).map_err(|e| anyhow::anyhow!("--body {b}: {e}"))?,
+            None => b.as_bytes().to_vec(),
+        },
+        None => Vec::new(),
+    };
     let http = attribute_context::HttpRequest {
         method: args.method.to_uppercase(),
         path: args.path.clone(),
+        host: args.host.clone(),
         headers,
+        size: if args.body.is_some() { i64::try_from(body.len())? } else { -1 },
+        raw_body: body,
         ..Default::default()
     };
     let source = args.client_ip.map(|ip| attribute_context::Peer {

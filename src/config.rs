@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,8 +15,9 @@ use serde::Deserialize;
 use crate::authn::oidc::IssuerConfig;
 use crate::authn::throttle::ThrottleSettings;
 use crate::domain::{PermissionSet, Role, RolePermissions};
-use crate::policy::PathPattern;
-use crate::ratelimit::{Limit, RouteLimit, parse_limit};
+use crate::policy::spec::{PolicyDocument, PolicySettings};
+use crate::policy::{Access, PathPattern, Policy, PolicySpec, RouteSpec};
+use crate::ratelimit::{Limit, parse_limit};
 use crate::secret::Secret;
 use crate::store::cache::CacheSettings;
 
@@ -62,8 +63,16 @@ pub struct Config {
     pub default_limit: Option<Limit>,
     /// Per client address, for anonymous requests (public routes).
     pub anonymous_limit: Option<Limit>,
-    /// Tighter per-caller budgets for some routes.
-    pub route_limits: Vec<RouteLimit>,
+    /// The route table as configured (see [`Config::compile_policy`]).
+    pub policy: PolicySpec,
+    /// The config file this was loaded from.
+    pub config_file: Option<PathBuf>,
+    /// A separate file holding the route table.
+    pub policy_file: Option<PathBuf>,
+    /// Whether the config file itself has `[[routes]]`.
+    pub routes_in_config: bool,
+    /// How often the policy source is checked for changes (0: only on SIGHUP).
+    pub policy_reload_interval: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -148,7 +157,11 @@ impl Default for Config {
             redis_url: None,
             default_limit: None,
             anonymous_limit: Some(Limit { requests: 120, period: Duration::from_secs(60), burst: 120 }),
-            route_limits: Vec::new(),
+            policy: PolicySpec::default(),
+            config_file: None,
+            policy_file: None,
+            routes_in_config: false,
+            policy_reload_interval: Duration::from_secs(2),
         }
     }
 }
@@ -177,6 +190,7 @@ impl fmt::Debug for Config {
             .field("redis_url", &self.redis_url.as_ref().map(|u| redact_url(u.expose())))
             .field("default_limit", &self.default_limit)
             .field("anonymous_limit", &self.anonymous_limit)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -226,18 +240,8 @@ struct FileConfig {
     roles: Option<FileRoles>,
     #[serde(default)]
     oidc: Vec<FileOidc>,
-    #[serde(default)]
-    route_limits: Vec<FileRouteLimit>,
-}
-
-/// One `[[route_limits]]` table.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileRouteLimit {
-    path: String,
-    #[serde(default)]
-    methods: Vec<String>,
-    limit: String,
+    policy: Option<PolicySettings>,
+    routes: Option<Vec<RouteSpec>>,
 }
 
 /// One `[[oidc]]` table.
@@ -443,14 +447,67 @@ impl Config {
             config.apply_file(path)?;
         }
         config.apply_env(env)?;
+        config.apply_policy_file()?;
+        config.apply_env_policy(env)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// The route table from `GATEHOUSE_POLICY_FILE` / `[policy] file`.
+    fn apply_policy_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.policy_file else { return Ok(()) };
+        let file_error = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
+        if self.routes_in_config {
+            return Err(file_error("routes are defined both here and in the config file; keep one table".into()));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+        let doc: PolicyDocument = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+        if doc.policy.as_ref().is_some_and(|p| p.file.is_some()) {
+            return Err(file_error("policy.file is only allowed in the main configuration file".into()));
+        }
+        self.policy.apply(doc);
+        Ok(())
+    }
+
+    fn apply_env_policy(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(access) = parse_var::<String>(env, "GATEHOUSE_POLICY_DEFAULT")? {
+            self.policy.default = match access.as_str() {
+                "deny" => Access::Deny,
+                "authenticated" => Access::Authenticated,
+                "public" => Access::Public,
+                _ => {
+                    return Err(invalid("GATEHOUSE_POLICY_DEFAULT", &access, "expected deny, authenticated or public"));
+                }
+            };
+        }
+        set(&mut self.policy.max_request_bytes, parse_var(env, "GATEHOUSE_MAX_REQUEST_BYTES")?);
+        set(&mut self.policy.max_prompt_chars, parse_var(env, "GATEHOUSE_MAX_PROMPT_CHARS")?);
+        set(
+            &mut self.policy_reload_interval,
+            parse_var::<u64>(env, "GATEHOUSE_POLICY_RELOAD_SECONDS")?.map(Duration::from_secs),
+        );
+        Ok(())
+    }
+
+    /// The route table, with the public paths first.
+    pub fn compile_policy(&self) -> Result<Policy, ConfigError> {
+        let source = self.policy_file.as_ref().or(self.config_file.as_ref()).map(|p| p.display().to_string());
+        Policy::compile(&self.policy, &self.public_paths).map_err(|reason| match source {
+            Some(path) => ConfigError::File { path, reason },
+            None => invalid("policy", "", reason),
+        })
+    }
+
+    /// The file the route table is read from, if any: watched for changes.
+    pub fn policy_source(&self) -> Option<&Path> {
+        if self.policy_file.is_some() { self.policy_file.as_deref() } else { self.config_file.as_deref() }
     }
 
     fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
         let file_error = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        let file: FileConfig = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+        let mut file: FileConfig = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+        self.config_file = Some(path.to_owned());
         set(&mut self.grpc_addr, file.server.grpc_addr);
         set(&mut self.http_addr, file.server.http_addr);
         set(&mut self.shutdown_delay, file.server.shutdown_delay_seconds.map(Duration::from_secs));
@@ -470,14 +527,12 @@ impl Config {
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
         }
-        for (i, r) in file.route_limits.into_iter().enumerate() {
-            let name = format!("route_limits[{i}]");
-            self.route_limits.push(RouteLimit {
-                path: PathPattern::parse(&r.path).map_err(|e| invalid(&format!("{name}.path"), &r.path, e))?,
-                methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
-                limit: parse_limit(&r.limit).map_err(|e| invalid(&format!("{name}.limit"), &r.limit, e))?,
-            });
+        if let Some(file) = file.policy.as_mut().and_then(|p| p.file.take()) {
+            // Relative to the config file, like any path a config file names.
+            self.policy_file = Some(path.parent().map_or(file.clone(), |dir| dir.join(&file)));
         }
+        self.routes_in_config = file.routes.is_some();
+        self.policy.apply(PolicyDocument { policy: file.policy, routes: file.routes });
         for (i, o) in file.oidc.into_iter().enumerate() {
             self.oidc.push(file_issuer(i, o)?);
         }
@@ -539,6 +594,7 @@ impl Config {
         );
         set(&mut self.require_auth, parse_var::<Flag>(env, "REQUIRE_AUTH")?.map(|f| f.0));
         set(&mut self.strip_credentials, parse_var::<Flag>(env, "GATEHOUSE_STRIP_CREDENTIALS")?.map(|f| f.0));
+        set(&mut self.policy_file, parse_var::<PathBuf>(env, "GATEHOUSE_POLICY_FILE")?.map(Some));
         if let Some(list) = parse_var::<String>(env, "GATEHOUSE_PUBLIC_PATHS")? {
             let items: Vec<String> = list.split(',').map(str::to_owned).collect();
             self.public_paths = parse_patterns("GATEHOUSE_PUBLIC_PATHS", &items)?;
@@ -685,6 +741,7 @@ impl Config {
         if self.revocation_poll_interval.is_zero() {
             return Err(invalid("GATEHOUSE_REVOCATION_POLL_SECONDS", "0", "must be at least 1"));
         }
+        self.compile_policy()?;
         Ok(())
     }
 
@@ -749,7 +806,8 @@ mod tests {
         .unwrap();
         assert!(!c.require_auth);
         assert_eq!(c.grpc_addr.port(), 7000);
-        assert_eq!(c.public_paths, vec![PathPattern::Exact("/x".into()), PathPattern::Prefix("/docs".into())]);
+        let shown: Vec<&str> = c.public_paths.iter().map(PathPattern::as_str).collect();
+        assert_eq!(shown, ["/x", "/docs/*"]);
     }
 
     #[test]

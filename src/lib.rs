@@ -22,6 +22,7 @@ pub mod grpc;
 pub mod http;
 pub mod policy;
 pub mod ratelimit;
+pub mod reload;
 pub mod secret;
 pub mod store;
 pub mod telemetry;

@@ -52,6 +52,8 @@ pub struct GroupView {
     pub requests_per_period: Option<i64>,
     pub period_seconds: Option<i64>,
     pub burst: Option<i64>,
+    /// `null`: any model.
+    pub allowed_models: Option<Vec<String>>,
 }
 
 impl From<&Group> for GroupView {
@@ -61,6 +63,7 @@ impl From<&Group> for GroupView {
             requests_per_period: g.requests_per_period,
             period_seconds: g.period_seconds,
             burst: g.burst,
+            allowed_models: g.models.as_ref().map(|m| m.names().to_vec()),
         }
     }
 }
@@ -83,6 +86,8 @@ pub struct KeyView {
     pub status: &'static str,
     /// `REQUESTS/SECONDS/BURST` replacing the owner's limit, if any.
     pub rate_limit: Option<String>,
+    /// `null`: any model the owner's group allows.
+    pub allowed_models: Option<Vec<String>>,
 }
 
 impl KeyView {
@@ -107,6 +112,7 @@ impl KeyView {
             last_used_at: opt_timestamp(k.last_used_at),
             status,
             rate_limit: k.rate_limit.map(|l| l.to_string()),
+            allowed_models: k.models.as_ref().map(|m| m.names().to_vec()),
         }
     }
 }

@@ -40,6 +40,7 @@ async fn admin_manages_keys_that_check_honours(b: Backend) {
                 name: "batch".into(),
                 permissions: vec!["read_models".into()],
                 expires_in_days: Some(7),
+                allowed_models: vec!["gpt-4o*".into()],
             },
             &admin_key,
         ))
@@ -50,6 +51,7 @@ async fn admin_manages_keys_that_check_honours(b: Backend) {
     assert_eq!(key.user_id, viewer.id);
     assert_eq!(key.permissions, vec!["read_models"]);
     assert!(!key.inherits_permissions);
+    assert_eq!(key.allowed_models, vec!["gpt-4o*"]);
     assert!(key.expires_at.unwrap() > common::now() + 6 * 86_400);
     let check = s.check("GET", "/v1/models", &[("x-api-key", &created.secret)]).await;
     assert_eq!(check.upstream_headers()["x-auth-user-id"], viewer.id);
@@ -101,6 +103,7 @@ async fn bad_requests_get_precise_codes(b: Backend) {
         name: name.into(),
         permissions: permissions.iter().map(|p| p.to_string()).collect(),
         expires_in_days: None,
+        allowed_models: vec![],
     };
     let cases = [
         (create("v@example.com", "", &[]), Code::InvalidArgument),

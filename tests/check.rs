@@ -30,7 +30,7 @@ backend_tests! {
 async fn allows_a_key_in_x_api_key_and_injects_identity(b: Backend) {
     let s = TestServer::start(b).await;
     let (user, key) = s.user_with_key("alice@example.com", Role::Operator, None).await;
-    let c = s.check("POST", "/v1/chat/completions", &[("x-api-key", &key)]).await;
+    let c = s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &key)], common::CHAT).await;
     assert!(c.allowed(), "{c:?}");
     let h = c.upstream_headers();
     assert_eq!(h["x-auth-user-id"], user.id);
@@ -164,6 +164,7 @@ async fn expired_key_is_401(b: Backend) {
         secret_hash: generated.secret_hash,
         permissions: None,
         expires_at: Some(now() - 1),
+        models: None,
     };
     s.store.create_api_key(&new).await.unwrap();
     let c = s.check("GET", "/v1/models", &[("x-api-key", generated.key.expose())]).await;
@@ -236,9 +237,15 @@ async fn public_paths_need_no_credential_and_cannot_be_tricked(b: Backend) {
         assert!(!c.upstream_headers().contains_key("x-auth-user-id"));
         assert_eq!(c.removed(), vec!["x-auth-user-id"]);
     }
-    for path in ["/healthz/../v1/chat/completions", "/healthz/x", "/auth/login/../../v1/models", "/healthzz"] {
+    // Paths that only look like public ones reach the rule they really name.
+    for path in ["/healthz/../v1/chat/completions", "/auth/login/../../v1/models", "/auth/login/..;/../v1/models"] {
         let c = s.check("POST", path, &[]).await;
         c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
+    }
+    for path in ["/healthz/x", "/healthzz", "/healthz;/../nothing"] {
+        let c = s.check("POST", path, &[]).await;
+        c.assert_denied(403, Code::PermissionDenied, "PERMISSION_DENIED");
+        assert_eq!(c.metadata("reason").as_deref(), Some("route_denied"), "{path}");
     }
     for path in ["/healthz%2f..%2fv1", "/%2e%2e/v1/models", "/v1\\models", "/v1/%00"] {
         let c = s.check("POST", path, &[]).await;

@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{Backend, Envoy, TestServer, spawn_echo};
 use gatehouse::domain::Role;
 use serde_json::Value;
@@ -84,15 +82,8 @@ async fn envoy_forwards_identity_and_relays_denials() {
     assert_eq!(r.status(), 401);
 
     // The access log carries the decision context from dynamic metadata.
-    let mut log = String::new();
-    for _ in 0..50 {
-        log = envoy.access_log();
-        if log.contains("reason=revoked") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(log.contains(&format!("decision=allow reason=- user={}", user.id)), "{log}");
+    let log = envoy.access_log_with("reason=revoked").await;
+    assert!(log.contains(&format!("decision=allow reason=- route=chat model=m user={}", user.id)), "{log}");
     assert!(log.contains("method=api_key"), "{log}");
     assert!(log.contains("decision=deny reason=missing_credential"), "{log}");
     assert!(!log.contains(&key[20..]), "the access log must not contain the key");
@@ -161,7 +152,13 @@ async fn envoy_shows_rate_limit_headers_and_429() {
     let s = TestServer::start(Backend::Sqlite).await;
     let upstream = spawn_echo().await;
     let envoy = Envoy::start(&s, upstream).await;
-    let group = Group { name: "trial".into(), requests_per_period: Some(2), period_seconds: Some(60), burst: None };
+    let group = Group {
+        name: "trial".into(),
+        requests_per_period: Some(2),
+        period_seconds: Some(60),
+        burst: None,
+        models: None,
+    };
     s.accounts.create_group(group).await.unwrap();
     let user = s.accounts.create_user("trial@example.com", None, Role::Viewer, "trial").await.unwrap();
     let key = s.key_for(&user, None).await;
@@ -179,6 +176,65 @@ async fn envoy_shows_rate_limit_headers_and_429() {
     assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    drop(envoy);
+    s.finish().await;
+}
+
+/// Route rules that read the body: Envoy forwards it (`with_request_body`),
+/// and a refusal based on it reaches the client with its status and JSON body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_relays_body_based_denials() {
+    use gatehouse::domain::{Group, ModelList};
+    let s = TestServer::start(Backend::Sqlite).await;
+    let models = Some(ModelList::new(["llama-*"]).unwrap());
+    let group = Group { name: "llama".into(), requests_per_period: None, period_seconds: None, burst: None, models };
+    s.accounts.create_group(group).await.unwrap();
+    let user = s.accounts.create_user("l@example.com", None, Role::Viewer, "llama").await.unwrap();
+    let key = s.key_for(&user, None).await;
+    let no_stream = s.key_for(&user, Some(&["run_inference"])).await;
+    let upstream = spawn_echo().await;
+    let envoy = Envoy::start(&s, upstream).await;
+    let http = reqwest::Client::new();
+    let chat = |key: &str, body: String| {
+        http.post(envoy.url("/v1/chat/completions"))
+            .header("x-api-key", key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+
+    let allowed = r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"hi"}]}"#.to_owned();
+    let r = chat(&key, allowed.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["body"], allowed.as_str(), "the body reaches the upstream intact");
+
+    for (key, body, status, code, param) in [
+        (&key, r#"{"model":"gpt-4o","messages":[]}"#.to_owned(), 403, "PERMISSION_DENIED", "model"),
+        (&no_stream, r#"{"model":"llama-3","stream":true,"messages":[]}"#.to_owned(), 403, "PERMISSION_DENIED", ""),
+        (&key, r#"{"model":"llama-3","messages":[{"content":"#.to_owned(), 400, "VALIDATION_ERROR", ""),
+        (
+            &key,
+            format!(r#"{{"model":"llama-3","prompt":"{}"}}"#, "x".repeat(10_001)),
+            400,
+            "VALIDATION_ERROR",
+            "messages",
+        ),
+    ] {
+        let r = chat(key, body.clone()).await.unwrap();
+        assert_eq!(r.status(), status, "{body:.80}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert_eq!(v["error"]["param"].as_str().unwrap_or(""), param, "{v}");
+    }
+
+    // Larger than Envoy's max_request_bytes: Envoy refuses it before asking.
+    let huge = format!(r#"{{"model":"llama-3","prompt":"{}"}}"#, "x".repeat(10 * 1024 * 1024));
+    assert_eq!(chat(&key, huge).await.unwrap().status(), 413);
+
+    let log = envoy.access_log_with("reason=prompt_too_long").await;
+    assert!(log.contains("decision=deny reason=model_not_allowed route=chat model=gpt-4o"), "{log}");
+    assert!(log.contains("reason=missing_permission route=chat model=llama-3"), "{log}");
     drop(envoy);
     s.finish().await;
 }

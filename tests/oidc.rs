@@ -134,7 +134,13 @@ async fn gatehouse(provider: &Provider, b: Backend) -> TestServer {
     let config = issuer_config(&provider.issuer());
     let s = TestServer::start_with(b, |c| c.oidc = vec![config]).await;
     s.accounts
-        .create_group(Group { name: "research".into(), requests_per_period: None, period_seconds: None, burst: None })
+        .create_group(Group {
+            name: "research".into(),
+            requests_per_period: None,
+            period_seconds: None,
+            burst: None,
+            models: None,
+        })
         .await
         .unwrap();
     s
@@ -181,7 +187,7 @@ async fn provider_tokens_pass_check_and_provision_users(b: Backend) {
     for r in racing {
         assert!(common::Check(r.await.unwrap()).allowed());
     }
-    let c = s.check("POST", "/v1/chat/completions", &[("authorization", &bearer(&token))]).await;
+    let c = s.check_body("POST", "/v1/chat/completions", &[("authorization", &bearer(&token))], common::CHAT).await;
     assert!(c.allowed(), "{c:?}");
     let h = c.upstream_headers();
     assert_eq!(h["x-auth-method"], "oidc");

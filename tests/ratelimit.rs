@@ -22,7 +22,13 @@ backend_tests! {
 }
 
 async fn limited_group(s: &TestServer, name: &str, requests: i64) {
-    let group = Group { name: name.into(), requests_per_period: Some(requests), period_seconds: Some(60), burst: None };
+    let group = Group {
+        name: name.into(),
+        requests_per_period: Some(requests),
+        period_seconds: Some(60),
+        burst: None,
+        models: None,
+    };
     s.accounts.create_group(group).await.unwrap();
 }
 
@@ -82,7 +88,13 @@ async fn group_limit_allows_exactly_n_then_429(b: Backend) {
     // Another user in the same group has their own budget.
     assert!(s.check("GET", "/v1/models", &[("x-api-key", &other)]).await.allowed());
     // An admin raises the limit: it applies at once, without a restart.
-    let raised = Group { name: "tight".into(), requests_per_period: Some(100), period_seconds: Some(60), burst: None };
+    let raised = Group {
+        name: "tight".into(),
+        requests_per_period: Some(100),
+        period_seconds: Some(60),
+        burst: None,
+        models: None,
+    };
     s.accounts.update_group(raised).await.unwrap();
     let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
     assert!(c.allowed(), "{c:?}");
@@ -233,12 +245,10 @@ async fn redis_going_away_falls_back_and_recovers() {
 
 async fn user_and_key_overrides_and_route_limits(b: Backend) {
     use gatehouse::domain::UserUpdate;
-    let chat = gatehouse::ratelimit::RouteLimit {
-        path: gatehouse::policy::PathPattern::parse("/v1/chat/completions").unwrap(),
-        methods: vec!["POST".into()],
-        limit: Limit { requests: 1, period: Duration::from_secs(60), burst: 1 },
-    };
-    let s = TestServer::start_with(b, |c| c.route_limits = vec![chat]).await;
+    // The shipped table, with one chat completion per minute per caller.
+    let mut policy = gatehouse::policy::PolicySpec::default();
+    policy.routes.iter_mut().find(|r| r.name.as_deref() == Some("chat")).unwrap().limit = Some("1/60".into());
+    let s = TestServer::start_with(b, |c| c.policy = policy).await;
     limited_group(&s, "roomy", 100).await;
     let (user, k1) = member(&s, "o@example.com", "roomy").await;
     let k2 = s.key_for(&user, None).await;
@@ -280,15 +290,13 @@ async fn user_and_key_overrides_and_route_limits(b: Backend) {
     assert_eq!(rate_headers(&c)["x-ratelimit-limit"], "100");
 
     // The route's own budget: one chat completion per minute, on top of the rest.
-    let c = s.check("POST", "/v1/chat/completions", &[("x-api-key", &k1)]).await;
-    assert!(c.allowed());
+    let chat = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let c = s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &k1)], chat).await;
+    assert!(c.allowed(), "{c:?}");
     assert_eq!(rate_headers(&c)["x-ratelimit-remaining"], "0", "the tighter budget is reported");
-    let c = s.check("POST", "/v1/chat/completions", &[("x-api-key", &k2)]).await;
+    let c = s.check_body("POST", "/v1/completions", &[("x-api-key", &k2)], chat).await;
     c.assert_denied(429, Code::ResourceExhausted, "RATE_LIMITED");
-    assert!(
-        s.check("GET", "/v1/chat/completions", &[("x-api-key", &k1)]).await.allowed(),
-        "other methods are not limited"
-    );
+    assert_eq!(c.metadata("route").as_deref(), Some("chat"), "one budget per rule, whatever its path");
     assert!(s.check("GET", "/v1/models", &[("x-api-key", &k1)]).await.allowed());
     s.finish().await;
 }

@@ -122,7 +122,9 @@ async fn register_login_me_and_check(b: Backend) {
     assert_eq!(me.body["auth_method"], "jwt");
     assert!(me.body["permissions"].as_array().unwrap().contains(&json!("run_inference")));
 
-    let c = s.check("POST", "/v1/chat/completions", &[("authorization", &format!("Bearer {token}"))]).await;
+    let c = s
+        .check_body("POST", "/v1/chat/completions", &[("authorization", &format!("Bearer {token}"))], common::CHAT)
+        .await;
     assert!(c.allowed(), "{c:?}");
     assert_eq!(c.upstream_headers()["x-auth-method"], "jwt");
     assert_eq!(c.upstream_headers()["x-auth-user-id"], me.body["id"].as_str().unwrap());

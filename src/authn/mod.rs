@@ -125,6 +125,7 @@ impl Authenticator {
                 .key_rate_limit
                 .map(|limit| Override { limit, per_key: true })
                 .or(grant.user_rate_limit.map(|limit| Override { limit, per_key: false })),
+            models: grant.key_models.clone(),
         })
     }
 
@@ -200,6 +201,7 @@ impl Authenticator {
             permissions: self.roles.of(user.role),
             session,
             rate_limit: user.rate_limit.map(|limit| Override { limit, per_key: false }),
+            models: None,
         })
     }
 

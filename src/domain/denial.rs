@@ -12,6 +12,8 @@ pub enum ErrorKind {
     Unauthenticated,
     /// 403 `PERMISSION_DENIED` / `permission_error`
     Forbidden,
+    /// 413 `PAYLOAD_TOO_LARGE` / `invalid_request_error`
+    TooLarge,
     /// 429 `RATE_LIMITED` / `rate_limit_error`
     RateLimited,
     /// 503 `AUTH_BACKEND_UNAVAILABLE` / `api_error`
@@ -24,6 +26,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => 400,
             ErrorKind::Unauthenticated => 401,
             ErrorKind::Forbidden => 403,
+            ErrorKind::TooLarge => 413,
             ErrorKind::RateLimited => 429,
             ErrorKind::Unavailable => 503,
         }
@@ -34,6 +37,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "VALIDATION_ERROR",
             ErrorKind::Unauthenticated => "AUTHENTICATION_FAILED",
             ErrorKind::Forbidden => "PERMISSION_DENIED",
+            ErrorKind::TooLarge => "PAYLOAD_TOO_LARGE",
             ErrorKind::RateLimited => "RATE_LIMITED",
             ErrorKind::Unavailable => "AUTH_BACKEND_UNAVAILABLE",
         }
@@ -42,7 +46,7 @@ impl ErrorKind {
     /// The OpenAI error `type`, so OpenAI SDKs raise the right exception.
     pub const fn error_type(self) -> &'static str {
         match self {
-            ErrorKind::InvalidRequest => "invalid_request_error",
+            ErrorKind::InvalidRequest | ErrorKind::TooLarge => "invalid_request_error",
             ErrorKind::Unauthenticated => "authentication_error",
             ErrorKind::Forbidden => "permission_error",
             ErrorKind::RateLimited => "rate_limit_error",
@@ -77,6 +81,19 @@ pub enum Denial {
     InvalidRequest(&'static str),
     #[error("missing permission: {}", .missing)]
     MissingPermissions { missing: PermissionSet },
+    /// No rule allows this request (the route table's default, or a `deny` rule).
+    #[error("this route is not allowed")]
+    RouteDenied,
+    #[error("this route requires the role {}", .roles.join(" or "))]
+    RoleRequired { roles: Vec<&'static str> },
+    #[error("model '{model}' is not allowed for this caller")]
+    ModelNotAllowed { model: String },
+    #[error("request body exceeds {max_bytes} bytes")]
+    BodyTooLarge { max_bytes: usize },
+    #[error("prompt is {chars} characters; the maximum is {max_chars}")]
+    PromptTooLong { chars: usize, max_chars: usize },
+    #[error("invalid request body: {0}")]
+    InvalidBody(String),
     #[error("authentication backend unavailable, try again later")]
     BackendUnavailable,
     /// Over the caller's rate limit: numbers for the `X-RateLimit-*` and
@@ -95,8 +112,15 @@ impl Denial {
             | Denial::Expired
             | Denial::Revoked
             | Denial::AccountDisabled => ErrorKind::Unauthenticated,
-            Denial::ConflictingCredentials | Denial::InvalidRequest(_) => ErrorKind::InvalidRequest,
-            Denial::MissingPermissions { .. } => ErrorKind::Forbidden,
+            Denial::ConflictingCredentials
+            | Denial::InvalidRequest(_)
+            | Denial::InvalidBody(_)
+            | Denial::PromptTooLong { .. } => ErrorKind::InvalidRequest,
+            Denial::MissingPermissions { .. }
+            | Denial::RouteDenied
+            | Denial::RoleRequired { .. }
+            | Denial::ModelNotAllowed { .. } => ErrorKind::Forbidden,
+            Denial::BodyTooLarge { .. } => ErrorKind::TooLarge,
             Denial::BackendUnavailable => ErrorKind::Unavailable,
             Denial::RateLimited { .. } => ErrorKind::RateLimited,
         }
@@ -115,6 +139,12 @@ impl Denial {
             Denial::ConflictingCredentials => "conflicting_credentials",
             Denial::InvalidRequest(_) => "invalid_request",
             Denial::MissingPermissions { .. } => "missing_permission",
+            Denial::RouteDenied => "route_denied",
+            Denial::RoleRequired { .. } => "role_required",
+            Denial::ModelNotAllowed { .. } => "model_not_allowed",
+            Denial::BodyTooLarge { .. } => "body_too_large",
+            Denial::PromptTooLong { .. } => "prompt_too_long",
+            Denial::InvalidBody(_) => "invalid_body",
             Denial::BackendUnavailable => "backend_unavailable",
             Denial::RateLimited { .. } => "rate_limited",
         }
@@ -122,6 +152,15 @@ impl Denial {
 
     pub fn message(&self) -> String {
         self.to_string()
+    }
+
+    /// The request field at fault, for OpenAI's `param`.
+    pub const fn param(&self) -> Option<&'static str> {
+        match self {
+            Denial::ModelNotAllowed { .. } => Some("model"),
+            Denial::PromptTooLong { .. } => Some("messages"),
+            _ => None,
+        }
     }
 
     /// The `WWW-Authenticate` challenge (RFC 6750 section 3) for 401s.
@@ -138,19 +177,23 @@ impl Denial {
 
     /// The JSON error body shared by the REST API and Check denials.
     pub fn body(&self) -> String {
-        error_body(self.kind(), &self.message(), serde_json::Value::Null)
+        error_body_with_param(self.kind(), &self.message(), self.param(), serde_json::Value::Null)
     }
 }
 
 /// `{"error":{"code","message","type","param","details"}}`: the seed's shape with
 /// OpenAI's `type` and `param`, so both kinds of client understand it.
 pub fn error_body(kind: ErrorKind, message: &str, details: serde_json::Value) -> String {
+    error_body_with_param(kind, message, None, details)
+}
+
+fn error_body_with_param(kind: ErrorKind, message: &str, param: Option<&str>, details: serde_json::Value) -> String {
     serde_json::json!({
         "error": {
             "code": kind.code(),
             "message": message,
             "type": kind.error_type(),
-            "param": null,
+            "param": param,
             "details": details,
         }
     })

@@ -2,13 +2,15 @@
 //! here knows about gRPC, HTTP or SQL.
 
 pub mod denial;
+pub mod models;
 pub mod permission;
 pub mod principal;
 pub mod role;
 pub mod user;
 
 pub use denial::{Denial, ErrorKind};
+pub use models::{InvalidModelList, ModelList};
 pub use permission::{Permission, PermissionSet, UnknownPermission};
 pub use principal::{AuthMethod, Principal, Session};
 pub use role::{Role, RolePermissions, UnknownRole};
-pub use user::{ApiKey, DEFAULT_GROUP, Group, KeyGrant, NewApiKey, NewUser, User, UserUpdate};
+pub use user::{ApiKey, DEFAULT_GROUP, Group, KeyGrant, KeyUpdate, NewApiKey, NewUser, User, UserUpdate};

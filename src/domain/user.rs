@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::models::ModelList;
 use super::permission::PermissionSet;
 use super::role::Role;
 use crate::ratelimit::Limit;
@@ -50,6 +51,8 @@ pub struct Group {
     pub requests_per_period: Option<i64>,
     pub period_seconds: Option<i64>,
     pub burst: Option<i64>,
+    /// Models the group's members may call; `None`: any.
+    pub models: Option<ModelList>,
 }
 
 /// An API key as listed to its owner: everything but the secret.
@@ -66,6 +69,8 @@ pub struct ApiKey {
     pub last_used_at: Option<i64>,
     /// Replaces the owner's limit for requests made with this key.
     pub rate_limit: Option<Limit>,
+    /// Models this key may call, within its owner's group's; `None`: any.
+    pub models: Option<ModelList>,
 }
 
 /// A key to store. The secret itself never reaches the store, only its hash.
@@ -77,6 +82,14 @@ pub struct NewApiKey {
     pub secret_hash: [u8; 32],
     pub permissions: Option<PermissionSet>,
     pub expires_at: Option<i64>,
+    pub models: Option<ModelList>,
+}
+
+/// Changes to a key; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Clone, Debug, Default)]
+pub struct KeyUpdate {
+    pub rate_limit: Option<Option<Limit>>,
+    pub models: Option<Option<ModelList>>,
 }
 
 /// What Check needs to authenticate a key: the key joined with its owner.
@@ -94,4 +107,5 @@ pub struct KeyGrant {
     pub user_disabled: bool,
     pub key_rate_limit: Option<Limit>,
     pub user_rate_limit: Option<Limit>,
+    pub key_models: Option<ModelList>,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::accounts::{AccountError, Accounts};
+use crate::accounts::{AccountError, Accounts, KeyRequest, key_models};
 use crate::authz::Authorizer;
 use crate::domain::{ApiKey, Denial, ErrorKind, Permission, Principal};
 
@@ -51,7 +51,7 @@ fn now() -> i64 {
 fn denial_status(d: &Denial) -> Status {
     let message = d.message();
     match d.kind() {
-        ErrorKind::InvalidRequest => Status::invalid_argument(message),
+        ErrorKind::InvalidRequest | ErrorKind::TooLarge => Status::invalid_argument(message),
         ErrorKind::Unauthenticated => Status::unauthenticated(message),
         ErrorKind::Forbidden => Status::permission_denied(message),
         ErrorKind::RateLimited => Status::resource_exhausted(message),
@@ -85,6 +85,7 @@ fn key_message(k: &ApiKey) -> pb::ApiKey {
         revoked_at: k.revoked_at,
         created_at: k.created_at,
         last_used_at: k.last_used_at,
+        allowed_models: k.models.as_ref().map(|m| m.names().to_vec()).unwrap_or_default(),
     }
 }
 
@@ -99,11 +100,11 @@ impl KeyAdmin for AdminService {
         let req = request.into_inner();
         let owner = self.accounts.find_user(&req.user).await.map_err(account_status)?;
         let permissions = (!req.permissions.is_empty()).then_some(req.permissions.as_slice());
-        let (key, secret) = self
-            .accounts
-            .create_key(&owner, &req.name, permissions, req.expires_in_days, now)
-            .await
-            .map_err(account_status)?;
+        let requested = (!req.allowed_models.is_empty()).then(|| req.allowed_models.clone());
+        let models = key_models(&caller, requested).map_err(account_status)?;
+        let models = models.as_deref();
+        let request = KeyRequest { name: &req.name, permissions, expires_in_days: req.expires_in_days, models };
+        let (key, secret) = self.accounts.create_key(&owner, request, now).await.map_err(account_status)?;
         tracing::info!(actor = %caller.user_id, key_id = %key.id, owner = %owner.id, "API key created over gRPC");
         Ok(Response::new(pb::CreateKeyResponse { key: Some(key_message(&key)), secret: secret.expose().to_owned() }))
     }

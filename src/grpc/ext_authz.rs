@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status};
 
 use crate::authz::{Allow, Authorizer, Decision, RequestView};
 use crate::domain::{Denial, ErrorKind, Principal};
+use crate::policy::body::RequestBody;
 use crate::ratelimit::{Outcome, ceil_secs};
 
 /// Headers Gatehouse sets for the upstream. Any client-sent header in the
@@ -45,18 +46,31 @@ impl ExtAuthz {
         };
         let started = std::time::Instant::now();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        let view = RequestView { method: &http.method, path: &http.path, client_ip: client_ip(request) };
+        let view = RequestView {
+            method: &http.method,
+            host: &http.host,
+            path: &http.path,
+            client_ip: client_ip(request),
+            body: request_body(http),
+        };
         let decision = self.authorizer.decide(view, headers(http), now).await;
         log_decision(http, &decision);
         record(&decision, started);
-        match decision {
-            Decision::Allow(allow) => self.allow(http, &allow),
-            Decision::Deny(denial) => deny(&denial),
+        let metadata = decision_metadata(&decision);
+        match &decision.verdict {
+            Ok(allow) => self.allow(http, allow, decision.principal.as_ref(), metadata),
+            Err(denial) => deny_with(denial, metadata),
         }
     }
 
-    fn allow(&self, http: &HttpRequest, allow: &Allow) -> CheckResponse {
-        let identity = identity_headers(allow.principal.as_ref());
+    fn allow(
+        &self,
+        http: &HttpRequest,
+        allow: &Allow,
+        principal: Option<&Principal>,
+        metadata: Struct,
+    ) -> CheckResponse {
+        let identity = identity_headers(principal);
         let strip_credential = allow.credential_used && self.strip_credentials;
         // Client-sent identity headers not overwritten below, and the credential.
         let remove: Vec<String> = headers(http)
@@ -79,7 +93,7 @@ impl ExtAuthz {
         };
         CheckResponse {
             status: Some(rpc::Status { code: tonic::Code::Ok as i32, ..Default::default() }),
-            dynamic_metadata: Some(allow_metadata(allow.principal.as_ref())),
+            dynamic_metadata: Some(metadata),
             http_response: Some(HttpResponse::OkResponse(ok)),
         }
     }
@@ -138,8 +152,33 @@ fn header(key: &str, value: String, action: HeaderAppendAction) -> HeaderValueOp
     }
 }
 
+/// Set by Envoy on the Check request when it forwarded only part of the body.
+const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
+
+/// The body and what the request says about it.
+fn request_body(http: &HttpRequest) -> RequestBody<'_> {
+    let partial = header_value(http, PARTIAL_BODY_HEADER);
+    let content_length = header_value(http, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
+    RequestBody {
+        bytes: if http.raw_body.is_empty() { http.body.as_bytes() } else { &http.raw_body },
+        declared_size: u64::try_from(http.size).ok().max(content_length),
+        content_type: header_value(http, "content-type"),
+        forwarded: partial.is_some(),
+        truncated: partial.is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        chunked: header_value(http, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")),
+    }
+}
+
+fn header_value<'a>(http: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    headers(http).find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+}
+
 /// The refusal Envoy sends to the client: status, JSON body, challenge.
 pub fn deny(denial: &Denial) -> CheckResponse {
+    deny_with(denial, metadata(&[("decision", "deny"), ("reason", denial.reason())]))
+}
+
+fn deny_with(denial: &Denial, metadata: Struct) -> CheckResponse {
     let kind = denial.kind();
     let mut headers = vec![
         header("content-type", "application/json".to_owned(), HeaderAppendAction::OverwriteIfExistsOrAdd),
@@ -166,7 +205,7 @@ pub fn deny(denial: &Denial) -> CheckResponse {
             message: denial.reason().to_owned(),
             details: vec![],
         }),
-        dynamic_metadata: Some(metadata(&[("decision", "deny"), ("reason", denial.reason())])),
+        dynamic_metadata: Some(metadata),
         http_response: Some(HttpResponse::DeniedResponse(denied)),
     }
 }
@@ -198,7 +237,7 @@ fn client_ip(request: &CheckRequest) -> Option<&str> {
 
 fn grpc_code(kind: ErrorKind) -> tonic::Code {
     match kind {
-        ErrorKind::InvalidRequest => tonic::Code::InvalidArgument,
+        ErrorKind::InvalidRequest | ErrorKind::TooLarge => tonic::Code::InvalidArgument,
         ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorKind::Forbidden => tonic::Code::PermissionDenied,
         ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
@@ -207,19 +246,31 @@ fn grpc_code(kind: ErrorKind) -> tonic::Code {
 }
 
 /// Dynamic metadata (namespace `envoy.filters.http.ext_authz` in Envoy), for
-/// access logs and later filters.
-fn allow_metadata(principal: Option<&Principal>) -> Struct {
-    match principal {
-        None => metadata(&[("decision", "allow"), ("method", "anonymous")]),
-        Some(p) => metadata(&[
-            ("decision", "allow"),
-            ("method", p.method.as_str()),
-            ("user_id", &p.user_id),
-            ("role", p.role.as_str()),
-            ("group", &p.group),
-            ("key_id", p.key_id.as_deref().unwrap_or("")),
-        ]),
-    }
+/// access logs and later filters (Envoy's rate limit filter can key on it):
+/// the decision, the deny reason, the route rule, who called and how, and the
+/// model asked for. Empty values are left out.
+fn decision_metadata(decision: &Decision) -> Struct {
+    let p = decision.principal.as_ref();
+    let (verdict, reason) = match &decision.verdict {
+        Ok(_) => ("allow", ""),
+        Err(d) => ("deny", d.reason()),
+    };
+    let method = match (p, &decision.verdict) {
+        (Some(p), _) => p.method.as_str(),
+        (None, Ok(_)) => "anonymous",
+        (None, Err(_)) => "",
+    };
+    metadata(&[
+        ("decision", verdict),
+        ("reason", reason),
+        ("route", decision.rule.as_deref().unwrap_or("")),
+        ("method", method),
+        ("user_id", p.map_or("", |p| &p.user_id)),
+        ("role", p.map_or("", |p| p.role.as_str())),
+        ("group", p.map_or("", |p| &p.group)),
+        ("key_id", p.and_then(|p| p.key_id.as_deref()).unwrap_or("")),
+        ("model", decision.model.as_deref().unwrap_or("")),
+    ])
 }
 
 fn metadata(fields: &[(&str, &str)]) -> Struct {
@@ -233,9 +284,9 @@ fn metadata(fields: &[(&str, &str)]) -> Struct {
 }
 
 fn record(decision: &Decision, started: std::time::Instant) {
-    let (outcome, reason, method) = match decision {
-        Decision::Allow(a) => ("allow", "", a.principal.as_ref().map_or("anonymous", |p| p.method.as_str())),
-        Decision::Deny(d) => ("deny", d.reason(), ""),
+    let (outcome, reason, method) = match &decision.verdict {
+        Ok(_) => ("allow", "", decision.principal.as_ref().map_or("anonymous", |p| p.method.as_str())),
+        Err(d) => ("deny", d.reason(), ""),
     };
     metrics::counter!("gatehouse_check_decisions_total", "decision" => outcome, "reason" => reason, "method" => method)
         .increment(1);
@@ -245,17 +296,20 @@ fn record(decision: &Decision, started: std::time::Instant) {
 fn log_decision(http: &HttpRequest, decision: &Decision) {
     // The path is logged without its query string, which may carry secrets.
     let path = http.path.split('?').next().unwrap_or("");
-    match decision {
-        Decision::Allow(a) => tracing::debug!(
+    let rule = decision.rule.as_deref();
+    let user_id = decision.principal.as_ref().map(|p| &*p.user_id);
+    let key_id = decision.principal.as_ref().and_then(|p| p.key_id.as_deref());
+    match &decision.verdict {
+        Ok(_) => tracing::debug!(request_id = %http.id, method = %http.method, path, rule, user_id, key_id, "allow"),
+        Err(d) => tracing::info!(
             request_id = %http.id,
             method = %http.method,
             path,
-            user_id = a.principal.as_ref().map(|p| &*p.user_id),
-            key_id = a.principal.as_ref().and_then(|p| p.key_id.as_deref()),
-            "allow"
+            rule,
+            user_id,
+            key_id,
+            reason = d.reason(),
+            "deny"
         ),
-        Decision::Deny(d) => {
-            tracing::info!(request_id = %http.id, method = %http.method, path, reason = d.reason(), "deny")
-        }
     }
 }

@@ -10,7 +10,8 @@ use super::HttpState;
 use super::auth::{envelope, list};
 use super::error::ApiError;
 use super::extract::{Caller, JsonBody};
-use crate::domain::{DEFAULT_GROUP, Group, Permission, Role, UserUpdate};
+use crate::accounts::parse_models;
+use crate::domain::{DEFAULT_GROUP, Group, KeyUpdate, ModelList, Permission, Role, UserUpdate};
 use crate::ratelimit::Limit;
 use crate::secret::Secret;
 use crate::views::{GroupView, KeyView, UserView};
@@ -84,7 +85,7 @@ pub struct UpdateUserBody {
 }
 
 /// Tells a field set to `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Ok(Some(Option::deserialize(d)?))
 }
 
@@ -124,9 +125,21 @@ pub async fn update_user(
 pub struct UpdateKeyBody {
     #[serde(default, deserialize_with = "present")]
     rate_limit: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    allowed_models: Option<Option<Vec<String>>>,
 }
 
-/// Sets or clears an API key's own limit (its own budget, replacing the owner's).
+/// `["m", "p*"]` sets a list; `null` removes it (any model).
+fn parse_model_change(value: Option<Option<Vec<String>>>) -> Result<Option<Option<ModelList>>, ApiError> {
+    Ok(match value {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(names)) => Some(Some(parse_models(&names)?)),
+    })
+}
+
+/// Sets or clears an API key's own limit (its own budget, replacing the
+/// owner's) or its model list.
 pub async fn update_key(
     State(s): State<HttpState>,
     caller: Caller,
@@ -134,10 +147,13 @@ pub async fn update_key(
     JsonBody(body): JsonBody<UpdateKeyBody>,
 ) -> Result<Response, ApiError> {
     admin(&caller)?;
-    let limit =
-        parse_override(body.rate_limit)?.ok_or_else(|| ApiError::validation("rate_limit", "rate_limit is required"))?;
-    let key = s.accounts.set_key_rate_limit(&id, limit).await?;
-    tracing::info!(actor = %caller.0.user_id, key_id = %key.id, "API key limit changed");
+    let update =
+        KeyUpdate { rate_limit: parse_override(body.rate_limit)?, models: parse_model_change(body.allowed_models)? };
+    if update.rate_limit.is_none() && update.models.is_none() {
+        return Err(ApiError::validation("rate_limit", "set rate_limit or allowed_models"));
+    }
+    let key = s.accounts.update_key(&id, &update).await?;
+    tracing::info!(actor = %caller.0.user_id, key_id = %key.id, "API key changed");
     respond(StatusCode::OK, KeyView::new(&key, crate::app::now()))
 }
 
@@ -155,16 +171,25 @@ pub struct GroupBody {
     requests_per_period: Option<i64>,
     period_seconds: Option<i64>,
     burst: Option<i64>,
+    /// Left out on an update: unchanged; `null`: any model.
+    #[serde(default, deserialize_with = "present")]
+    allowed_models: Option<Option<Vec<String>>>,
 }
 
 impl GroupBody {
-    fn into_group(self, name: String) -> Group {
-        Group {
+    /// The group as it should be; `current` supplies what an update leaves out.
+    fn into_group(self, name: String, current: Option<&Group>) -> Result<Group, ApiError> {
+        let models = match parse_model_change(self.allowed_models)? {
+            Some(models) => models,
+            None => current.and_then(|g| g.models.clone()),
+        };
+        Ok(Group {
             name,
             requests_per_period: self.requests_per_period,
             period_seconds: self.period_seconds,
             burst: self.burst,
-        }
+            models,
+        })
     }
 }
 
@@ -175,7 +200,7 @@ pub async fn create_group(
 ) -> Result<Response, ApiError> {
     admin(&caller)?;
     let name = body.name.clone().ok_or_else(|| ApiError::validation("name", "name is required"))?;
-    let group = s.accounts.create_group(body.into_group(name)).await?;
+    let group = s.accounts.create_group(body.into_group(name, None)?).await?;
     tracing::info!(actor = %caller.0.user_id, group = %group.name, "group created");
     respond(StatusCode::CREATED, GroupView::from(&group))
 }
@@ -190,7 +215,8 @@ pub async fn update_group(
     if body.name.as_ref().is_some_and(|n| *n != name) {
         return Err(ApiError::validation("name", "a group cannot be renamed"));
     }
-    let group = s.accounts.update_group(body.into_group(name)).await?;
+    let current = s.accounts.store().group(&name).await?.ok_or_else(|| ApiError::NotFound("group not found".into()))?;
+    let group = s.accounts.update_group(body.into_group(name, Some(&current))?).await?;
     tracing::info!(actor = %caller.0.user_id, group = %group.name, "group limits changed");
     respond(StatusCode::OK, GroupView::from(&group))
 }

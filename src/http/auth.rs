@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::HttpState;
 use super::error::ApiError;
 use super::extract::{Caller, ClientIp, JsonBody, QueryParams};
+use crate::accounts::{KeyRequest, key_models};
 use crate::app::now;
 use crate::authn::jwt::IssuedToken;
 use crate::domain::{AuthMethod, Denial, Permission, PermissionSet, User};
@@ -189,6 +190,9 @@ pub struct CreateKeyBody {
     expires_in_days: Option<u32>,
     /// Another user's id or email; needs `manage_users`.
     user: Option<String>,
+    /// Models the key may call (names or `*` patterns); default: any the
+    /// owner's group allows.
+    allowed_models: Option<Vec<String>>,
 }
 
 pub async fn create_key(
@@ -223,8 +227,15 @@ pub async fn create_key(
         (p, _) => p,
     };
     let names: Option<Vec<String>> = permissions.map(|p| p.names().into_iter().map(str::to_owned).collect());
+    let models = key_models(&caller, body.allowed_models)?;
     let now = now();
-    let (key, secret) = s.accounts.create_key(&owner, &body.name, names.as_deref(), body.expires_in_days, now).await?;
+    let request = KeyRequest {
+        name: &body.name,
+        permissions: names.as_deref(),
+        expires_in_days: body.expires_in_days,
+        models: models.as_deref(),
+    };
+    let (key, secret) = s.accounts.create_key(&owner, request, now).await?;
     tracing::info!(actor = %caller.user_id, owner = %owner.id, key_id = %key.id, "API key created");
     let mut info = KeyView::new(&key, now);
     info.permissions.get_or_insert_with(|| s.accounts.roles().of(owner.role).names());

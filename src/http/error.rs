@@ -100,7 +100,9 @@ impl IntoResponse for ApiError {
 impl From<Denial> for ApiError {
     fn from(d: Denial) -> Self {
         match d.kind() {
-            ErrorKind::Unauthenticated | ErrorKind::InvalidRequest => ApiError::Unauthenticated(d),
+            ErrorKind::Unauthenticated | ErrorKind::InvalidRequest | ErrorKind::TooLarge => {
+                ApiError::Unauthenticated(d)
+            }
             ErrorKind::Forbidden => ApiError::Forbidden(d.message()),
             ErrorKind::RateLimited => ApiError::RateLimited(Duration::from_secs(1)),
             ErrorKind::Unavailable => ApiError::Unavailable,

@@ -1,54 +1,251 @@
-//! What a caller may do on a route.
+//! What a caller may do on a route: an ordered table of rules, first match
+//! wins, a default for everything else.
 //!
-//! Today: which paths are public (no credential needed). Paths are matched
-//! after [`path::normalize`].
+//! A rule matches on method(s), host(s) and path patterns, all against the
+//! request as [`path::normalize`] and [`normalize_host`] see it, and says who
+//! may pass: anyone (`public`), any authenticated caller, callers holding
+//! permissions and/or one of some roles, or no one (`deny`). It may carry a
+//! rate limit of its own and ask for the JSON body to be inspected
+//! ([`body`]).
 
+pub mod body;
 pub mod path;
+pub mod spec;
 
-/// A path pattern: exact (`/healthz`) or a prefix (`/auth/oidc/*`, which
-/// matches `/auth/oidc` and everything below it).
+use std::sync::Arc;
+
+use crate::domain::{Denial, PermissionSet, Principal, Role};
+use crate::ratelimit::Limit;
+
+pub use body::BodyLimits;
+pub use spec::{PolicySpec, RouteSpec};
+
+/// One path segment of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathPattern {
-    Exact(String),
-    Prefix(String),
+enum Segment {
+    Literal(String),
+    /// `{name}`: exactly one non-empty segment.
+    Param,
+}
+
+/// A path pattern: exact (`/healthz`), a template (`/v1/models/{id}`), or
+/// either followed by `/*`, which matches the path itself and everything
+/// below it (`/admin/*` matches `/admin` and `/admin/users/1`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPattern {
+    source: String,
+    segments: Vec<Segment>,
+    prefix: bool,
 }
 
 impl PathPattern {
-    /// Parses a configured pattern. Patterns are normalized like request paths,
-    /// so `/healthz/` and `/healthz` mean the same.
+    /// Parses a configured pattern. Literal parts are normalized like request
+    /// paths, so `/healthz/` and `/healthz` mean the same.
     pub fn parse(pattern: &str) -> Result<Self, String> {
+        let pattern = pattern.trim();
         let (base, prefix) = match pattern.strip_suffix("/*") {
             Some(base) => (base, true),
             None => (pattern, false),
         };
         let base = path::normalize(if base.is_empty() { "/" } else { base })
             .map_err(|e| format!("invalid path pattern '{pattern}': {e}"))?;
-        Ok(if prefix { PathPattern::Prefix(base) } else { PathPattern::Exact(base) })
+        let mut segments = Vec::new();
+        for segment in base.split('/').filter(|s| !s.is_empty()) {
+            segments.push(match segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Some(name) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') => {
+                    Segment::Param
+                }
+                _ if segment.contains(['{', '}', '*']) => {
+                    return Err(format!(
+                        "invalid path pattern '{pattern}': use {{name}} for a whole segment, and '*' only as a final \
+                         '/*'"
+                    ));
+                }
+                _ => Segment::Literal(segment.to_owned()),
+            });
+        }
+        Ok(PathPattern { source: pattern.to_owned(), segments, prefix })
     }
 
+    /// Whether a normalized path (see [`path::normalize`]) matches.
     pub fn matches(&self, normalized: &str) -> bool {
-        match self {
-            PathPattern::Exact(p) => normalized == p,
-            PathPattern::Prefix(p) if p == "/" => true,
-            PathPattern::Prefix(p) => {
-                normalized.strip_prefix(p.as_str()).is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        let mut parts = normalized.split('/').filter(|s| !s.is_empty());
+        for segment in &self.segments {
+            match (segment, parts.next()) {
+                (Segment::Literal(want), Some(got)) if want == got => {}
+                (Segment::Param, Some(_)) => {}
+                _ => return false,
             }
         }
+        self.prefix || parts.next().is_none()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.source
     }
 }
 
-#[derive(Debug, Clone, Default)]
+/// A host pattern: `api.example.com`, or `*.example.com` for any subdomain
+/// (not the bare domain). Compared case-insensitively, without port or
+/// trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPattern {
+    /// Lower-case; for a wildcard, the suffix including its leading dot.
+    host: String,
+    wildcard: bool,
+}
+
+impl HostPattern {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let (rest, wildcard) = match pattern.trim().strip_prefix("*.") {
+            Some(rest) => (rest, true),
+            None => (pattern.trim(), false),
+        };
+        let host = normalize_host(rest);
+        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
+            return Err(format!("invalid host pattern '{pattern}'"));
+        }
+        Ok(HostPattern { host: if wildcard { format!(".{host}") } else { host }, wildcard })
+    }
+
+    /// Whether a host, as [`normalize_host`] returns it, matches.
+    pub fn matches(&self, host: &str) -> bool {
+        if self.wildcard { host.len() > self.host.len() && host.ends_with(&self.host) } else { host == self.host }
+    }
+}
+
+/// `API.Example.com.:8443` -> `api.example.com`; `[::1]:80` -> `[::1]`.
+pub fn normalize_host(host: &str) -> String {
+    let host = host.trim();
+    let without_port = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        }
+    };
+    without_port.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Who may pass a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone; a credential is neither required nor checked.
+    Public,
+    /// An authenticated caller who meets the rule's requirements.
+    Authenticated,
+    /// No one.
+    Deny,
+}
+
+/// One compiled rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    /// Shown in dynamic metadata and logs; names a rule's rate-limit bucket.
+    pub name: Arc<str>,
+    /// Upper-case; empty: every method.
+    methods: Vec<String>,
+    /// Empty: every host.
+    hosts: Vec<HostPattern>,
+    paths: Vec<PathPattern>,
+    pub access: Access,
+    /// All of these are required.
+    pub permissions: PermissionSet,
+    /// One of these is required; empty: any role.
+    pub roles: Vec<Role>,
+    /// A budget per caller on this rule, on top of the caller's own.
+    pub limit: Option<Limit>,
+    /// Inspect the request body as JSON, within these limits.
+    pub body: Option<BodyLimits>,
+}
+
+impl Rule {
+    fn matches(&self, method: &str, host: &str, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
+            && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
+            && self.paths.iter().any(|p| p.matches(path))
+    }
+
+    /// Whether an authenticated caller meets the rule's role and permission
+    /// requirements.
+    pub fn admits(&self, principal: &Principal) -> Result<(), Denial> {
+        if !self.roles.is_empty() && !self.roles.contains(&principal.role) {
+            return Err(Denial::RoleRequired { roles: self.roles.iter().map(|r| r.as_str()).collect() });
+        }
+        let missing = self.permissions.difference(principal.permissions);
+        if !missing.is_empty() {
+            return Err(Denial::MissingPermissions { missing });
+        }
+        Ok(())
+    }
+}
+
+/// The route table: rules in order, then the default.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
-    public: Vec<PathPattern>,
+    rules: Vec<Rule>,
+    /// What applies when no rule matches.
+    default: Rule,
+    /// Body limits for every route: bodies larger than this are refused even
+    /// where the JSON is not inspected.
+    pub max_request_bytes: usize,
 }
 
 impl Policy {
-    pub fn new(public: Vec<PathPattern>) -> Self {
-        Policy { public }
+    /// The rule for a request (method as sent, host as [`normalize_host`]
+    /// returns it, path as [`path::normalize`] returns it).
+    pub fn route(&self, method: &str, host: &str, path: &str) -> &Rule {
+        self.rules.iter().find(|r| r.matches(method, host, path)).unwrap_or(&self.default)
     }
 
-    pub fn is_public(&self, normalized_path: &str) -> bool {
-        self.public.iter().any(|p| p.matches(normalized_path))
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Whether any rule looks at the host (if none does, it need not be
+    /// normalized).
+    pub fn matches_hosts(&self) -> bool {
+        self.rules.iter().any(|r| !r.hosts.is_empty())
+    }
+
+    /// Compiles a specification; `public_paths` come first, as public rules
+    /// for every method and host.
+    pub fn compile(spec: &PolicySpec, public_paths: &[PathPattern]) -> Result<Policy, String> {
+        let mut rules: Vec<Rule> = public_paths
+            .iter()
+            .map(|p| Rule {
+                name: Arc::from(format!("public {}", p.as_str())),
+                methods: Vec::new(),
+                hosts: Vec::new(),
+                paths: vec![p.clone()],
+                access: Access::Public,
+                permissions: PermissionSet::EMPTY,
+                roles: Vec::new(),
+                limit: None,
+                body: None,
+            })
+            .collect();
+        let defaults = BodyLimits { max_bytes: spec.max_request_bytes, max_prompt_chars: spec.max_prompt_chars };
+        for (i, route) in spec.routes.iter().enumerate() {
+            let rule = route.compile(defaults).map_err(|e| format!("routes[{i}]: {e}"))?;
+            if rules.iter().any(|r| r.name == rule.name) {
+                return Err(format!("routes[{i}]: another rule is named '{}'", rule.name));
+            }
+            rules.push(rule);
+        }
+        let default = Rule {
+            name: Arc::from("default"),
+            methods: Vec::new(),
+            hosts: Vec::new(),
+            paths: Vec::new(),
+            access: spec.default,
+            permissions: PermissionSet::EMPTY,
+            roles: Vec::new(),
+            limit: None,
+            body: None,
+        };
+        Ok(Policy { rules, default, max_request_bytes: spec.max_request_bytes })
     }
 }
 
@@ -56,27 +253,148 @@ impl Policy {
 mod tests {
     use super::*;
 
-    #[test]
-    fn exact_and_prefix_patterns() {
-        let exact = PathPattern::parse("/healthz").unwrap();
-        assert!(exact.matches("/healthz"));
-        assert!(!exact.matches("/healthz/x"));
-        assert!(!exact.matches("/healthzz"));
-        let prefix = PathPattern::parse("/auth/oidc/*").unwrap();
-        assert!(prefix.matches("/auth/oidc"));
-        assert!(prefix.matches("/auth/oidc/callback"));
-        assert!(!prefix.matches("/auth/oidcx"));
-        assert!(PathPattern::parse("/*").unwrap().matches("/anything"));
-        assert!(PathPattern::parse("/a%2fb").is_err());
+    fn policy(toml: &str) -> Policy {
+        let spec = PolicySpec::from_toml(toml).unwrap();
+        Policy::compile(&spec, &[PathPattern::parse("/healthz").unwrap()]).unwrap()
     }
 
     #[test]
-    fn bypass_shapes_do_not_reach_public_paths() {
-        let policy = Policy::new(vec![PathPattern::parse("/healthz").unwrap()]);
-        for raw in ["/healthz/../v1/chat/completions", "/healthz/x", "/healthz;/../v1"] {
-            let n = path::normalize(raw).unwrap();
-            assert!(!policy.is_public(&n), "{raw} -> {n}");
+    fn exact_prefix_and_template_patterns() {
+        for (pattern, path, want) in [
+            ("/healthz", "/healthz", true),
+            ("/healthz", "/healthz/x", false),
+            ("/healthz", "/healthzz", false),
+            ("/auth/oidc/*", "/auth/oidc", true),
+            ("/auth/oidc/*", "/auth/oidc/callback", true),
+            ("/auth/oidc/*", "/auth/oidcx", false),
+            ("/*", "/anything/at/all", true),
+            ("/*", "/", true),
+            ("/", "/", true),
+            ("/", "/x", false),
+            ("/v1/models/{id}", "/v1/models/gpt-4o", true),
+            ("/v1/models/{id}", "/v1/models", false),
+            ("/v1/models/{id}", "/v1/models/a/b", false),
+            ("/v1/threads/{id}/runs/*", "/v1/threads/t1/runs/r2/steps", true),
+            ("/v1/threads/{id}/runs/*", "/v1/threads/t1/messages", false),
+        ] {
+            let p = PathPattern::parse(pattern).unwrap();
+            assert_eq!(p.matches(path), want, "{pattern} vs {path}");
         }
-        assert!(policy.is_public(&path::normalize("//healthz/?probe=1").unwrap()));
+        for bad in ["/a%2fb", "/v1/{}", "/v1/x*", "/v1/*/y", "/v1/{a-b}", "/v1/{id}x", "relative"] {
+            assert!(PathPattern::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn hosts_ignore_case_port_and_trailing_dot() {
+        let exact = HostPattern::parse("API.example.com").unwrap();
+        let wild = HostPattern::parse("*.example.com").unwrap();
+        for (host, e, w) in [
+            ("api.example.com", true, true),
+            ("API.EXAMPLE.COM:443", true, true),
+            ("api.example.com.", true, true),
+            ("api.example.com.:8443", true, true),
+            ("example.com", false, false),
+            ("evil-example.com", false, false),
+            ("api.example.com.evil.net", false, false),
+            ("a.b.example.com", false, true),
+        ] {
+            let h = normalize_host(host);
+            assert_eq!((exact.matches(&h), wild.matches(&h)), (e, w), "{host} -> {h}");
+        }
+        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        assert!(HostPattern::parse("bad host").is_err());
+        assert!(HostPattern::parse("*.").is_err());
+    }
+
+    #[test]
+    fn first_match_wins_and_the_default_applies_otherwise() {
+        let p = policy(
+            r#"
+            [policy]
+            default = "deny"
+            [[routes]]
+            name = "models"
+            methods = ["GET"]
+            paths = ["/v1/models", "/v1/models/{id}"]
+            permissions = ["read_models"]
+            [[routes]]
+            name = "internal"
+            host = "internal.example.com"
+            path = "/*"
+            access = "authenticated"
+            [[routes]]
+            name = "admin"
+            path = "/admin/*"
+            roles = ["admin"]
+            "#,
+        );
+        for (method, host, path, want) in [
+            ("GET", "x", "/v1/models", "models"),
+            ("get", "x", "/v1/models/m1", "models"),
+            ("POST", "x", "/v1/models", "default"),
+            ("POST", "internal.example.com:80", "/v1/models", "internal"),
+            ("GET", "x", "/admin", "admin"),
+            ("GET", "x", "/admin/users/1", "admin"),
+            ("GET", "x", "/healthz", "public /healthz"),
+            ("GET", "x", "/v2/models", "default"),
+        ] {
+            let rule = p.route(method, &normalize_host(host), path);
+            assert_eq!(&*rule.name, want, "{method} {host} {path}");
+        }
+        assert_eq!(p.route("GET", "x", "/nope").access, Access::Deny);
+    }
+
+    #[test]
+    fn bypass_shapes_do_not_reach_a_public_rule() {
+        let p = policy("[policy]\ndefault = \"deny\"\n");
+        for raw in ["/healthz/../v1/chat/completions", "/healthz/x", "/healthz;/../v1", "/healthz%2f..%2fv1"] {
+            // A path that does not normalize is refused outright (400).
+            if let Ok(n) = path::normalize(raw) {
+                assert_eq!(p.route("GET", "", &n).access, Access::Deny, "{raw} -> {n}");
+            }
+        }
+        let n = path::normalize("//healthz/?probe=1").unwrap();
+        assert_eq!(p.route("GET", "", &n).access, Access::Public);
+    }
+
+    #[test]
+    fn invalid_tables_name_the_rule() {
+        for (toml, want) in [
+            ("[[routes]]\npath = \"/x\"\npermissions = [\"fly\"]\n", "routes[0]"),
+            ("[[routes]]\npath = \"/x\"\nroles = [\"king\"]\n", "routes[0]"),
+            ("[[routes]]\npath = \"/x\"\n[[routes]]\npath = \"/a%2fb\"\n", "routes[1]"),
+            ("[[routes]]\nname = \"a\"\npath = \"/x\"\n[[routes]]\nname = \"a\"\npath = \"/y\"\n", "named 'a'"),
+            ("[[routes]]\npath = \"/x\"\nlimit = \"0/1\"\n", "routes[0]"),
+            ("[[routes]]\nname = \"no paths\"\n", "routes[0]"),
+            ("[[routes]]\npath = \"/x\"\naccess = \"public\"\nroles = [\"admin\"]\n", "routes[0]"),
+            ("[[routes]]\npath = \"/x\"\nbody = \"xml\"\n", "body"),
+        ] {
+            let e = PolicySpec::from_toml(toml)
+                .map_err(|e| e.to_string())
+                .and_then(|s| Policy::compile(&s, &[]).map(|_| ()))
+                .unwrap_err();
+            assert!(e.contains(want), "{toml}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_table_covers_an_openai_gateway() {
+        let p = Policy::compile(&PolicySpec::default(), &[]).unwrap();
+        for (method, path, want) in [
+            ("GET", "/v1/models", Some(crate::domain::Permission::ReadModels)),
+            ("GET", "/v1/models/gpt-4o", Some(crate::domain::Permission::ReadModels)),
+            ("POST", "/v1/chat/completions", Some(crate::domain::Permission::RunInference)),
+            ("POST", "/v1/completions", Some(crate::domain::Permission::RunInference)),
+            ("POST", "/v1/embeddings", Some(crate::domain::Permission::RunInference)),
+        ] {
+            let rule = p.route(method, "", path);
+            assert_eq!(rule.access, Access::Authenticated, "{path}");
+            assert!(rule.permissions.contains(want.unwrap()), "{path}");
+        }
+        assert!(p.route("POST", "", "/v1/chat/completions").body.is_some());
+        assert_eq!(p.route("GET", "", "/admin/settings").roles, vec![Role::Admin]);
+        assert_eq!(p.route("DELETE", "", "/v1/chat/completions").access, Access::Deny);
+        assert_eq!(p.route("GET", "", "/unknown").access, Access::Deny);
     }
 }

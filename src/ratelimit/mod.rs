@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::{Denial, Principal};
-use crate::policy::PathPattern;
+use crate::policy::Rule;
 use crate::store::cache::GroupCache;
 
 /// `requests` per `period`, of which up to `burst` may come at once.
@@ -95,35 +95,17 @@ pub struct LimitPolicy {
     pub groups: GroupCache,
     pub default: Option<Limit>,
     pub anonymous: Option<Limit>,
-    pub routes: Vec<RouteLimit>,
-}
-
-/// A tighter budget for some routes, per caller, on top of their own.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RouteLimit {
-    pub path: PathPattern,
-    /// Upper-case; empty: every method.
-    pub methods: Vec<String>,
-    pub limit: Limit,
-}
-
-impl RouteLimit {
-    fn matches(&self, method: &str, normalized_path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
-            && self.path.matches(normalized_path)
-    }
 }
 
 impl LimitPolicy {
-    /// Counts the request against the caller's budget and, when a route
-    /// limit matches, the caller's budget for that route; both must allow.
+    /// Counts the request against the caller's budget and, when the route
+    /// rule has a limit, the caller's budget on that rule; both must allow.
     /// Returns the tighter of the two for the headers; `Ok(None)`: no limit.
     pub async fn check(
         &self,
         principal: Option<&Principal>,
         client_ip: Option<&str>,
-        method: &str,
-        path: &str,
+        rule: &Rule,
     ) -> Result<Option<Outcome>, Denial> {
         let (subject, base) = match principal {
             // A key with its own limit has its own budget; otherwise the user's.
@@ -137,9 +119,8 @@ impl LimitPolicy {
                 None => return Ok(None),
             },
         };
-        let route = self.routes.iter().enumerate().find(|(_, r)| r.matches(method, path));
         let buckets =
-            [base.map(|l| (subject.clone(), l)), route.map(|(i, r)| (format!("{subject}|route:{i}"), r.limit))];
+            [base.map(|l| (subject.clone(), l)), rule.limit.map(|l| (format!("{subject}|route:{}", rule.name), l))];
         let group = principal.map_or("anonymous", |p| &*p.group);
         let mut shown: Option<Outcome> = None;
         for (key, limit) in buckets.into_iter().flatten() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, User, UserUpdate};
+use crate::domain::{ApiKey, Group, KeyGrant, KeyUpdate, NewApiKey, NewUser, User, UserUpdate};
 
 pub use sql::{PostgresStore, SqliteStore, connect};
 
@@ -97,8 +97,8 @@ pub trait Store: Send + Sync + 'static {
     async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>>;
     /// Keys of one user, or of everyone when `user_id` is `None`; newest first.
     async fn list_api_keys(&self, user_id: Option<&str>) -> StoreResult<Vec<ApiKey>>;
-    /// Sets or clears a key's own limit. Returns whether the key exists.
-    async fn set_key_rate_limit(&self, id: &str, limit: Option<crate::ratelimit::Limit>) -> StoreResult<bool>;
+    /// Applies `update`; `None` when no such key.
+    async fn update_api_key(&self, id: &str, update: &KeyUpdate) -> StoreResult<Option<ApiKey>>;
     /// Sets `revoked_at` unless already revoked. Returns whether a key changed.
     async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool>;
     /// Records a revoked token id (idempotent).

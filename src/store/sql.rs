@@ -14,7 +14,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, Row, SqlitePool};
 
 use super::{DynStore, Store, StoreError, StoreResult};
-use crate::domain::{ApiKey, Group, KeyGrant, NewApiKey, NewUser, PermissionSet, Role, User, UserUpdate};
+use crate::domain::{
+    ApiKey, Group, KeyGrant, KeyUpdate, ModelList, NewApiKey, NewUser, PermissionSet, Role, User, UserUpdate,
+};
 
 /// Connects to `url` (`sqlite:` or `postgres:`), running migrations when asked.
 pub async fn connect(url: &str, migrate: bool, acquire_timeout: Duration) -> anyhow::Result<DynStore> {
@@ -55,7 +57,8 @@ pub struct PostgresStore {
 const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at, rate_limit";
 const USER_COLUMNS_U: &str = "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at, u.rate_limit";
 const KEY_COLUMNS: &str =
-    "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at, rate_limit";
+    "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at, rate_limit, allowed_models";
+const GROUP_COLUMNS: &str = "name, requests_per_period, period_seconds, burst, allowed_models";
 
 fn parse_role(s: &str) -> StoreResult<Role> {
     s.parse().map_err(|e| StoreError::Internal(format!("corrupt role: {e}")))
@@ -69,6 +72,10 @@ fn parse_permissions(s: Option<String>) -> StoreResult<Option<PermissionSet>> {
 
 fn parse_limit(s: Option<String>) -> StoreResult<Option<crate::ratelimit::Limit>> {
     s.map(|s| s.parse()).transpose().map_err(|e| StoreError::Internal(format!("corrupt rate limit: {e}")))
+}
+
+fn parse_models(s: Option<String>) -> StoreResult<Option<ModelList>> {
+    s.map(|s| s.parse()).transpose().map_err(|e| StoreError::Internal(format!("corrupt model list: {e}")))
 }
 
 fn parse_hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
@@ -101,6 +108,7 @@ macro_rules! sql_store {
                     requests_per_period: r.try_get("requests_per_period")?,
                     period_seconds: r.try_get("period_seconds")?,
                     burst: r.try_get("burst")?,
+                    models: parse_models(r.try_get("allowed_models")?)?,
                 })
             }
 
@@ -115,6 +123,7 @@ macro_rules! sql_store {
                     created_at: r.try_get("created_at")?,
                     last_used_at: r.try_get("last_used_at")?,
                     rate_limit: parse_limit(r.try_get("rate_limit")?)?,
+                    models: parse_models(r.try_get("allowed_models")?)?,
                 })
             }
 
@@ -132,6 +141,7 @@ macro_rules! sql_store {
                     user_disabled: r.try_get("disabled")?,
                     key_rate_limit: parse_limit(r.try_get("rate_limit")?)?,
                     user_rate_limit: parse_limit(r.try_get("user_rate_limit")?)?,
+                    key_models: parse_models(r.try_get("allowed_models")?)?,
                 })
             }
 
@@ -156,7 +166,7 @@ macro_rules! sql_store {
             async fn key_grant(&self, key_id: &str) -> StoreResult<Option<KeyGrant>> {
                 metrics::counter!("gatehouse_store_queries_total", "query" => "key_grant").increment(1);
                 let row = sqlx::query(
-                    "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, k.rate_limit, \
+                    "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, k.rate_limit, k.allowed_models, \
                      k.user_id, u.email, u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit \
                      FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
                 )
@@ -246,13 +256,14 @@ macro_rules! sql_store {
 
             async fn create_group(&self, group: &Group) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO groups (name, requests_per_period, period_seconds, burst, created_at) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO groups (name, requests_per_period, period_seconds, burst, allowed_models, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .bind(&group.name)
                 .bind(group.requests_per_period)
                 .bind(group.period_seconds)
                 .bind(group.burst)
+                .bind(group.models.as_ref().map(ToString::to_string))
                 .bind(now())
                 .execute(&self.pool)
                 .await?;
@@ -261,12 +272,14 @@ macro_rules! sql_store {
 
             async fn update_group(&self, group: &Group) -> StoreResult<bool> {
                 let done = sqlx::query(
-                    "UPDATE groups SET requests_per_period = $2, period_seconds = $3, burst = $4 WHERE name = $1",
+                    "UPDATE groups SET requests_per_period = $2, period_seconds = $3, burst = $4, allowed_models = $5 \
+                     WHERE name = $1",
                 )
                 .bind(&group.name)
                 .bind(group.requests_per_period)
                 .bind(group.period_seconds)
                 .bind(group.burst)
+                .bind(group.models.as_ref().map(ToString::to_string))
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() > 0)
@@ -319,26 +332,21 @@ macro_rules! sql_store {
             }
 
             async fn group(&self, name: &str) -> StoreResult<Option<Group>> {
-                let row =
-                    sqlx::query("SELECT name, requests_per_period, period_seconds, burst FROM groups WHERE name = $1")
-                        .bind(name)
-                        .fetch_optional(&self.pool)
-                        .await?;
+                let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1");
+                let row = sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?;
                 row.as_ref().map(Self::group).transpose()
             }
 
             async fn list_groups(&self) -> StoreResult<Vec<Group>> {
-                let rows =
-                    sqlx::query("SELECT name, requests_per_period, period_seconds, burst FROM groups ORDER BY name")
-                        .fetch_all(&self.pool)
-                        .await?;
+                let sql = format!("SELECT {GROUP_COLUMNS} FROM groups ORDER BY name");
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
                 rows.iter().map(Self::group).collect()
             }
 
             async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKey> {
                 let sql = format!(
-                    "INSERT INTO api_keys (id, user_id, name, secret_hash, permissions, expires_at, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {KEY_COLUMNS}"
+                    "INSERT INTO api_keys (id, user_id, name, secret_hash, permissions, expires_at, created_at, \
+                     allowed_models) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
                     .bind(&key.id)
@@ -348,6 +356,7 @@ macro_rules! sql_store {
                     .bind(key.permissions.map(|p| p.to_string()))
                     .bind(key.expires_at)
                     .bind(now())
+                    .bind(key.models.as_ref().map(ToString::to_string))
                     .fetch_one(&self.pool)
                     .await?;
                 Self::key(&row)
@@ -368,13 +377,21 @@ macro_rules! sql_store {
                 rows.iter().map(Self::key).collect()
             }
 
-            async fn set_key_rate_limit(&self, id: &str, limit: Option<crate::ratelimit::Limit>) -> StoreResult<bool> {
-                let done = sqlx::query("UPDATE api_keys SET rate_limit = $2 WHERE id = $1")
+            async fn update_api_key(&self, id: &str, update: &KeyUpdate) -> StoreResult<Option<ApiKey>> {
+                let sql = format!(
+                    "UPDATE api_keys SET rate_limit = CASE WHEN $2 THEN $3 ELSE rate_limit END, \
+                     allowed_models = CASE WHEN $4 THEN $5 ELSE allowed_models END \
+                     WHERE id = $1 RETURNING {KEY_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
                     .bind(id)
-                    .bind(limit.map(|l| l.to_string()))
-                    .execute(&self.pool)
+                    .bind(update.rate_limit.is_some())
+                    .bind(update.rate_limit.flatten().map(|l| l.to_string()))
+                    .bind(update.models.is_some())
+                    .bind(update.models.clone().flatten().map(|m| m.to_string()))
+                    .fetch_optional(&self.pool)
                     .await?;
-                Ok(done.rows_affected() > 0)
+                row.as_ref().map(Self::key).transpose()
             }
 
             async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool> {

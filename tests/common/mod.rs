@@ -10,7 +10,7 @@ use std::time::Duration;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, attribute_context};
-use gatehouse::accounts::Accounts;
+use gatehouse::accounts::{Accounts, KeyRequest};
 use gatehouse::app::App;
 use gatehouse::config::Config;
 use gatehouse::domain::{DEFAULT_GROUP, Role, User};
@@ -128,6 +128,13 @@ impl TestServer {
         Check(response.into_inner())
     }
 
+    /// A Check with a JSON body, as Envoy sends it with `with_request_body`
+    /// (`content-type: application/json` unless `headers` set one).
+    pub async fn check_body(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Check {
+        let response = self.client().await.check(check_request_with_body(method, path, headers, body)).await.unwrap();
+        Check(response.into_inner())
+    }
+
     /// Begins shutdown; `finish` waits for it.
     pub fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -155,8 +162,15 @@ impl TestServer {
 
     pub async fn key_for(&self, user: &User, permissions: Option<&[&str]>) -> String {
         let permissions: Option<Vec<String>> = permissions.map(|p| p.iter().map(|s| s.to_string()).collect());
-        let (_, secret) =
-            self.accounts.create_key(user, "test key", permissions.as_deref(), None, now()).await.unwrap();
+        let (_, secret) = self
+            .accounts
+            .create_key(
+                user,
+                KeyRequest { name: "test key", permissions: permissions.as_deref(), ..Default::default() },
+                now(),
+            )
+            .await
+            .unwrap();
         secret.expose().to_owned()
     }
 
@@ -185,6 +199,21 @@ pub fn check_request(method: &str, path: &str, headers: &[(&str, &str)]) -> Chec
             ..Default::default()
         }),
     }
+}
+
+/// A small chat completion request.
+pub const CHAT: &str = r#"{"model":"llama-3-8b","messages":[{"role":"user","content":"Hello!"}]}"#;
+
+pub fn check_request_with_body(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> CheckRequest {
+    let mut request = check_request(method, path, headers);
+    let http = request.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
+    http.headers.entry("content-type".into()).or_insert_with(|| "application/json".into());
+    http.headers.insert("content-length".into(), body.len().to_string());
+    // What Envoy adds when with_request_body is set.
+    http.headers.insert("x-envoy-auth-partial-body".into(), "false".into());
+    http.size = body.len() as i64;
+    http.body = body.into();
+    request
 }
 
 /// A CheckResponse with accessors for what tests assert on.
@@ -268,8 +297,8 @@ impl Check {
     }
 }
 
-/// An upstream that answers every request with the method, path and headers
-/// it received, as JSON.
+/// An upstream that answers every request with the method, path, headers and
+/// body it received, as JSON.
 pub async fn spawn_echo() -> SocketAddr {
     use axum::extract::Request;
     async fn echo(request: Request) -> axum::Json<serde_json::Value> {
@@ -278,10 +307,14 @@ pub async fn spawn_echo() -> SocketAddr {
             .iter()
             .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned().into()))
             .collect();
+        let method = request.method().as_str().to_owned();
+        let path = request.uri().path().to_owned();
+        let body = axum::body::to_bytes(request.into_body(), 64 << 20).await.unwrap_or_default();
         axum::Json(serde_json::json!({
-            "method": request.method().as_str(),
-            "path": request.uri().path(),
+            "method": method,
+            "path": path,
             "headers": headers,
+            "body": String::from_utf8_lossy(&body),
         }))
     }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -360,6 +393,19 @@ impl Envoy {
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The access log once it contains `needle` (Envoy flushes it on its own
+    /// schedule), or as it is after 5 s.
+    pub async fn access_log_with(&self, needle: &str) -> String {
+        for _ in 0..50 {
+            let log = self.access_log();
+            if log.contains(needle) {
+                return log;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.access_log()
+    }
 }
 
 impl Drop for Envoy {
@@ -375,30 +421,53 @@ pub struct Process {
     pub grpc: u16,
     pub http: u16,
     child: std::process::Child,
+    log: tempfile::NamedTempFile,
 }
 
 impl Process {
     pub async fn start(database_url: &str, redis_url: &str) -> Process {
+        Process::start_env(&[("DATABASE_URL", database_url), ("REDIS_URL", redis_url)]).await
+    }
+
+    /// With these environment variables; ready means `/readyz` says so
+    /// (including Redis, when `REDIS_URL` is set).
+    pub async fn start_env(env: &[(&str, &str)]) -> Process {
         let (grpc, http) = (free_port(), free_port());
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(["serve", "--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
-            .env("DATABASE_URL", database_url)
-            .env("REDIS_URL", redis_url)
             .env("JWT_SECRET", "a shared test secret of at least 32 chars")
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let p = Process { grpc, http, child };
+        let wants_redis = env.iter().any(|(k, _)| *k == "REDIS_URL");
+        let p = Process { grpc, http, child, log };
         for _ in 0..300 {
             if let Ok(r) = reqwest::get(p.url("/readyz")).await
-                && r.json::<serde_json::Value>().await.is_ok_and(|b| b["redis"] == "ok")
+                && r.json::<serde_json::Value>().await.is_ok_and(|b| !wants_redis || b["redis"] == "ok")
             {
                 return p;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("gatehouse did not become ready with Redis in 30 s");
+        panic!("gatehouse did not become ready in 30 s: {}", p.logs());
+    }
+
+    /// What the process wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub async fn check_request(&self, request: CheckRequest) -> Check {
+        let mut client = AuthorizationClient::connect(format!("http://127.0.0.1:{}", self.grpc)).await.unwrap();
+        Check(client.check(request).await.unwrap().into_inner())
     }
 
     pub fn url(&self, path: &str) -> String {
