@@ -135,17 +135,6 @@ async fn envoy_session_flow_through_the_gateway() {
     s.finish().await;
 }
 
-#[test]
-fn shipped_config_passes_envoy_validation() {
-    let envoy = std::env::var("GATEHOUSE_TEST_ENVOY").expect("GATEHOUSE_TEST_ENVOY is not set: run scripts/test");
-    let out = std::process::Command::new(envoy)
-        .args(["--mode", "validate", "-c", concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK"));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn envoy_shows_rate_limit_headers_and_429() {
     use gatehouse::domain::Group;
