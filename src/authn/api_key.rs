@@ -50,7 +50,7 @@ pub fn parse(key: &str) -> Result<PresentedKey<'_>, MalformedKey> {
         return Err(MalformedKey);
     }
     let (body, check) = key.split_at(key.len() - CHECK_LEN);
-    if check_digits(body) != check {
+    if check_digits(body) != check.as_bytes() {
         return Err(MalformedKey);
     }
     let (id, sep_secret) = rest[..ID_LEN + 1 + SECRET_LEN].split_at(ID_LEN);
@@ -88,26 +88,37 @@ pub fn generate() -> GeneratedKey {
 pub fn assemble(id: &str, secret: &str) -> String {
     let body = format!("{KEY_PREFIX}{id}_{secret}");
     let check = check_digits(&body);
-    body + &check
+    body + std::str::from_utf8(&check).unwrap_or_default()
 }
 
 /// CRC32 (IEEE) of `body` as 6 base62 digits.
-fn check_digits(body: &str) -> String {
-    let mut crc = !0u32;
-    for &b in body.as_bytes() {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
+fn check_digits(body: &str) -> [u8; CHECK_LEN] {
+    let crc = body.bytes().fold(!0u32, |crc, b| (crc >> 8) ^ CRC32_TABLE[usize::from((crc as u8) ^ b)]);
     let mut n = u64::from(!crc);
     let mut out = [b'0'; CHECK_LEN];
     for slot in out.iter_mut().rev() {
         *slot = BASE62[(n % 62) as usize];
         n /= 62;
     }
-    out.iter().map(|&b| b as char).collect()
+    out
 }
+
+/// CRC32 (IEEE, reflected) one byte at a time.
+const CRC32_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
 
 /// `len` characters drawn uniformly from the base62 alphabet (rejection sampling,
 /// so no character is more likely than another).
@@ -163,7 +174,7 @@ mod tests {
             expected.insert(0, BASE62[(n % 62) as usize] as char);
             n /= 62;
         }
-        assert_eq!(check_digits("123456789"), expected);
+        assert_eq!(check_digits("123456789"), expected.as_bytes());
         let key = generate().key.expose().to_owned();
         let mut typo = key.clone().into_bytes();
         typo[30] = if typo[30] == b'a' { b'b' } else { b'a' };

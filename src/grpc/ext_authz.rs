@@ -56,7 +56,13 @@ impl ExtAuthz {
         let decision = self.authorizer.decide(view, headers(http), now).await;
         log_decision(http, &decision);
         record(&decision, started);
-        let metadata = decision_metadata(&decision);
+        self.respond(http, &decision)
+    }
+
+    /// The CheckResponse for a decision: identity headers and header removals
+    /// on allow, status, headers and JSON body on deny, metadata on both.
+    pub fn respond(&self, http: &HttpRequest, decision: &Decision) -> CheckResponse {
+        let metadata = decision_metadata(decision);
         match &decision.verdict {
             Ok(allow) => self.allow(http, allow, decision.principal.as_ref(), metadata),
             Err(denial) => deny_with(denial, metadata),
@@ -274,23 +280,41 @@ fn decision_metadata(decision: &Decision) -> Struct {
 }
 
 fn metadata(fields: &[(&str, &str)]) -> Struct {
-    Struct {
-        fields: fields
-            .iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(k, v)| ((*k).to_owned(), Value { kind: Some(Kind::StringValue((*v).to_owned())) }))
-            .collect(),
+    let mut map = std::collections::HashMap::with_capacity(fields.len());
+    for (k, v) in fields.iter().filter(|(_, v)| !v.is_empty()) {
+        map.insert((*k).to_owned(), Value { kind: Some(Kind::StringValue((*v).to_owned())) });
     }
+    Struct { fields: map }
+}
+
+/// Decision counter labels: outcome, deny reason, authentication method.
+type DecisionLabels = (&'static str, &'static str, &'static str);
+
+thread_local! {
+    /// Metric handles per label set, so the hot path does not look them up in
+    /// the recorder's registry (hashing and locking) on every Check.
+    static DECISIONS: std::cell::RefCell<std::collections::HashMap<DecisionLabels, metrics::Counter>> =
+        std::cell::RefCell::default();
+    static DURATION: metrics::Histogram = metrics::histogram!("gatehouse_check_duration_seconds");
 }
 
 fn record(decision: &Decision, started: std::time::Instant) {
-    let (outcome, reason, method) = match &decision.verdict {
+    let labels: DecisionLabels = match &decision.verdict {
         Ok(_) => ("allow", "", decision.principal.as_ref().map_or("anonymous", |p| p.method.as_str())),
         Err(d) => ("deny", d.reason(), ""),
     };
-    metrics::counter!("gatehouse_check_decisions_total", "decision" => outcome, "reason" => reason, "method" => method)
-        .increment(1);
-    metrics::histogram!("gatehouse_check_duration_seconds").record(started.elapsed().as_secs_f64());
+    DECISIONS.with_borrow_mut(|counters| {
+        counters
+            .entry(labels)
+            .or_insert_with(|| {
+                let (decision, reason, method) = labels;
+                metrics::counter!(
+                    "gatehouse_check_decisions_total", "decision" => decision, "reason" => reason, "method" => method
+                )
+            })
+            .increment(1);
+    });
+    DURATION.with(|h| h.record(started.elapsed().as_secs_f64()));
 }
 
 fn log_decision(http: &HttpRequest, decision: &Decision) {

@@ -107,18 +107,22 @@ impl LimitPolicy {
         client_ip: Option<&str>,
         rule: &Rule,
     ) -> Result<Option<Outcome>, Denial> {
-        let (subject, base) = match principal {
+        let (kind, id, base) = match principal {
             // A key with its own limit has its own budget; otherwise the user's.
             Some(p) => match (p.rate_limit, &p.key_id) {
-                (Some(Override { limit, per_key: true }), Some(key_id)) => (format!("key:{key_id}"), Some(limit)),
-                (Some(Override { limit, .. }), _) => (format!("user:{}", p.user_id), Some(limit)),
-                (None, _) => (format!("user:{}", p.user_id), self.group_limit(&p.group).await),
+                (Some(Override { limit, per_key: true }), Some(key_id)) => ("key", &**key_id, Some(limit)),
+                (Some(Override { limit, .. }), _) => ("user", &*p.user_id, Some(limit)),
+                (None, _) => ("user", &*p.user_id, self.group_limit(&p.group).await),
             },
             None => match client_ip {
-                Some(ip) => (format!("ip:{ip}"), self.anonymous),
+                Some(ip) => ("ip", ip, self.anonymous),
                 None => return Ok(None),
             },
         };
+        if base.is_none() && rule.limit.is_none() {
+            return Ok(None);
+        }
+        let subject = format!("{kind}:{id}");
         let buckets =
             [base.map(|l| (subject.clone(), l)), rule.limit.map(|l| (format!("{subject}|route:{}", rule.name), l))];
         let group = principal.map_or("anonymous", |p| &*p.group);
