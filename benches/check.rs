@@ -257,6 +257,10 @@ fn allocations(f: &Fixture) {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    // `cargo test` / nextest list the benchmarks or run each once; the
+    // allocation table is for `cargo bench` only.
+    let benchmarking = args.iter().any(|a| a == "--bench") && !args.iter().any(|a| a == "--list");
     let f = fixture();
     if std::env::var_os("ALLOCS_ONLY").is_none() {
         let mut c = Criterion::default()
@@ -267,5 +271,7 @@ fn main() {
         checks(&mut c, &f);
         c.final_summary();
     }
-    allocations(&f);
+    if benchmarking {
+        allocations(&f);
+    }
 }
