@@ -171,6 +171,7 @@ impl App {
             github: self.config.github.clone(),
             public_url: self.config.public_url.clone(),
             http_client: crate::authn::oidc::http_client()?,
+            audit: crate::audit::Audit::new(self.store.clone()),
         };
         let router = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
@@ -194,6 +195,7 @@ impl App {
             interval: self.config.policy_reload_interval,
         };
         tokio::spawn(reloader.run(stopped(stop_rx.clone())));
+        tokio::spawn(crate::telemetry::run_upkeep(Duration::from_secs(5), stopped(stop_rx.clone())));
         for issuer in self.providers.all() {
             tokio::spawn(issuer.clone().run(stopped(stop_rx.clone())));
         }
