@@ -13,6 +13,7 @@
 
 pub mod accounts;
 pub mod app;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod cli;

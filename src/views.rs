@@ -130,3 +130,31 @@ pub struct CreatedKeyView {
 fn expose<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
     ser.serialize_str(s.expose())
 }
+
+/// A security event as `GET /auth/audit` lists it.
+#[derive(Debug, Serialize)]
+pub struct AuditView {
+    pub id: i64,
+    pub time: String,
+    pub action: String,
+    pub outcome: String,
+    pub actor_id: Option<String>,
+    pub target: Option<String>,
+    pub client_ip: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl From<&crate::domain::AuditEvent> for AuditView {
+    fn from(e: &crate::domain::AuditEvent) -> Self {
+        AuditView {
+            id: e.id,
+            time: timestamp(e.at),
+            action: e.action.clone(),
+            outcome: e.outcome.clone(),
+            actor_id: e.actor_id.clone(),
+            target: e.target.clone(),
+            client_ip: e.client_ip.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}

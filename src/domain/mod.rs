@@ -1,6 +1,7 @@
 //! The domain: identities, credentials, permissions and decisions. Nothing in
 //! here knows about gRPC, HTTP or SQL.
 
+pub mod audit;
 pub mod denial;
 pub mod models;
 pub mod permission;
@@ -8,6 +9,7 @@ pub mod principal;
 pub mod role;
 pub mod user;
 
+pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditQuery, NewAuditEvent, UnknownAuditAction};
 pub use denial::{Denial, ErrorKind};
 pub use models::{InvalidModelList, ModelList};
 pub use permission::{Permission, PermissionSet, UnknownPermission};

@@ -7,34 +7,33 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::HttpState;
-use super::auth::{envelope, list};
+use super::auth::{envelope, list, page};
 use super::error::ApiError;
-use super::extract::{Caller, JsonBody};
+use super::extract::{Audited, Caller, JsonBody, QueryParams};
 use crate::accounts::parse_models;
-use crate::domain::{DEFAULT_GROUP, Group, KeyUpdate, ModelList, Permission, Role, UserUpdate};
+use crate::audit::event;
+use crate::domain::{
+    AuditAction, AuditQuery, DEFAULT_GROUP, Group, KeyUpdate, ModelList, Permission, Role, UserUpdate,
+};
 use crate::ratelimit::Limit;
 use crate::secret::Secret;
-use crate::views::{GroupView, KeyView, UserView};
+use crate::views::{AuditView, GroupView, KeyView, UserView};
 
 fn respond(status: StatusCode, value: impl serde::Serialize) -> Result<Response, ApiError> {
     let value = serde_json::to_value(value).map_err(|_| ApiError::Internal)?;
     Ok(axum::response::IntoResponse::into_response((status, axum::Json(envelope(value)))))
 }
 
-fn admin(caller: &Caller) -> Result<(), ApiError> {
-    let allowed = caller.require(Permission::ManageUsers);
-    if allowed.is_err() {
-        tracing::info!(actor = %caller.0.user_id, "admin call refused");
-    }
-    allowed
+async fn admin(audited: &Audited, caller: &Caller) -> Result<(), ApiError> {
+    audited.require(caller, Permission::ManageUsers).await
 }
 
 fn parse_role(role: &str) -> Result<Role, ApiError> {
     role.parse().map_err(|e: crate::domain::UnknownRole| ApiError::validation("role", e.to_string()))
 }
 
-pub async fn list_users(State(s): State<HttpState>, caller: Caller) -> Result<Response, ApiError> {
-    admin(&caller)?;
+pub async fn list_users(State(s): State<HttpState>, caller: Caller, audited: Audited) -> Result<Response, ApiError> {
+    admin(&audited, &caller).await?;
     let users = s.accounts.store().list_users().await?;
     let views: Vec<UserView> = users.iter().map(UserView::from).collect();
     Ok(list("users", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
@@ -43,9 +42,10 @@ pub async fn list_users(State(s): State<HttpState>, caller: Caller) -> Result<Re
 pub async fn get_user(
     State(s): State<HttpState>,
     caller: Caller,
+    audited: Audited,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    admin(&audited, &caller).await?;
     respond(StatusCode::OK, UserView::from(&s.accounts.find_user(&id).await?))
 }
 
@@ -62,14 +62,24 @@ pub struct CreateUserBody {
 pub async fn create_user(
     State(s): State<HttpState>,
     caller: Caller,
+    audited: Audited,
     JsonBody(body): JsonBody<CreateUserBody>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    admin(&audited, &caller).await?;
     let role = body.role.as_deref().map(parse_role).transpose()?.unwrap_or(Role::Viewer);
     let group = body.group.as_deref().unwrap_or(DEFAULT_GROUP);
     let password = body.password.map(Secret::new);
     let user = s.accounts.create_user_with_password(&body.email, body.name.as_deref(), role, group, password).await?;
     tracing::info!(actor = %caller.0.user_id, user_id = %user.id, role = %user.role, "user created");
+    let detail = format!("role {}, group {}", user.role, user.group);
+    audited
+        .record(
+            event(AuditAction::UserCreated)
+                .actor(&*caller.0.user_id)
+                .target(format!("user:{}", user.id))
+                .detail(detail),
+        )
+        .await;
     respond(StatusCode::CREATED, UserView::from(&user))
 }
 
@@ -98,10 +108,11 @@ fn parse_override(value: Option<Option<String>>) -> Result<Option<Option<Limit>>
 pub async fn update_user(
     State(s): State<HttpState>,
     caller: Caller,
+    audited: Audited,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateUserBody>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    admin(&audited, &caller).await?;
     let update = UserUpdate {
         role: body.role.as_deref().map(parse_role).transpose()?,
         group: body.group,
@@ -117,6 +128,25 @@ pub async fn update_user(
     }
     let user = s.accounts.update_user(&target.id, &update).await?;
     tracing::info!(actor = %caller.0.user_id, user_id = %user.id, role = %user.role, disabled = user.disabled, "user changed");
+    let subject = format!("user:{}", user.id);
+    if user.role != target.role {
+        let change = event(AuditAction::RoleChanged).detail(format!("{} -> {}", target.role, user.role));
+        audited.record(change.actor(&*caller.0.user_id).target(subject.clone())).await;
+    }
+    let mut changes = Vec::new();
+    if user.group != target.group {
+        changes.push(format!("group {} -> {}", target.group, user.group));
+    }
+    if user.disabled != target.disabled {
+        changes.push(format!("disabled {} -> {}", target.disabled, user.disabled));
+    }
+    if update.rate_limit.is_some() {
+        changes.push("rate limit changed".to_owned());
+    }
+    if !changes.is_empty() {
+        let change = event(AuditAction::UserUpdated).detail(changes.join(", "));
+        audited.record(change.actor(&*caller.0.user_id).target(subject)).await;
+    }
     respond(StatusCode::OK, UserView::from(&user))
 }
 
@@ -143,10 +173,11 @@ fn parse_model_change(value: Option<Option<Vec<String>>>) -> Result<Option<Optio
 pub async fn update_key(
     State(s): State<HttpState>,
     caller: Caller,
+    audited: Audited,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<UpdateKeyBody>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    admin(&audited, &caller).await?;
     let update =
         KeyUpdate { rate_limit: parse_override(body.rate_limit)?, models: parse_model_change(body.allowed_models)? };
     if update.rate_limit.is_none() && update.models.is_none() {
@@ -154,11 +185,20 @@ pub async fn update_key(
     }
     let key = s.accounts.update_key(&id, &update).await?;
     tracing::info!(actor = %caller.0.user_id, key_id = %key.id, "API key changed");
+    let mut changes = Vec::new();
+    if update.rate_limit.is_some() {
+        changes.push("rate limit");
+    }
+    if update.models.is_some() {
+        changes.push("allowed models");
+    }
+    let change = event(AuditAction::KeyUpdated).detail(format!("changed: {}", changes.join(", ")));
+    audited.record(change.actor(&*caller.0.user_id).target(format!("key:{}", key.id))).await;
     respond(StatusCode::OK, KeyView::new(&key, crate::app::now()))
 }
 
-pub async fn list_groups(State(s): State<HttpState>, caller: Caller) -> Result<Response, ApiError> {
-    admin(&caller)?;
+pub async fn list_groups(State(s): State<HttpState>, caller: Caller, audited: Audited) -> Result<Response, ApiError> {
+    admin(&audited, &caller).await?;
     let groups = s.accounts.store().list_groups().await?;
     let views: Vec<GroupView> = groups.iter().map(GroupView::from).collect();
     Ok(list("groups", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
@@ -196,27 +236,112 @@ impl GroupBody {
 pub async fn create_group(
     State(s): State<HttpState>,
     caller: Caller,
+    audited: Audited,
     JsonBody(body): JsonBody<GroupBody>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    admin(&audited, &caller).await?;
     let name = body.name.clone().ok_or_else(|| ApiError::validation("name", "name is required"))?;
     let group = s.accounts.create_group(body.into_group(name, None)?).await?;
     tracing::info!(actor = %caller.0.user_id, group = %group.name, "group created");
+    audited
+        .record(event(AuditAction::GroupCreated).actor(&*caller.0.user_id).target(format!("group:{}", group.name)))
+        .await;
     respond(StatusCode::CREATED, GroupView::from(&group))
 }
 
 pub async fn update_group(
     State(s): State<HttpState>,
     caller: Caller,
+    audited: Audited,
     Path(name): Path<String>,
     JsonBody(body): JsonBody<GroupBody>,
 ) -> Result<Response, ApiError> {
-    admin(&caller)?;
+    admin(&audited, &caller).await?;
     if body.name.as_ref().is_some_and(|n| *n != name) {
         return Err(ApiError::validation("name", "a group cannot be renamed"));
     }
     let current = s.accounts.store().group(&name).await?.ok_or_else(|| ApiError::NotFound("group not found".into()))?;
     let group = s.accounts.update_group(body.into_group(name, Some(&current))?).await?;
     tracing::info!(actor = %caller.0.user_id, group = %group.name, "group limits changed");
+    audited
+        .record(event(AuditAction::GroupUpdated).actor(&*caller.0.user_id).target(format!("group:{}", group.name)))
+        .await;
     respond(StatusCode::OK, GroupView::from(&group))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogQuery {
+    action: Option<String>,
+    outcome: Option<String>,
+    /// The acting user's id.
+    actor: Option<String>,
+    /// `user:<id>`, `key:<id>`, `group:<name>`, or a refused call's `METHOD /path`.
+    target: Option<String>,
+    /// RFC 3339 or Unix seconds, inclusive.
+    since: Option<String>,
+    until: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    limit: Option<u32>,
+    /// `next_cursor` from the previous page.
+    cursor: Option<String>,
+}
+
+pub const MAX_AUDIT_PAGE: u32 = 500;
+
+fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError> {
+    let Some(value) = value else { return Ok(None) };
+    if let Ok(seconds) = value.parse::<i64>() {
+        return Ok(Some(seconds));
+    }
+    time::OffsetDateTime::parse(value, &time::format_description::well_known::Rfc3339)
+        .map(|t| Some(t.unix_timestamp()))
+        .map_err(|_| ApiError::validation(field, "expected an RFC 3339 time or Unix seconds"))
+}
+
+/// `GET /auth/audit`: security events, newest first, filtered and paged.
+pub async fn audit_log(
+    State(s): State<HttpState>,
+    caller: Caller,
+    audited: Audited,
+    QueryParams(q): QueryParams<AuditLogQuery>,
+) -> Result<Response, ApiError> {
+    audited.require(&caller, Permission::ViewAuditLogs).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=MAX_AUDIT_PAGE).contains(&limit) {
+        return Err(ApiError::validation("limit", format!("must be between 1 and {MAX_AUDIT_PAGE}")));
+    }
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.parse::<i64>()
+                .ok()
+                .filter(|c| *c > 0)
+                .ok_or_else(|| ApiError::validation("cursor", "not a cursor from this API"))?,
+        ),
+    };
+    let query = AuditQuery {
+        action: q
+            .action
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: crate::domain::UnknownAuditAction| ApiError::validation("action", e.to_string()))?,
+        outcome: q
+            .outcome
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e: String| ApiError::validation("outcome", e))?,
+        actor_id: q.actor,
+        target: q.target,
+        since: parse_time("since", q.since.as_deref())?,
+        until: parse_time("until", q.until.as_deref())?,
+        before,
+        limit,
+    };
+    let events = s.accounts.store().audit_events(&query).await?;
+    let next = (events.len() == limit as usize).then(|| events.last().map(|e| e.id.to_string())).flatten();
+    let views: Vec<AuditView> = events.iter().map(AuditView::from).collect();
+    Ok(page("events", serde_json::to_value(views).map_err(|_| ApiError::Internal)?, next))
 }

@@ -15,11 +15,12 @@ use serde_json::{Value, json};
 
 use super::HttpState;
 use super::error::ApiError;
-use super::extract::{Caller, ClientIp, JsonBody, QueryParams};
+use super::extract::{Audited, Caller, JsonBody, QueryParams};
 use crate::accounts::{KeyRequest, key_models};
 use crate::app::now;
+use crate::audit::event;
 use crate::authn::jwt::IssuedToken;
-use crate::domain::{AuthMethod, Denial, Permission, PermissionSet, User};
+use crate::domain::{AuditAction, AuthMethod, Denial, Permission, PermissionSet, User};
 use crate::secret::Secret;
 use crate::views::{CreatedKeyView, KeyView, UserView, timestamp};
 
@@ -39,12 +40,24 @@ pub fn envelope(value: Value) -> Value {
 /// A list: the items under `data` (as OpenAI lists and the seed envelope have
 /// them) and again under `name`.
 pub fn list(name: &str, items: Value) -> Response {
+    Json(Value::Object(list_body(name, items))).into_response()
+}
+
+/// One page of a list, with the cursor for the next (`null` on the last).
+pub fn page(name: &str, items: Value, next_cursor: Option<String>) -> Response {
+    let mut body = list_body(name, items);
+    body.insert("has_more".into(), Value::Bool(next_cursor.is_some()));
+    body.insert("next_cursor".into(), json!(next_cursor));
+    Json(Value::Object(body)).into_response()
+}
+
+fn list_body(name: &str, items: Value) -> serde_json::Map<String, Value> {
     let mut body = serde_json::Map::new();
     body.insert("object".into(), Value::String("list".into()));
     body.insert(name.into(), items.clone());
     body.insert("data".into(), items);
     body.insert("success".into(), Value::Bool(true));
-    Json(Value::Object(body)).into_response()
+    body
 }
 
 fn ok(status: StatusCode, value: Value) -> Response {
@@ -63,11 +76,13 @@ pub struct RegisterBody {
 
 pub async fn register(
     State(s): State<HttpState>,
+    audited: Audited,
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let email = body.email.or(body.username).ok_or_else(|| ApiError::validation("email", "email is required"))?;
     let user = s.accounts.register(&email, Secret::new(body.password), body.name.as_deref()).await?;
     tracing::info!(user_id = %user.id, "user registered");
+    audited.record(event(AuditAction::Registered).actor(&user.id).target(format!("user:{}", user.id))).await;
     let view = serde_json::to_value(UserView::from(&user)).map_err(|_| ApiError::Internal)?;
     let mut value = view.clone();
     if let Value::Object(map) = &mut value {
@@ -87,11 +102,11 @@ pub struct LoginBody {
 
 pub async fn login(
     State(s): State<HttpState>,
-    ClientIp(ip): ClientIp,
+    audited: Audited,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Response, ApiError> {
     let account = body.email.or(body.username).ok_or_else(|| ApiError::validation("email", "email is required"))?;
-    let ip = ip.map(|ip| ip.to_string());
+    let ip = audited.client_ip.clone();
     s.throttle.check(&account, ip.as_deref()).map_err(ApiError::RateLimited)?;
     let user = match s.accounts.verify_password(&account, Secret::new(body.password)).await {
         Ok(user) => user,
@@ -99,16 +114,29 @@ pub async fn login(
             if matches!(e, crate::accounts::AccountError::InvalidLogin) {
                 s.throttle.record_failure(&account, ip.as_deref());
                 tracing::info!(client_ip = ip.as_deref().unwrap_or("-"), "login failed");
+                // The account attacked, when it exists; never the password.
+                let known = s.accounts.store().user_by_email(&account.to_lowercase()).await.ok().flatten();
+                let failed = event(AuditAction::LoginFailed).detail("wrong password or unknown account");
+                audited
+                    .record(match known {
+                        Some(user) => failed.target(format!("user:{}", user.id)),
+                        None => failed,
+                    })
+                    .await;
             }
             return Err(e.into());
         }
     };
     s.throttle.record_success(&account);
     if user.disabled {
+        let refused = event(AuditAction::LoginFailed).target(format!("user:{}", user.id)).detail("account disabled");
+        audited.record(refused).await;
         return Err(Denial::AccountDisabled.into());
     }
     let issued = s.authorizer.authn().jwt().issue(&user, now())?;
     tracing::info!(user_id = %user.id, "login");
+    let method = event(AuditAction::LoginSucceeded).detail("password");
+    audited.record(method.actor(&user.id).target(format!("user:{}", user.id))).await;
     Ok(ok(StatusCode::OK, token_body(&issued, &user)))
 }
 
@@ -154,7 +182,11 @@ pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<R
     Ok(ok(StatusCode::OK, token_body(&issued, &user)))
 }
 
-pub async fn logout(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Response, ApiError> {
+pub async fn logout(
+    State(s): State<HttpState>,
+    Caller(caller): Caller,
+    audited: Audited,
+) -> Result<Response, ApiError> {
     let Some(session) = &caller.session else {
         return Err(ApiError::validation(
             "authorization",
@@ -163,6 +195,7 @@ pub async fn logout(State(s): State<HttpState>, Caller(caller): Caller) -> Resul
     };
     s.authorizer.authn().revocations().revoke(&session.jti, &caller.user_id, session.expires_at, now()).await?;
     tracing::info!(user_id = %caller.user_id, "logout");
+    audited.record(event(AuditAction::Logout).actor(&*caller.user_id).target(format!("user:{}", caller.user_id))).await;
     Ok(Json(json!({ "success": true, "message": "Logged out successfully" })).into_response())
 }
 
@@ -198,12 +231,13 @@ pub struct CreateKeyBody {
 pub async fn create_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
+    audited: Audited,
     JsonBody(body): JsonBody<CreateKeyBody>,
 ) -> Result<Response, ApiError> {
     let for_self = body.user.as_ref().is_none_or(|u| caller.is(u));
     let owner = match &body.user {
         Some(u) if !for_self => {
-            Caller(caller.clone()).require(Permission::ManageUsers)?;
+            audited.require(&Caller(caller.clone()), Permission::ManageUsers).await?;
             s.accounts.find_user(u).await?
         }
         _ => s.accounts.find_user(&caller.user_id).await?,
@@ -237,6 +271,9 @@ pub async fn create_key(
     };
     let (key, secret) = s.accounts.create_key(&owner, request, now).await?;
     tracing::info!(actor = %caller.user_id, owner = %owner.id, key_id = %key.id, "API key created");
+    let granted = names.as_ref().map_or_else(|| format!("{} role's permissions", owner.role), |n| n.join(" "));
+    let created = event(AuditAction::KeyCreated).detail(format!("owner user:{}, permissions: {granted}", owner.id));
+    audited.record(created.actor(&*caller.user_id).target(format!("key:{}", key.id))).await;
     let mut info = KeyView::new(&key, now);
     info.permissions.get_or_insert_with(|| s.accounts.roles().of(owner.role).names());
     let value = serde_json::to_value(CreatedKeyView { info, secret }).map_err(|_| ApiError::Internal)?;
@@ -255,13 +292,14 @@ pub struct ListKeysQuery {
 pub async fn list_keys(
     State(s): State<HttpState>,
     Caller(caller): Caller,
+    audited: Audited,
     QueryParams(q): QueryParams<ListKeysQuery>,
 ) -> Result<Response, ApiError> {
     let user_id = match (&q.user, q.all.unwrap_or(false)) {
         (None, false) => Some(caller.user_id.to_string()),
         (Some(u), _) if caller.is(u) => Some(caller.user_id.to_string()),
         (user, _) => {
-            Caller(caller.clone()).require(Permission::ManageUsers)?;
+            audited.require(&Caller(caller.clone()), Permission::ManageUsers).await?;
             match user {
                 Some(u) => Some(s.accounts.find_user(u).await?.id),
                 None => None,
@@ -277,6 +315,7 @@ pub async fn list_keys(
 pub async fn delete_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
+    audited: Audited,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let key = s.accounts.store().api_key(&id).await?;
@@ -287,5 +326,6 @@ pub async fn delete_key(
     }
     s.accounts.revoke_key(&id, now()).await?;
     tracing::info!(actor = %caller.user_id, key_id = %id, "API key revoked");
+    audited.record(event(AuditAction::KeyRevoked).actor(&*caller.user_id).target(format!("key:{id}"))).await;
     Ok(StatusCode::NO_CONTENT)
 }

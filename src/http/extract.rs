@@ -83,6 +83,50 @@ impl Caller {
     }
 }
 
+/// Records security events for this request, with its client address and,
+/// for refused calls, its method and path.
+pub struct Audited {
+    audit: crate::audit::Audit,
+    pub client_ip: Option<String>,
+    endpoint: String,
+}
+
+impl FromRequestParts<HttpState> for Audited {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
+        let ClientIp(ip) = ClientIp::from_request_parts(parts, state).await?;
+        Ok(Audited {
+            audit: state.audit.clone(),
+            client_ip: ip.map(|ip| ip.to_string()),
+            // Nested routers see their own suffix; the full path is the original one.
+            endpoint: match parts.extensions.get::<axum::extract::OriginalUri>() {
+                Some(original) => format!("{} {}", parts.method, original.path()),
+                None => format!("{} {}", parts.method, parts.uri.path()),
+            },
+        })
+    }
+}
+
+impl Audited {
+    pub async fn record(&self, event: crate::domain::NewAuditEvent) {
+        self.audit.record(event.client_ip(self.client_ip.as_deref())).await;
+    }
+
+    /// `caller.require(permission)`, recording a refusal as `admin.denied`.
+    pub async fn require(&self, caller: &Caller, permission: Permission) -> Result<(), ApiError> {
+        let allowed = caller.require(permission);
+        if allowed.is_err() {
+            let event = crate::audit::event(crate::domain::AuditAction::AdminDenied)
+                .actor(&*caller.0.user_id)
+                .target(self.endpoint.clone())
+                .detail(format!("missing permission {permission}"));
+            self.record(event).await;
+        }
+        allowed
+    }
+}
+
 /// The client's address: the connection's peer, or, behind
 /// `trusted_proxy_hops` proxies, the `X-Forwarded-For` entry the outermost
 /// trusted proxy appended. Entries a client wrote itself are never used.

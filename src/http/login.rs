@@ -22,12 +22,13 @@ use sha2::{Digest, Sha256};
 use super::HttpState;
 use super::auth::{envelope, token_body};
 use super::error::ApiError;
-use super::extract::{JsonBody, QueryParams};
+use super::extract::{Audited, JsonBody, QueryParams};
 use crate::app::now;
+use crate::audit::event;
 use crate::authn::api_key::random_base62;
 use crate::authn::oidc::ExternalIdentity;
 use crate::config::GithubConfig;
-use crate::domain::Denial;
+use crate::domain::{AuditAction, Denial};
 
 const COOKIE: &str = "gatehouse_login";
 const STATE_TTL: i64 = 600;
@@ -113,20 +114,27 @@ fn urlencode(s: &str) -> String {
 
 /// Applies `ALLOWED_EMAIL_DOMAINS` to a provider's verified email, provisions
 /// the user and issues a session token.
-async fn finish(s: &HttpState, identity: &ExternalIdentity) -> Result<Response, ApiError> {
+async fn finish(s: &HttpState, audited: &Audited, identity: &ExternalIdentity) -> Result<Response, ApiError> {
+    let via = format!("provider {}", identity.provider);
     let allowed = &s.accounts.settings().allowed_email_domains;
     if !allowed.is_empty() {
         let domain = identity.verified_email.as_deref().and_then(|e| e.rsplit_once('@')).map(|(_, d)| d);
         if !domain.is_some_and(|d| allowed.iter().any(|a| a == d)) {
+            audited.record(event(AuditAction::LoginFailed).detail(format!("{via}: email domain not allowed"))).await;
             return Err(ApiError::Forbidden("this account's verified email is not in an allowed domain".into()));
         }
     }
     let user = s.accounts.provision(identity).await?;
+    let subject = format!("user:{}", user.id);
     if user.disabled {
+        audited
+            .record(event(AuditAction::LoginFailed).target(subject).detail(format!("{via}: account disabled")))
+            .await;
         return Err(Denial::AccountDisabled.into());
     }
     let issued = s.authorizer.authn().jwt().issue(&user, now())?;
     tracing::info!(user_id = %user.id, provider = %identity.provider, "login through provider");
+    audited.record(event(AuditAction::LoginSucceeded).actor(&user.id).target(subject).detail(via)).await;
     let mut response = (StatusCode::OK, Json(envelope(token_body(&issued, &user)))).into_response();
     let clear = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
     response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).map_err(|_| ApiError::Internal)?);
@@ -176,6 +184,7 @@ struct TokenResponse {
 
 pub async fn oidc_callback(
     State(s): State<HttpState>,
+    audited: Audited,
     headers: HeaderMap,
     QueryParams(q): QueryParams<CallbackQuery>,
 ) -> Result<Response, ApiError> {
@@ -205,7 +214,7 @@ pub async fn oidc_callback(
     let tokens: TokenResponse = provider_post(&s, &endpoint, &form).await?;
     let id_token = tokens.id_token.ok_or(ApiError::Unauthenticated(Denial::InvalidCredential))?;
     let (_, identity) = issuer.verify(&id_token, Some(&login.nonce)).await?;
-    finish(&s, &identity).await
+    finish(&s, &audited, &identity).await
 }
 
 async fn provider_post<T: serde::de::DeserializeOwned>(
@@ -265,6 +274,7 @@ struct GithubEmail {
 
 pub async fn github_callback(
     State(s): State<HttpState>,
+    audited: Audited,
     headers: HeaderMap,
     QueryParams(q): QueryParams<CallbackQuery>,
 ) -> Result<Response, ApiError> {
@@ -301,7 +311,7 @@ pub async fn github_callback(
         groups: Vec::new(),
         expires_at: 0,
     };
-    finish(&s, &identity).await
+    finish(&s, &audited, &identity).await
 }
 
 async fn github_get<T: serde::de::DeserializeOwned>(

@@ -46,6 +46,7 @@ pub struct HttpState {
     pub public_url: String,
     /// For talking to providers (code exchange, GitHub's API).
     pub http_client: reqwest::Client,
+    pub audit: crate::audit::Audit,
 }
 
 fn auth_routes() -> Router<HttpState> {
@@ -64,6 +65,7 @@ fn auth_routes() -> Router<HttpState> {
         .route("/github", get(login::github_login))
         .route("/github/callback", get(login::github_callback))
         .route("/oauth/validate", post(login::validate))
+        .route("/audit", get(admin::audit_log))
 }
 
 fn admin_routes() -> Router<HttpState> {

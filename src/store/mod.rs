@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::domain::{ApiKey, Group, KeyGrant, KeyUpdate, NewApiKey, NewUser, User, UserUpdate};
+use crate::domain::{
+    ApiKey, AuditEvent, AuditQuery, Group, KeyGrant, KeyUpdate, NewApiKey, NewAuditEvent, NewUser, User, UserUpdate,
+};
 
 pub use sql::{PostgresStore, SqliteStore, connect};
 
@@ -108,4 +110,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records when keys were last used (batched off the Check path).
     async fn touch_api_keys(&self, used: &[(String, i64)]) -> StoreResult<()>;
+
+    async fn record_audit(&self, event: &NewAuditEvent) -> StoreResult<()>;
+    /// Events matching `query`, newest first, at most `query.limit`.
+    async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
 }

@@ -15,7 +15,8 @@ use sqlx::{PgPool, Row, SqlitePool};
 
 use super::{DynStore, Store, StoreError, StoreResult};
 use crate::domain::{
-    ApiKey, Group, KeyGrant, KeyUpdate, ModelList, NewApiKey, NewUser, PermissionSet, Role, User, UserUpdate,
+    ApiKey, AuditAction, AuditEvent, AuditOutcome, AuditQuery, Group, KeyGrant, KeyUpdate, ModelList, NewApiKey,
+    NewAuditEvent, NewUser, PermissionSet, Role, User, UserUpdate,
 };
 
 /// Connects to `url` (`sqlite:` or `postgres:`), running migrations when asked.
@@ -417,6 +418,57 @@ macro_rules! sql_store {
                 }
                 tx.commit().await?;
                 Ok(())
+            }
+
+            async fn record_audit(&self, e: &NewAuditEvent) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_events (at, action, outcome, actor_id, target, client_ip, detail) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(e.at)
+                .bind(e.action.as_str())
+                .bind(e.action.outcome().as_str())
+                .bind(&e.actor_id)
+                .bind(&e.target)
+                .bind(&e.client_ip)
+                .bind(&e.detail)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+                let rows = sqlx::query(
+                    "SELECT id, at, action, outcome, actor_id, target, client_ip, detail FROM audit_events \
+                     WHERE ($1 IS NULL OR action = $1) AND ($2 IS NULL OR outcome = $2) \
+                     AND ($3 IS NULL OR actor_id = $3) AND ($4 IS NULL OR target = $4) \
+                     AND ($5 IS NULL OR at >= $5) AND ($6 IS NULL OR at <= $6) AND ($7 IS NULL OR id < $7) \
+                     ORDER BY id DESC LIMIT $8",
+                )
+                .bind(q.action.map(AuditAction::as_str))
+                .bind(q.outcome.map(AuditOutcome::as_str))
+                .bind(&q.actor_id)
+                .bind(&q.target)
+                .bind(q.since)
+                .bind(q.until)
+                .bind(q.before)
+                .bind(i64::from(q.limit))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(AuditEvent {
+                            id: r.try_get("id")?,
+                            at: r.try_get("at")?,
+                            action: r.try_get("action")?,
+                            outcome: r.try_get("outcome")?,
+                            actor_id: r.try_get("actor_id")?,
+                            target: r.try_get("target")?,
+                            client_ip: r.try_get("client_ip")?,
+                            detail: r.try_get("detail")?,
+                        })
+                    })
+                    .collect()
             }
         }
     };

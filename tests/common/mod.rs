@@ -3,6 +3,8 @@
 //! server named by `GATEHOUSE_TEST_POSTGRES_URL`, which `scripts/test` starts).
 #![allow(dead_code)]
 
+pub mod api;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
