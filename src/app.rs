@@ -196,6 +196,16 @@ impl App {
         };
         tokio::spawn(reloader.run(stopped(stop_rx.clone())));
         tokio::spawn(crate::telemetry::run_upkeep(Duration::from_secs(5), stopped(stop_rx.clone())));
+        if let Some(addr) = self.config.metrics_addr {
+            let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener on {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "metrics listener (no authentication)");
+            let serve = axum::serve(listener, http::metrics_router()).with_graceful_shutdown(stopped(stop_rx.clone()));
+            tokio::spawn(async move {
+                if let Err(e) = serve.await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         for issuer in self.providers.all() {
             tokio::spawn(issuer.clone().run(stopped(stop_rx.clone())));
         }

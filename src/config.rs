@@ -37,6 +37,12 @@ pub struct Config {
     /// Time between reporting NOT_SERVING and closing the listeners on shutdown.
     pub shutdown_delay: Duration,
     pub log_json: bool,
+    /// Full email addresses in logs (default: redacted).
+    pub log_emails: bool,
+    /// A separate listener serving only `/metrics`, without authentication
+    /// (for a scraper on a private network). Unset: `/metrics` is on the
+    /// main HTTP listener, for callers holding `read_metrics`.
+    pub metrics_addr: Option<SocketAddr>,
     pub jwt: JwtConfig,
     pub roles: RolePermissions,
     pub accounts: AccountSettings,
@@ -129,6 +135,8 @@ impl Default for Config {
             usage_flush_interval: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
             log_json: false,
+            log_emails: false,
+            metrics_addr: None,
             jwt: JwtConfig {
                 algorithm: Algorithm::HS256,
                 secret: None,
@@ -306,6 +314,7 @@ struct FileRoles {
 struct FileServer {
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shutdown_delay_seconds: Option<u64>,
 }
 
@@ -339,6 +348,7 @@ struct FileCache {
 #[serde(deny_unknown_fields)]
 struct FileLog {
     format: Option<String>,
+    emails: Option<bool>,
 }
 
 /// Reads one variable: `Ok(None)` when unset or empty, an error naming the
@@ -510,6 +520,9 @@ impl Config {
         self.config_file = Some(path.to_owned());
         set(&mut self.grpc_addr, file.server.grpc_addr);
         set(&mut self.http_addr, file.server.http_addr);
+        if file.server.metrics_addr.is_some() {
+            self.metrics_addr = file.server.metrics_addr;
+        }
         set(&mut self.shutdown_delay, file.server.shutdown_delay_seconds.map(Duration::from_secs));
         set(&mut self.database_url, file.database.url);
         set(&mut self.auto_migrate, file.database.auto_migrate);
@@ -527,6 +540,7 @@ impl Config {
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
         }
+        set(&mut self.log_emails, file.log.emails);
         if let Some(file) = file.policy.as_mut().and_then(|p| p.file.take()) {
             // Relative to the config file, like any path a config file names.
             self.policy_file = Some(path.parent().map_or(file.clone(), |dir| dir.join(&file)));
@@ -606,6 +620,10 @@ impl Config {
         set(&mut self.usage_flush_interval, secs("GATEHOUSE_USAGE_FLUSH_SECONDS")?);
         if let Some(format) = parse_var::<String>(env, "GATEHOUSE_LOG_FORMAT")? {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;
+        }
+        set(&mut self.log_emails, parse_var(env, "GATEHOUSE_LOG_EMAILS")?);
+        if let Some(addr) = parse_var(env, "GATEHOUSE_METRICS_ADDR")? {
+            self.metrics_addr = Some(addr);
         }
         self.apply_env_accounts(env)
     }

@@ -1,8 +1,35 @@
 //! Logging set-up. Logs go to stderr; `RUST_LOG` filters them.
+//!
+//! What is never logged: API keys, tokens, passwords, `Authorization`
+//! values, query strings (they may carry credentials). Emails appear only
+//! redacted (`a***@example.com`) unless `GATEHOUSE_LOG_EMAILS=true`.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
+
+static LOG_EMAILS: AtomicBool = AtomicBool::new(false);
+
+/// Whether log lines may carry full email addresses (off by default).
+pub fn set_log_emails(on: bool) {
+    LOG_EMAILS.store(on, Ordering::Relaxed);
+}
+
+/// An email address as log lines show it: the first character of the local
+/// part and the domain (`a***@example.com`), unless full emails are enabled.
+pub fn email(address: &str) -> String {
+    if LOG_EMAILS.load(Ordering::Relaxed) {
+        return address.to_owned();
+    }
+    match address.rsplit_once('@') {
+        Some((local, domain)) => {
+            let first: String = local.chars().take(1).collect();
+            format!("{first}***@{domain}")
+        }
+        None => "***".to_owned(),
+    }
+}
 
 pub fn init(json: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
@@ -21,7 +48,7 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     HANDLE.get_or_init(|| {
         let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
         let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Full("gatehouse_check_duration_seconds".into()), &buckets)
+            .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &buckets)
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
@@ -39,6 +66,19 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
             "gatehouse_ratelimit_fallback_total",
             "Rate limit decisions made locally because Redis was unavailable"
         );
+        metrics::describe_counter!(
+            "gatehouse_cache_requests_total",
+            "Cache lookups on the Check path by cache (keys, users, groups, tokens) and result (hit, miss, stale)"
+        );
+        metrics::describe_histogram!("gatehouse_store_duration_seconds", "Database reads behind the caches, by cache");
+        metrics::describe_counter!("gatehouse_store_errors_total", "Failed database reads behind the caches, by cache");
+        metrics::describe_histogram!("gatehouse_redis_duration_seconds", "Shared rate-limit decisions in Redis");
+        metrics::describe_counter!("gatehouse_redis_errors_total", "Failed or timed-out Redis rate-limit calls");
+        metrics::describe_counter!(
+            "gatehouse_jwks_refreshes_total",
+            "Provider key (JWKS) fetches by issuer and result"
+        );
+        metrics::describe_counter!("gatehouse_audit_write_errors_total", "Audit events that could not be stored");
         metrics::gauge!("gatehouse_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })
@@ -57,5 +97,17 @@ pub async fn run_upkeep(interval: std::time::Duration, shutdown: impl std::futur
             _ = tick.tick() => metrics().run_upkeep(),
             () = &mut shutdown => break,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_redacted() {
+        assert_eq!(email("alice@example.com"), "a***@example.com");
+        assert_eq!(email("not an email"), "***");
+        assert_eq!(email("@example.com"), "***@example.com");
     }
 }

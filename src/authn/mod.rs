@@ -57,6 +57,14 @@ impl Expiry<[u8; 32], Arc<Verified>> for UntilTokenExpiry {
     }
 }
 
+thread_local! {
+    /// Verified-token cache hits and misses, resolved once per thread.
+    static TOKEN_CACHE: (metrics::Counter, metrics::Counter) = (
+        metrics::counter!("gatehouse_cache_requests_total", "cache" => "tokens", "result" => "hit"),
+        metrics::counter!("gatehouse_cache_requests_total", "cache" => "tokens", "result" => "miss"),
+    );
+}
+
 pub struct Authenticator {
     providers: Arc<Providers>,
     accounts: Accounts,
@@ -153,7 +161,9 @@ impl Authenticator {
     /// configured provider's by that provider's JWKS.
     async fn verified_token(&self, token: &str, now: i64) -> Result<Arc<Verified>, Denial> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(verified) = self.verified.get(&digest) {
+        let cached = self.verified.get(&digest);
+        TOKEN_CACHE.with(|(hit, miss)| if cached.is_some() { hit.increment(1) } else { miss.increment(1) });
+        if let Some(verified) = cached {
             if verified.exp() + self.jwt.settings().leeway_seconds <= now {
                 return Err(Denial::Expired);
             }

@@ -165,6 +165,14 @@ impl Issuer {
 
     async fn fetch(&self, started: &mut Option<Instant>) -> Result<usize, OidcError> {
         *started = Some(Instant::now());
+        let fetched = self.fetch_keys().await;
+        let result = if fetched.is_ok() { "ok" } else { "error" };
+        metrics::counter!("gatehouse_jwks_refreshes_total", "issuer" => self.config.issuer_url.clone(), "result" => result)
+            .increment(1);
+        fetched
+    }
+
+    async fn fetch_keys(&self) -> Result<usize, OidcError> {
         let discovery = match self.discovery().await {
             Some(d) => d,
             None => self.fetch_discovery().await?,

@@ -113,7 +113,8 @@ pub async fn login(
         Err(e) => {
             if matches!(e, crate::accounts::AccountError::InvalidLogin) {
                 s.throttle.record_failure(&account, ip.as_deref());
-                tracing::info!(client_ip = ip.as_deref().unwrap_or("-"), "login failed");
+                let shown = crate::telemetry::email(&account);
+                tracing::info!(client_ip = ip.as_deref().unwrap_or("-"), account = shown, "login failed");
                 // The account attacked, when it exists; never the password.
                 let known = s.accounts.store().user_by_email(&account.to_lowercase()).await.ok().flatten();
                 let failed = event(AuditAction::LoginFailed).detail("wrong password or unknown account");

@@ -69,6 +69,7 @@ impl FromRequestParts<HttpState> for Caller {
     async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
         let headers = parts.headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("\u{0}")));
         let principal = state.authorizer.authenticate(headers, crate::app::now()).await?;
+        tracing::Span::current().record("user_id", &*principal.user_id);
         Ok(Caller(principal))
     }
 }

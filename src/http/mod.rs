@@ -78,6 +78,7 @@ fn admin_routes() -> Router<HttpState> {
 }
 
 pub fn router(state: HttpState) -> Router {
+    let logged = state.clone();
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -91,7 +92,49 @@ pub fn router(state: HttpState) -> Router {
         .nest("/api/v1/admin", admin_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(logged, access_log))
         .with_state(state)
+}
+
+/// The separate metrics listener's routes: `/metrics`, unauthenticated.
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(|| async { render_metrics() })).fallback(not_found)
+}
+
+/// One log line per API request (seed 003: time, client IP, user, endpoint,
+/// status, duration) in a span carrying the request id, which is Envoy's
+/// `x-request-id` when present (so API and Check logs line up) and is echoed
+/// back. The path is logged without its query string; probes log at debug.
+async fn access_log(
+    extract::ClientIp(ip): extract::ClientIp,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    use tracing::Instrument;
+    let started = std::time::Instant::now();
+    let request_id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let span = tracing::info_span!("request", request_id = %request_id, user_id = tracing::field::Empty);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status().as_u16();
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let client_ip = ip.map(|ip| ip.to_string());
+    let _entered = span.enter();
+    if matches!(path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+        tracing::debug!(%method, path, status, duration_ms, client_ip, "http request");
+    } else {
+        tracing::info!(%method, path, status, duration_ms, client_ip, "http request");
+    }
+    response
 }
 
 /// Liveness: the process answers.
@@ -132,8 +175,12 @@ async fn readyz(State(state): State<HttpState>) -> Response {
 /// Prometheus text format, for callers holding `read_metrics`.
 async fn metrics(caller: extract::Caller) -> Result<Response, ApiError> {
     caller.require(crate::domain::Permission::ReadMetrics)?;
+    Ok(render_metrics())
+}
+
+fn render_metrics() -> Response {
     let body = crate::telemetry::metrics().render();
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response())
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 fn not_ready(reason: &str) -> Response {

@@ -118,7 +118,10 @@ impl RedisLimiter {
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn check(&self, key: &str, limit: Limit) -> Result<Outcome, LimiterError> {
-        match self.shared(key, limit).await {
+        let started = std::time::Instant::now();
+        let shared = self.shared(key, limit).await;
+        metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
+        match shared {
             Ok(outcome) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     metrics::gauge!("gatehouse_ratelimit_redis_available").set(1.0);
@@ -128,6 +131,7 @@ impl Limiter for RedisLimiter {
             }
             Err(e) => {
                 self.mark_degraded(&e);
+                metrics::counter!("gatehouse_redis_errors_total").increment(1);
                 metrics::counter!("gatehouse_ratelimit_fallback_total").increment(1);
                 Ok(self.fallback.decide(key, limit))
             }

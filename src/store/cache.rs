@@ -76,33 +76,76 @@ pub struct ReadThrough<V> {
     cache: Cache<String, Stamped<V>>,
     load: Loader<V>,
     ttl: Duration,
+    stats: Arc<CacheStats>,
+}
+
+/// Metric handles, resolved once (the hot path only increments them).
+struct CacheStats {
+    hits: metrics::Counter,
+    misses: metrics::Counter,
+    stale: metrics::Counter,
+    store_errors: metrics::Counter,
+    store_duration: metrics::Histogram,
+}
+
+impl CacheStats {
+    fn new(cache: &'static str) -> Self {
+        let requests = |result: &'static str| metrics::counter!("gatehouse_cache_requests_total", "cache" => cache, "result" => result);
+        CacheStats {
+            hits: requests("hit"),
+            misses: requests("miss"),
+            stale: requests("stale"),
+            store_errors: metrics::counter!("gatehouse_store_errors_total", "cache" => cache),
+            store_duration: metrics::histogram!("gatehouse_store_duration_seconds", "cache" => cache),
+        }
+    }
+
+    /// Times a store read and counts its failure.
+    async fn timed<T>(&self, read: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let started = Instant::now();
+        let result = read.await;
+        self.store_duration.record(started.elapsed().as_secs_f64());
+        if result.is_err() {
+            self.store_errors.increment(1);
+        }
+        result
+    }
 }
 
 impl<V> Clone for ReadThrough<V> {
     fn clone(&self) -> Self {
-        ReadThrough { store: self.store.clone(), cache: self.cache.clone(), load: self.load, ttl: self.ttl }
+        ReadThrough {
+            store: self.store.clone(),
+            cache: self.cache.clone(),
+            load: self.load,
+            ttl: self.ttl,
+            stats: self.stats.clone(),
+        }
     }
 }
 
 impl<V: Send + Sync + 'static> ReadThrough<V> {
-    fn new(store: DynStore, settings: &CacheSettings, load: Loader<V>) -> Self {
+    fn new(name: &'static str, store: DynStore, settings: &CacheSettings, load: Loader<V>) -> Self {
         let keep = settings.ttl + settings.stale_limit;
         let cache = Cache::builder()
             .max_capacity(settings.capacity)
             .expire_after(EntryExpiry { keep, negative_ttl: settings.negative_ttl })
             .build();
-        ReadThrough { store, cache, load, ttl: settings.ttl }
+        ReadThrough { store, cache, load, ttl: settings.ttl, stats: Arc::new(CacheStats::new(name)) }
     }
 
     /// The record for `id`, from the cache or, on a miss, from the store.
     pub async fn get(&self, id: &str) -> Result<Entry<V>, Arc<StoreError>> {
         if let Some(entry) = self.cache.get(id).await {
             if entry.loaded.elapsed() < self.ttl {
+                self.stats.hits.increment(1);
                 return Ok(entry.value);
             }
+            self.stats.stale.increment(1);
             return self.refresh(id, entry).await;
         }
-        let load = (self.load)(self.store.clone(), id.to_owned());
+        self.stats.misses.increment(1);
+        let load = self.stats.timed((self.load)(self.store.clone(), id.to_owned()));
         let fresh = async move { Ok(Stamped { value: load.await?.map(Arc::new), loaded: Instant::now() }) };
         self.cache.try_get_with(id.to_owned(), fresh).await.map(|e| e.value)
     }
@@ -110,7 +153,7 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
     /// Re-reads an entry past its TTL; serves the old answer if the store is
     /// unavailable (the entry expires from the cache at TTL + stale limit).
     async fn refresh(&self, id: &str, stale: Stamped<V>) -> Result<Entry<V>, Arc<StoreError>> {
-        match (self.load)(self.store.clone(), id.to_owned()).await {
+        match self.stats.timed((self.load)(self.store.clone(), id.to_owned())).await {
             Ok(value) => {
                 let value = value.map(Arc::new);
                 self.cache.insert(id.to_owned(), Stamped { value: value.clone(), loaded: Instant::now() }).await;
@@ -143,13 +186,13 @@ pub type UserCache = ReadThrough<User>;
 pub type GroupCache = ReadThrough<Group>;
 
 pub fn key_cache(store: DynStore, settings: &CacheSettings) -> KeyCache {
-    ReadThrough::new(store, settings, |store, id| Box::pin(async move { store.key_grant(&id).await }))
+    ReadThrough::new("keys", store, settings, |store, id| Box::pin(async move { store.key_grant(&id).await }))
 }
 
 pub fn user_cache(store: DynStore, settings: &CacheSettings) -> UserCache {
-    ReadThrough::new(store, settings, |store, id| Box::pin(async move { store.user_by_id(&id).await }))
+    ReadThrough::new("users", store, settings, |store, id| Box::pin(async move { store.user_by_id(&id).await }))
 }
 
 pub fn group_cache(store: DynStore, settings: &CacheSettings) -> GroupCache {
-    ReadThrough::new(store, settings, |store, name| Box::pin(async move { store.group(&name).await }))
+    ReadThrough::new("groups", store, settings, |store, name| Box::pin(async move { store.group(&name).await }))
 }
