@@ -173,10 +173,30 @@ impl App {
             http_client: crate::authn::oidc::http_client()?,
             audit: crate::audit::Audit::new(self.store.clone()),
         };
-        let router = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-        let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx.clone()));
-        let grpc =
-            grpc::serve(grpc_listener, self.ext_authz.clone(), self.admin.clone(), health, stopped(stop_rx.clone()));
+        let router = http::router(state).into_make_service_with_connect_info::<http::extract::PeerAddr>();
+        let (grpc_tls, http_tls) = match &self.config.tls {
+            Some(files) => {
+                let (grpc, http) = crate::tls::server_configs(files)?;
+                (Some(grpc), Some(http))
+            }
+            None => (None, None),
+        };
+        let http_stopped = stopped(stop_rx.clone());
+        let http: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match http_tls {
+            None => Box::pin(axum::serve(http_listener, router).with_graceful_shutdown(http_stopped).into_future()),
+            Some(config) => {
+                let listener = crate::tls::HttpsListener::new(http_listener, config)?;
+                Box::pin(axum::serve(listener, router).with_graceful_shutdown(http_stopped).into_future())
+            }
+        };
+        let grpc = grpc::serve(
+            grpc_listener,
+            grpc_tls,
+            self.ext_authz.clone(),
+            self.admin.clone(),
+            health,
+            stopped(stop_rx.clone()),
+        );
         let usage = tokio::spawn(self.usage.clone().run(
             self.store.clone(),
             self.config.usage_flush_interval,

@@ -43,6 +43,8 @@ pub struct Config {
     /// (for a scraper on a private network). Unset: `/metrics` is on the
     /// main HTTP listener, for callers holding `read_metrics`.
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS on the gRPC and HTTP listeners; `None`: plain TCP.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub jwt: JwtConfig,
     pub roles: RolePermissions,
     pub accounts: AccountSettings,
@@ -137,6 +139,7 @@ impl Default for Config {
             log_json: false,
             log_emails: false,
             metrics_addr: None,
+            tls: None,
             jwt: JwtConfig {
                 algorithm: Algorithm::HS256,
                 secret: None,
@@ -232,6 +235,8 @@ struct FileConfig {
     #[serde(default)]
     server: FileServer,
     #[serde(default)]
+    tls: FileTls,
+    #[serde(default)]
     database: FileDatabase,
     #[serde(default)]
     auth: FileAuth,
@@ -316,6 +321,14 @@ struct FileServer {
     http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown_delay_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
+    client_ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -520,6 +533,12 @@ impl Config {
         self.config_file = Some(path.to_owned());
         set(&mut self.grpc_addr, file.server.grpc_addr);
         set(&mut self.http_addr, file.server.http_addr);
+        let dir = path.parent().map(ToOwned::to_owned).unwrap_or_default();
+        self.tls_parts(
+            file.tls.cert_file.map(|f| dir.join(f)),
+            file.tls.key_file.map(|f| dir.join(f)),
+            file.tls.client_ca_file.map(|f| dir.join(f)),
+        );
         if file.server.metrics_addr.is_some() {
             self.metrics_addr = file.server.metrics_addr;
         }
@@ -622,6 +641,11 @@ impl Config {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;
         }
         set(&mut self.log_emails, parse_var(env, "GATEHOUSE_LOG_EMAILS")?);
+        self.tls_parts(
+            parse_var(env, "GATEHOUSE_TLS_CERT_FILE")?,
+            parse_var(env, "GATEHOUSE_TLS_KEY_FILE")?,
+            parse_var(env, "GATEHOUSE_TLS_CLIENT_CA_FILE")?,
+        );
         if let Some(addr) = parse_var(env, "GATEHOUSE_METRICS_ADDR")? {
             self.metrics_addr = Some(addr);
         }
@@ -732,7 +756,36 @@ impl Config {
         Ok(())
     }
 
+    /// Overrides the TLS files that are given; the rest stay.
+    fn tls_parts(
+        &mut self,
+        cert: Option<std::path::PathBuf>,
+        key: Option<std::path::PathBuf>,
+        client_ca: Option<std::path::PathBuf>,
+    ) {
+        if cert.is_none() && key.is_none() && client_ca.is_none() {
+            return;
+        }
+        let tls = self.tls.get_or_insert_with(Default::default);
+        set(&mut tls.cert_file, cert);
+        set(&mut tls.key_file, key);
+        if client_ca.is_some() {
+            tls.client_ca_file = client_ca;
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(tls) = &self.tls {
+            let missing = |p: &std::path::Path| p.as_os_str().is_empty();
+            if missing(&tls.cert_file) || missing(&tls.key_file) {
+                return Err(invalid(
+                    "GATEHOUSE_TLS_CERT_FILE",
+                    "",
+                    "TLS needs both GATEHOUSE_TLS_CERT_FILE and GATEHOUSE_TLS_KEY_FILE",
+                ));
+            }
+            crate::tls::server_configs(tls).map_err(|e| invalid("GATEHOUSE_TLS_CERT_FILE", "", e.to_string()))?;
+        }
         let url = &self.database_url;
         if !["sqlite:", "postgres:", "postgresql:"].iter().any(|s| url.starts_with(s)) {
             return Err(invalid("DATABASE_URL", &redact_url(url), "must start with sqlite: or postgres:"));

@@ -27,4 +27,5 @@ pub mod reload;
 pub mod secret;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod views;

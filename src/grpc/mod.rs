@@ -24,20 +24,29 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 }
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
-/// Checks finish.
+/// Checks finish. With `tls`, connections are TLS (mTLS when the config
+/// verifies clients).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
     ext_authz: ExtAuthz,
     admin: AdminService,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(AuthorizationServer::new(ext_authz))
-        .add_service(admin.into_server())
-        .serve_with_incoming_shutdown(incoming(listener), shutdown)
-        .await
+        .add_service(admin.into_server());
+    match tls {
+        None => router.serve_with_incoming_shutdown(incoming(listener), shutdown).await,
+        Some(config) => {
+            use tokio_stream::StreamExt;
+            let connections = tokio_stream::wrappers::ReceiverStream::new(crate::tls::accept(listener, config))
+                .map(|(stream, _)| Ok::<_, std::io::Error>(stream));
+            router.serve_with_incoming_shutdown(connections, shutdown).await
+        }
+    }
 }
 
 /// Accepted connections with `TCP_NODELAY`. (`Server::tcp_nodelay` applies only

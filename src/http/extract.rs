@@ -128,6 +128,22 @@ impl Audited {
     }
 }
 
+/// The connection's peer address, over TCP or TLS.
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, crate::tls::HttpsListener>> for PeerAddr {
+    fn connect_info(stream: axum::serve::IncomingStream<'_, crate::tls::HttpsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
 /// The client's address: the connection's peer, or, behind
 /// `trusted_proxy_hops` proxies, the `X-Forwarded-For` entry the outermost
 /// trusted proxy appended. Entries a client wrote itself are never used.
@@ -137,7 +153,7 @@ impl FromRequestParts<HttpState> for ClientIp {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let peer = parts.extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip());
         if state.trusted_proxy_hops == 0 {
             return Ok(ClientIp(peer));
         }

@@ -340,8 +340,6 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(gatehouse: &TestServer, upstream: SocketAddr) -> Envoy {
-        let binary = std::env::var("GATEHOUSE_TEST_ENVOY")
-            .expect("GATEHOUSE_TEST_ENVOY is not set: run the suite with scripts/test, which installs Envoy");
         let port = free_port();
         let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
             .unwrap()
@@ -351,6 +349,14 @@ impl Envoy {
             .replace("port_value: 8080", &format!("port_value: {}", gatehouse.http.port()))
             .replace("port_value: 9000", &format!("port_value: {}", upstream.port()))
             .replace("address: 0.0.0.0", "address: 127.0.0.1");
+        Envoy::run(port, &config).await
+    }
+
+    /// Runs `config`, whose listener is on `port` and answers `/healthz`
+    /// with 200 once up.
+    pub async fn run(port: u16, config: &str) -> Envoy {
+        let binary = std::env::var("GATEHOUSE_TEST_ENVOY")
+            .expect("GATEHOUSE_TEST_ENVOY is not set: run the suite with scripts/test, which installs Envoy");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).unwrap();
@@ -424,6 +430,8 @@ pub struct Process {
     pub http: u16,
     child: std::process::Child,
     log: tempfile::NamedTempFile,
+    /// Serving TLS (with the test CA's certificate).
+    tls: bool,
 }
 
 impl Process {
@@ -446,9 +454,10 @@ impl Process {
             .spawn()
             .unwrap();
         let wants_redis = env.iter().any(|(k, _)| *k == "REDIS_URL");
-        let p = Process { grpc, http, child, log };
+        let tls = env.iter().any(|(k, _)| *k == "GATEHOUSE_TLS_CERT_FILE");
+        let p = Process { grpc, http, child, log, tls };
         for _ in 0..300 {
-            if let Ok(r) = reqwest::get(p.url("/readyz")).await
+            if let Ok(r) = p.http_client().get(p.url("/readyz")).send().await
                 && r.json::<serde_json::Value>().await.is_ok_and(|b| !wants_redis || b["redis"] == "ok")
             {
                 return p;
@@ -473,7 +482,18 @@ impl Process {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.http)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.http)
+    }
+
+    /// A client for the HTTP API (trusting the test CA when it serves TLS).
+    pub fn http_client(&self) -> reqwest::Client {
+        let mut builder = reqwest::Client::builder();
+        if self.tls {
+            let ca = std::fs::read(fixture("tls-ca.pem")).unwrap();
+            builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
+        }
+        builder.build().unwrap()
     }
 
     pub async fn check(&self, headers: &[(&str, &str)]) -> Check {
@@ -489,17 +509,30 @@ impl Drop for Process {
     }
 }
 
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// POSTs `body` as JSON (with a bearer token when given); the status and the JSON answer.
+pub async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut request = client.post(url).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(serde_json::Value::Null))
+}
+
 /// Logs in through `login_url` (a gatehouse `/auth/login`, direct or through
 /// Envoy); returns the access token.
 pub async fn login(login_url: &str, email: &str, password: &str) -> String {
-    let body: serde_json::Value = reqwest::Client::new()
-        .post(login_url)
-        .json(&serde_json::json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"email": email, "password": password});
+    let (_, body) = post_json(&reqwest::Client::new(), login_url, None, &body).await;
     body["access_token"].as_str().unwrap_or_else(|| panic!("login failed: {body}")).to_owned()
 }

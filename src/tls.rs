@@ -1,0 +1,170 @@
+//! TLS for the listeners (rustls with the ring provider): a certificate chain
+//! and key from PEM files for both listeners and, on the gRPC listener
+//! only, client certificates required and verified against a CA (mTLS from
+//! Envoy). Handshakes run in their own tasks, so a slow or silent client
+//! cannot hold up the accept loop.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+
+/// Where the PEM files are.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// When set, gRPC clients must present a certificate this CA signed.
+    pub client_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    #[error("client CA: {0}")]
+    ClientCa(String),
+}
+
+fn file_error(path: &Path, reason: impl std::fmt::Display) -> TlsError {
+    TlsError::File { path: path.display().to_string(), reason: reason.to_string() }
+}
+
+/// The server configurations: (gRPC, HTTP).
+pub fn server_configs(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), TlsError> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert_file)
+        .map_err(|e| file_error(&files.cert_file, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_error(&files.cert_file, e))?;
+    if certs.is_empty() {
+        return Err(file_error(&files.cert_file, "no certificate in the file"));
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| file_error(&files.key_file, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = || ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions();
+
+    let client_auth = match &files.client_ca_file {
+        None => WebPkiClientVerifier::no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, e))? {
+                roots.add(cert.map_err(|e| file_error(path, e))?).map_err(|e| file_error(path, e))?;
+            }
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .build()
+                .map_err(|e| TlsError::ClientCa(e.to_string()))?
+        }
+    };
+    let mut grpc =
+        builder()?.with_client_cert_verifier(client_auth).with_single_cert(certs.clone(), key.clone_key())?;
+    grpc.alpn_protocols = vec![b"h2".to_vec()];
+    let mut http = builder()?.with_no_client_auth().with_single_cert(certs, key)?;
+    http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(grpc), Arc::new(http)))
+}
+
+/// Longest a client may take to finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Accepts TCP connections on `listener` and yields those whose TLS
+/// handshake succeeded (with `TCP_NODELAY`). Failed handshakes are logged at
+/// debug and dropped.
+pub fn accept(listener: TcpListener, config: Arc<ServerConfig>) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let _ = stream.set_nodelay(true);
+            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send((tls, peer)).await;
+                    }
+                    Ok(Err(e)) => tracing::debug!(error = %e, %peer, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    rx
+}
+
+/// An axum listener over [`accept`].
+pub struct HttpsListener {
+    connections: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl HttpsListener {
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(HttpsListener { connections: accept(listener, config), local })
+    }
+}
+
+impl axum::serve::Listener for HttpsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.connections.recv().await {
+            Some(connection) => connection,
+            // The accept task ends only with the runtime.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    }
+
+    #[test]
+    fn loads_certificates_and_refuses_bad_files() {
+        let good = TlsFiles {
+            cert_file: fixture("tls-server.pem"),
+            key_file: fixture("tls-server.key"),
+            client_ca_file: Some(fixture("tls-ca.pem")),
+        };
+        let (grpc, http) = server_configs(&good).unwrap();
+        assert_eq!(grpc.alpn_protocols, vec![b"h2".to_vec()]);
+        assert_eq!(http.alpn_protocols.len(), 2);
+        let missing = TlsFiles { cert_file: fixture("nope.pem"), ..good.clone() };
+        assert!(server_configs(&missing).unwrap_err().to_string().contains("nope.pem"));
+        let swapped = TlsFiles { cert_file: fixture("tls-server.key"), ..good.clone() };
+        assert!(server_configs(&swapped).is_err());
+        let wrong_key = TlsFiles { key_file: fixture("tls-client.key"), ..good };
+        assert!(server_configs(&wrong_key).is_err());
+    }
+}
