@@ -19,6 +19,8 @@ pub mod authz;
 pub mod cli;
 pub mod config;
 pub mod domain;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod grpc;
 pub mod http;
 pub mod policy;
