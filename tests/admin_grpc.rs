@@ -5,7 +5,7 @@
 mod common;
 
 use common::{Backend, TestServer};
-use gatehouse::domain::Role;
+use gatehouse::domain::{AuditAction, AuditQuery, Role};
 use gatehouse::grpc::admin::pb;
 use gatehouse::grpc::admin::pb::key_admin_client::KeyAdminClient;
 use tonic::Code;
@@ -67,6 +67,15 @@ async fn admin_manages_keys_that_check_honours(b: Backend) {
     assert!(revoked.revoked_at.is_some());
     let check = s.check("GET", "/v1/models", &[("x-api-key", &created.secret)]).await;
     assert_eq!(check.http_status(), 401);
+
+    // Both changes are in the audit log, with the admin as actor.
+    let events = s.store.audit_events(&AuditQuery { limit: 50, ..Default::default() }).await.unwrap();
+    let on_key: Vec<&str> =
+        events.iter().filter(|e| e.target.as_deref() == Some(&format!("key:{}", key.id))).map(|e| &*e.action).collect();
+    assert_eq!(on_key, ["key.revoked", "key.created"]);
+    let admin_id = s.store.user_by_email("root@example.com").await.unwrap().unwrap().id;
+    assert!(events.iter().filter(|e| e.action.starts_with("key.")).all(|e| e.actor_id.as_deref() == Some(&*admin_id)));
+    assert!(events.iter().all(|e| e.client_ip.as_deref() == Some("127.0.0.1")));
     s.finish().await;
 }
 
@@ -88,8 +97,12 @@ async fn callers_without_manage_users_are_refused(b: Backend) {
         let e = c.list_keys(with_key(pb::ListKeysRequest::default(), key)).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
     }
-    // Nothing was created by the refused calls.
+    // Nothing was created by the refused calls; each refusal is audited.
     assert_eq!(s.store.list_api_keys(None).await.unwrap().len(), 3);
+    let denied = AuditQuery { action: Some(AuditAction::AdminDenied), limit: 50, ..Default::default() };
+    let events = s.store.audit_events(&denied).await.unwrap();
+    assert_eq!(events.len(), 4);
+    assert!(events.iter().any(|e| e.target.as_deref() == Some("gRPC gatehouse.admin.v1.KeyAdmin/ListKeys")));
     s.finish().await;
 }
 

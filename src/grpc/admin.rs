@@ -6,8 +6,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::accounts::{AccountError, Accounts, KeyRequest, key_models};
+use crate::audit::{Audit, event};
 use crate::authz::Authorizer;
-use crate::domain::{ApiKey, Denial, ErrorKind, Permission, Principal};
+use crate::domain::{ApiKey, AuditAction, Denial, ErrorKind, NewAuditEvent, Permission, Principal};
 
 pub mod pb {
     tonic::include_proto!("gatehouse.admin.v1");
@@ -19,11 +20,13 @@ use pb::key_admin_server::KeyAdmin;
 pub struct AdminService {
     authorizer: Arc<Authorizer>,
     accounts: Accounts,
+    audit: Audit,
 }
 
 impl AdminService {
     pub fn new(authorizer: Arc<Authorizer>, accounts: Accounts) -> Self {
-        AdminService { authorizer, accounts }
+        let audit = Audit::new(accounts.store().clone());
+        AdminService { authorizer, accounts, audit }
     }
 
     pub fn into_server(self) -> pb::key_admin_server::KeyAdminServer<Self> {
@@ -31,16 +34,27 @@ impl AdminService {
     }
 
     /// The caller, who must hold `manage_users`.
-    async fn admin<T>(&self, request: &Request<T>, now: i64) -> Result<Principal, Status> {
+    /// The caller, who must hold `manage_users`; a refusal is audited.
+    async fn admin<T>(&self, request: &Request<T>, method: &str, now: i64) -> Result<Principal, Status> {
         let headers = request.metadata().iter().filter_map(|entry| match entry {
             tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str(), v.to_str().unwrap_or("\u{0}"))),
             tonic::metadata::KeyAndValueRef::Binary(..) => None,
         });
         let principal = self.authorizer.authenticate(headers, now).await.map_err(|d| denial_status(&d))?;
         if !principal.permissions.contains(Permission::ManageUsers) {
+            let denied = event(AuditAction::AdminDenied)
+                .actor(&*principal.user_id)
+                .target(format!("gRPC gatehouse.admin.v1.KeyAdmin/{method}"))
+                .detail("missing permission manage_users");
+            self.record(request, denied).await;
             return Err(Status::permission_denied("the manage_users permission is required"));
         }
         Ok(principal)
+    }
+
+    async fn record<T>(&self, request: &Request<T>, event: NewAuditEvent) {
+        let ip = request.remote_addr().map(|a| a.ip().to_string());
+        self.audit.record(event.client_ip(ip.as_deref())).await;
     }
 }
 
@@ -96,7 +110,8 @@ impl KeyAdmin for AdminService {
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let now = now();
-        let caller = self.admin(&request, now).await?;
+        let caller = self.admin(&request, "CreateKey", now).await?;
+        let ip = request.remote_addr();
         let req = request.into_inner();
         let owner = self.accounts.find_user(&req.user).await.map_err(account_status)?;
         let permissions = (!req.permissions.is_empty()).then_some(req.permissions.as_slice());
@@ -106,11 +121,16 @@ impl KeyAdmin for AdminService {
         let request = KeyRequest { name: &req.name, permissions, expires_in_days: req.expires_in_days, models };
         let (key, secret) = self.accounts.create_key(&owner, request, now).await.map_err(account_status)?;
         tracing::info!(actor = %caller.user_id, key_id = %key.id, owner = %owner.id, "API key created over gRPC");
+        let created = event(AuditAction::KeyCreated)
+            .actor(&*caller.user_id)
+            .target(format!("key:{}", key.id))
+            .detail(format!("owner user:{}, over gRPC", owner.id));
+        self.audit.record(created.client_ip(ip.map(|a| a.ip().to_string()).as_deref())).await;
         Ok(Response::new(pb::CreateKeyResponse { key: Some(key_message(&key)), secret: secret.expose().to_owned() }))
     }
 
     async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
-        self.admin(&request, now()).await?;
+        self.admin(&request, "ListKeys", now()).await?;
         let user = request.into_inner().user;
         let user_id = match user.as_str() {
             "" => None,
@@ -122,9 +142,11 @@ impl KeyAdmin for AdminService {
 
     async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
         let now = now();
-        let caller = self.admin(&request, now).await?;
+        let caller = self.admin(&request, "RevokeKey", now).await?;
         let key = self.accounts.revoke_key(&request.get_ref().id, now).await.map_err(account_status)?;
         tracing::info!(actor = %caller.user_id, key_id = %key.id, "API key revoked over gRPC");
+        let revoked = event(AuditAction::KeyRevoked).actor(&*caller.user_id).target(format!("key:{}", key.id));
+        self.record(&request, revoked.detail("over gRPC")).await;
         Ok(Response::new(key_message(&key)))
     }
 }
