@@ -1,8 +1,8 @@
 //! The database going away and coming back: warm entries keep answering (up
 //! to the stale limit), cold lookups fail closed with 503, and everything
-//! recovers without a restart. The database is cut off by a TCP proxy of the
-//! test's own between gatehouse and Postgres, so tests running in parallel on
-//! the same Postgres are not disturbed.
+//! recovers without a restart. Two ways: the connection is cut by a TCP proxy
+//! of the test's own between gatehouse and the suite's Postgres, and a
+//! Postgres server of the test's own is stopped and started again.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
@@ -100,6 +100,141 @@ async fn database_outage_serves_warm_entries_and_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(recovered, "cold keys work again once the database is back, without a restart");
+    assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status(), 200);
+    s.finish().await;
+}
+
+/// A Postgres server of this test's own (initdb into a temporary directory,
+/// with the binaries next to the suite's `pg_ctl`), so it can be stopped and
+/// started without disturbing the tests that share the suite's server.
+struct OwnPostgres {
+    pg_ctl: std::path::PathBuf,
+    data: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnPostgres {
+    fn command(program: &std::path::Path) -> std::process::Command {
+        // Postgres refuses to run as root: use the account the package made.
+        if running_as_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            std::process::Command::new(program)
+        }
+    }
+
+    fn run(mut c: std::process::Command) {
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    fn init() -> OwnPostgres {
+        let pg_ctl = std::path::PathBuf::from(
+            std::env::var("GATEHOUSE_TEST_PG_CTL")
+                .expect("GATEHOUSE_TEST_PG_CTL is not set: run the suite with scripts/test"),
+        );
+        let data = tempfile::Builder::new().prefix("gatehouse-own-pg").tempdir().unwrap();
+        if running_as_root() {
+            Self::run({
+                let mut c = std::process::Command::new("chown");
+                c.args(["-R", "postgres"]).arg(data.path());
+                c
+            });
+        }
+        let mut initdb = Self::command(&pg_ctl.with_file_name("initdb"));
+        initdb.arg("-D").arg(data.path().join("db")).args(["-U", "postgres", "--auth=trust", "--no-sync"]);
+        Self::run(initdb);
+        let port = common::free_port();
+        let pg = OwnPostgres { pg_ctl, data, port };
+        pg.start();
+        pg
+    }
+
+    fn start(&self) {
+        let db = self.data.path().join("db");
+        let mut c = Self::command(&self.pg_ctl);
+        c.arg("-D").arg(&db).arg("-l").arg(db.join("log")).arg("-w").arg("-o").arg(format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.data.path().display()
+        ));
+        c.arg("start");
+        Self::run(c);
+    }
+
+    fn stop(&self) {
+        let mut c = Self::command(&self.pg_ctl);
+        c.arg("-D").arg(self.data.path().join("db")).args(["-m", "fast", "-w", "stop"]);
+        Self::run(c);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let mut c = Self::command(&self.pg_ctl);
+        c.arg("-D").arg(self.data.path().join("db")).args(["-m", "immediate", "stop"]);
+        let _ = c.output();
+    }
+}
+
+fn running_as_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_started_again() {
+    let pg = OwnPostgres::init();
+    let s = TestServer::start_config({
+        let mut c = common::test_config(&pg.url());
+        c.cache.ttl = Duration::from_millis(500);
+        c.cache.stale_limit = Duration::from_secs(60);
+        c.database_timeout = Duration::from_millis(500);
+        c
+    })
+    .await;
+    let (_, warm) = s.user_with_key("warm@example.com", Role::Viewer, None).await;
+    let (_, cold) = s.user_with_key("cold@example.com", Role::Viewer, None).await;
+    assert!(s.check("GET", "/v1/models", &[("x-api-key", &warm)]).await.allowed());
+
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(700)).await; // past the TTL
+    for _ in 0..3 {
+        let c = s.check("GET", "/v1/models", &[("x-api-key", &warm)]).await;
+        assert!(c.allowed(), "a warm key keeps working with the server stopped: {c:?}");
+    }
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &cold)]).await;
+    c.assert_denied(503, Code::Unavailable, "AUTH_BACKEND_UNAVAILABLE");
+    assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status(), 503);
+    // Changes are refused with a clear error while the database is down.
+    let status = reqwest::Client::new()
+        .post(s.url("/auth/register"))
+        .json(&serde_json::json!({"email": "new@example.com", "password": "a long enough password"}))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 503);
+
+    pg.start();
+    let mut recovered = false;
+    for _ in 0..50 {
+        if s.check("GET", "/v1/models", &[("x-api-key", &cold)]).await.allowed() {
+            recovered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(recovered, "cold keys work again once the server is started, without restarting gatehouse");
     assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status(), 200);
     s.finish().await;
 }
