@@ -1,13 +1,15 @@
 # syntax=docker/dockerfile:1
 # Multi-stage: build with the Rust toolchain, run on distroless as a non-root user.
 #   docker build -t gatehouse .
+#   docker build --build-arg FEATURES=otel -t gatehouse:otel .   # with OpenTelemetry trace export
 FROM rust:1-bookworm AS build
+ARG FEATURES=""
 WORKDIR /src
 COPY . .
 # Cache mounts keep the registry and build artifacts between builds.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin gatehouse \
+    cargo build --release --locked --bin gatehouse --features "$FEATURES" \
  && install -D target/release/gatehouse /out/gatehouse \
  && install -d -o 65532 -g 65532 /out/data
 

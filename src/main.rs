@@ -34,7 +34,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn run_command(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
-    telemetry::init(config.log_json);
+    let _telemetry = telemetry::init(config.log_json)?;
     telemetry::set_log_emails(config.log_emails);
     let json = cli.json;
     match cli.command {

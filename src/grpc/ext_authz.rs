@@ -108,6 +108,19 @@ impl ExtAuthz {
 #[tonic::async_trait]
 impl Authorization for ExtAuthz {
     async fn check(&self, request: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        #[cfg(feature = "otel")]
+        if crate::telemetry::otel::exporting() {
+            use tracing::Instrument;
+            let span = crate::telemetry::otel::check_span(request.get_ref());
+            let response = ExtAuthz::check(self, request.get_ref()).instrument(span.clone()).await;
+            let allowed = matches!(response.http_response, Some(HttpResponse::OkResponse(_)));
+            let status = match &response.http_response {
+                Some(HttpResponse::DeniedResponse(d)) => d.status.as_ref().map_or(403, |s| s.code),
+                _ => 200,
+            };
+            crate::telemetry::otel::record_check(&span, allowed, status);
+            return Ok(Response::new(response));
+        }
         Ok(Response::new(ExtAuthz::check(self, request.get_ref()).await))
     }
 }

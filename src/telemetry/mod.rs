@@ -1,4 +1,5 @@
-//! Logging set-up. Logs go to stderr; `RUST_LOG` filters them.
+//! Logging, metrics and (with the cargo feature `otel`) trace export.
+//! Logs go to stderr; `RUST_LOG` filters them.
 //!
 //! What is never logged: API keys, tokens, passwords, `Authorization`
 //! values, query strings (they may carry credentials). Emails appear only
@@ -8,6 +9,12 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+#[cfg(feature = "otel")]
+pub mod otel;
 
 static LOG_EMAILS: AtomicBool = AtomicBool::new(false);
 
@@ -31,14 +38,46 @@ pub fn email(address: &str) -> String {
     }
 }
 
-pub fn init(json: bool) {
+/// Keeps trace export running; flushes it when dropped (at the end of `main`).
+pub struct Telemetry {
+    #[cfg(feature = "otel")]
+    _otel: Option<otel::Guard>,
+}
+
+/// Installs the log subscriber (text or JSON on stderr) and, in builds with
+/// the `otel` feature, the OpenTelemetry exporter when `OTEL_EXPORTER_OTLP_*`
+/// asks for it. A second initialisation (tests) keeps the first subscriber.
+pub fn init(json: bool) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    // A second initialisation (tests) keeps the first subscriber.
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let fmt = tracing_subscriber::fmt::layer().with_ansi(std::io::stderr().is_terminal()).with_writer(std::io::stderr);
+    let fmt = if json { fmt.json().boxed() } else { fmt.boxed() };
+    // RUST_LOG filters the log lines only; exported spans have their own filter.
+    let registry = tracing_subscriber::registry().with(fmt.with_filter(filter));
+    #[cfg(feature = "otel")]
+    {
+        let (layer, guard) = match otel::layer().map_err(anyhow::Error::msg)? {
+            Some((layer, guard)) => (Some(layer), Some(guard)),
+            None => (None, None),
+        };
+        let _ = registry.with(layer).try_init();
+        if guard.is_some() {
+            tracing::info!("exporting traces over OTLP");
+        }
+        Ok(Telemetry { _otel: guard })
+    }
+    #[cfg(not(feature = "otel"))]
+    {
+        let _ = registry.try_init();
+        if ["OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+            .iter()
+            .any(|v| std::env::var_os(v).is_some())
+        {
+            tracing::warn!(
+                "OTEL_EXPORTER_OTLP_* is set, but this build exports no traces: build with `--features otel`"
+            );
+        }
+        Ok(Telemetry {})
+    }
 }
 
 /// The process's Prometheus registry, installed on first use.
