@@ -505,3 +505,50 @@ async fn github_login_refuses_other_domains_and_unverified_emails() {
     assert_eq!(r.status(), 400, "no login cookie");
     s.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_login_hands_the_session_over_in_a_one_time_cookie() {
+    let fake = fake_github(true, "octo@company.com").await;
+    let s = github_gatehouse(fake, &[]).await;
+    let providers: Value = reqwest::get(s.url("/auth/providers")).await.unwrap().json().await.unwrap();
+    assert_eq!(
+        providers["data"],
+        serde_json::json!([{"name": "github", "type": "github", "login_url": "/auth/github"}])
+    );
+
+    let client =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = client.get(s.url("/auth/github?console=true")).send().await.unwrap();
+    let location = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let r = client.get(s.url(&format!("/auth/github/callback?code=good&state={state}"))).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/#/keys", "back to the console, no token in the URL");
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("gatehouse_session="))
+        .unwrap();
+    for attribute in ["Path=/auth/refresh", "HttpOnly", "SameSite=Strict", "Max-Age=120"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    assert!(!r.text().await.unwrap().contains("eyJ"), "no token in the body");
+
+    // Without X-Requested-With (what a cross-site form sends) the cookie is ignored.
+    let r = client.post(s.url("/auth/refresh")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client.post(s.url("/auth/refresh")).header("x-requested-with", "gatehouse-console").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let cleared = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cleared.starts_with("gatehouse_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    let body: Value = r.json().await.unwrap();
+    let token = body["access_token"].as_str().unwrap();
+    let c = s.check("GET", "/v1/models", &[("authorization", &bearer(token))]).await;
+    assert_eq!(c.upstream_headers()["x-auth-email"], "octo@company.com");
+    // Once only.
+    let r = client.post(s.url("/auth/refresh")).header("x-requested-with", "gatehouse-console").send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    s.finish().await;
+}

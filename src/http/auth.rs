@@ -166,10 +166,27 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 
 /// Exchanges a session token, even one expired within the grace window (but
 /// never a revoked one), for a new token; the old one is revoked.
+///
+/// The token comes from `Authorization: Bearer`, or, for the web console after
+/// a provider login, from the one-time `gatehouse_session` cookie; that cookie
+/// is honoured only with an `X-Requested-With` header (which a cross-site form
+/// cannot send, and a cross-site script cannot without a CORS preflight that
+/// Gatehouse never grants) and is cleared by the answer.
 pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let now = now();
     let authn = s.authorizer.authn();
-    let claims = authn.jwt().verify_for_refresh(bearer(&headers)?, now)?;
+    let from_cookie = match headers.get(axum::http::header::AUTHORIZATION) {
+        Some(_) => None,
+        None if headers.contains_key("x-requested-with") => {
+            super::login::cookie(&headers, super::login::SESSION_COOKIE)
+        }
+        None => None,
+    };
+    let token = match from_cookie {
+        Some(token) => token,
+        None => bearer(&headers)?,
+    };
+    let claims = authn.jwt().verify_for_refresh(token, now)?;
     if authn.revocations().is_revoked(&claims.jti) {
         return Err(Denial::Revoked.into());
     }
@@ -180,7 +197,11 @@ pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<R
     let issued = authn.jwt().issue(&user, now)?;
     authn.revocations().revoke(&claims.jti, &claims.sub, claims.exp, now).await?;
     tracing::info!(user_id = %user.id, "token refreshed");
-    Ok(ok(StatusCode::OK, token_body(&issued, &user)))
+    let mut response = ok(StatusCode::OK, token_body(&issued, &user));
+    if from_cookie.is_some() {
+        response.headers_mut().append(axum::http::header::SET_COOKIE, super::login::session_cookie(&s, "", 0)?);
+    }
+    Ok(response)
 }
 
 pub async fn logout(

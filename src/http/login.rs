@@ -7,9 +7,17 @@
 //!   code and reads the account's verified primary email.
 //! * `POST /api/v1/oauth/validate {session_token}` says whether a token is valid.
 //!
+//! * `GET /auth/providers` lists the configured providers and their login URLs.
+//!
 //! The state, nonce and PKCE verifier travel in a signed, HttpOnly,
 //! SameSite=Lax cookie (10 minutes), never in a URL, so the callback may land
 //! on any replica.
+//!
+//! A login started with `?console=true` (the web console's buttons) ends with
+//! a redirect to the console instead of a JSON body: the session token goes
+//! into an HttpOnly, SameSite=Strict cookie scoped to `/auth/refresh` for two
+//! minutes, which the console exchanges once for a token it keeps in memory
+//! (see [`super::auth::refresh`]). No token ever appears in a URL.
 
 use axum::Json;
 use axum::extract::State;
@@ -32,6 +40,9 @@ use crate::domain::{AuditAction, Denial};
 
 const COOKIE: &str = "gatehouse_login";
 const STATE_TTL: i64 = 600;
+/// The console's one-time session hand-off cookie (read by `/auth/refresh`).
+pub const SESSION_COOKIE: &str = "gatehouse_session";
+const SESSION_COOKIE_TTL: i64 = 120;
 
 #[derive(Serialize, Deserialize)]
 struct LoginState {
@@ -39,11 +50,15 @@ struct LoginState {
     state: String,
     nonce: String,
     verifier: String,
+    /// Started from the web console: finish with a redirect to it.
+    #[serde(default)]
+    console: bool,
 }
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
     provider: Option<String>,
+    console: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -73,12 +88,8 @@ fn take_state(s: &HttpState, headers: &HeaderMap, q: &CallbackQuery) -> Result<L
         tracing::info!(error = %error, detail, "provider refused the login");
         return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
     }
-    let cookie = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_owned))
+    let cookie = cookie(headers, COOKIE)
+        .map(str::to_owned)
         .ok_or(ApiError::validation("state", "missing login state: start the login again"))?;
     let login: LoginState = s
         .authorizer
@@ -112,9 +123,53 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+}
+
+/// `Set-Cookie` for the console's session hand-off (`Max-Age=0` clears it).
+pub fn session_cookie(s: &HttpState, token: &str, max_age: i64) -> Result<HeaderValue, ApiError> {
+    let secure = if s.public_url.starts_with("https://") { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; Path=/auth/refresh; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    ))
+    .map_err(|_| ApiError::Internal)
+}
+
+/// `GET /auth/providers`: the external providers a user can log in with.
+pub async fn providers(State(s): State<HttpState>) -> Response {
+    let mut items: Vec<serde_json::Value> = s
+        .authorizer
+        .authn()
+        .providers()
+        .all()
+        .iter()
+        .filter(|i| i.config().client_id.is_some())
+        .map(|i| {
+            let name = &i.config().name;
+            json!({"name": name, "type": "oidc", "login_url": format!("/auth/oidc/login?provider={}", urlencode(name))})
+        })
+        .collect();
+    if s.github.is_some() {
+        items.push(json!({"name": "github", "type": "github", "login_url": "/auth/github"}));
+    }
+    super::auth::list("providers", serde_json::Value::Array(items))
+}
+
 /// Applies `ALLOWED_EMAIL_DOMAINS` to a provider's verified email, provisions
 /// the user and issues a session token.
-async fn finish(s: &HttpState, audited: &Audited, identity: &ExternalIdentity) -> Result<Response, ApiError> {
+async fn finish(
+    s: &HttpState,
+    audited: &Audited,
+    identity: &ExternalIdentity,
+    console: bool,
+) -> Result<Response, ApiError> {
     let via = format!("provider {}", identity.provider);
     let allowed = &s.accounts.settings().allowed_email_domains;
     if !allowed.is_empty() {
@@ -135,9 +190,15 @@ async fn finish(s: &HttpState, audited: &Audited, identity: &ExternalIdentity) -
     let issued = s.authorizer.authn().jwt().issue(&user, now())?;
     tracing::info!(user_id = %user.id, provider = %identity.provider, "login through provider");
     audited.record(event(AuditAction::LoginSucceeded).actor(&user.id).target(subject).detail(via)).await;
-    let mut response = (StatusCode::OK, Json(envelope(token_body(&issued, &user)))).into_response();
+    let mut response = if console {
+        let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/#/keys")]).into_response();
+        r.headers_mut().append(header::SET_COOKIE, session_cookie(s, issued.token.expose(), SESSION_COOKIE_TTL)?);
+        r
+    } else {
+        (StatusCode::OK, Json(envelope(token_body(&issued, &user)))).into_response()
+    };
     let clear = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
-    response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).map_err(|_| ApiError::Internal)?);
+    response.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&clear).map_err(|_| ApiError::Internal)?);
     Ok(response)
 }
 
@@ -160,6 +221,7 @@ pub async fn oidc_login(
         state: random_base62(32),
         nonce: random_base62(32),
         verifier: random_base62(64),
+        console: q.console.unwrap_or(false),
     };
     let redirect_uri = format!("{}/auth/oidc/callback", s.public_url);
     let query = query_string(&[
@@ -214,7 +276,7 @@ pub async fn oidc_callback(
     let tokens: TokenResponse = provider_post(&s, &endpoint, &form).await?;
     let id_token = tokens.id_token.ok_or(ApiError::Unauthenticated(Denial::InvalidCredential))?;
     let (_, identity) = issuer.verify(&id_token, Some(&login.nonce)).await?;
-    finish(&s, &audited, &identity).await
+    finish(&s, &audited, &identity, login.console).await
 }
 
 async fn provider_post<T: serde::de::DeserializeOwned>(
@@ -238,13 +300,17 @@ fn github(s: &HttpState) -> Result<&GithubConfig, ApiError> {
     s.github.as_ref().ok_or(ApiError::NotFound("GitHub login is not configured".into()))
 }
 
-pub async fn github_login(State(s): State<HttpState>) -> Result<Response, ApiError> {
+pub async fn github_login(
+    State(s): State<HttpState>,
+    QueryParams(q): QueryParams<LoginQuery>,
+) -> Result<Response, ApiError> {
     let gh = github(&s)?;
     let login = LoginState {
         provider: "github".into(),
         state: random_base62(32),
         nonce: String::new(),
         verifier: random_base62(64),
+        console: q.console.unwrap_or(false),
     };
     let redirect_uri = format!("{}/auth/github/callback", s.public_url);
     let query = query_string(&[
@@ -311,7 +377,7 @@ pub async fn github_callback(
         groups: Vec::new(),
         expires_at: 0,
     };
-    finish(&s, &audited, &identity).await
+    finish(&s, &audited, &identity, login.console).await
 }
 
 async fn github_get<T: serde::de::DeserializeOwned>(
