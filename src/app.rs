@@ -172,6 +172,7 @@ impl App {
             public_url: self.config.public_url.clone(),
             http_client: crate::authn::oidc::http_client()?,
             audit: crate::audit::Audit::new(self.store.clone()),
+            console: self.config.console,
         };
         let router = http::router(state).into_make_service_with_connect_info::<http::extract::PeerAddr>();
         let (grpc_tls, http_tls) = match &self.config.tls {

@@ -43,6 +43,8 @@ pub struct Config {
     /// (for a scraper on a private network). Unset: `/metrics` is on the
     /// main HTTP listener, for callers holding `read_metrics`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Serve the web console at `/` on the HTTP listener.
+    pub console: bool,
     /// TLS on the gRPC and HTTP listeners; `None`: plain TCP.
     pub tls: Option<crate::tls::TlsFiles>,
     pub jwt: JwtConfig,
@@ -139,6 +141,7 @@ impl Default for Config {
             log_json: false,
             log_emails: false,
             metrics_addr: None,
+            console: true,
             tls: None,
             jwt: JwtConfig {
                 algorithm: Algorithm::HS256,
@@ -183,6 +186,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("grpc_addr", &self.grpc_addr)
             .field("http_addr", &self.http_addr)
+            .field("console", &self.console)
             .field("database_url", &redact_url(&self.database_url))
             .field("auto_migrate", &self.auto_migrate)
             .field("require_auth", &self.require_auth)
@@ -321,6 +325,7 @@ struct FileServer {
     http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown_delay_seconds: Option<u64>,
+    console: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -543,6 +548,7 @@ impl Config {
             self.metrics_addr = file.server.metrics_addr;
         }
         set(&mut self.shutdown_delay, file.server.shutdown_delay_seconds.map(Duration::from_secs));
+        set(&mut self.console, file.server.console);
         set(&mut self.database_url, file.database.url);
         set(&mut self.auto_migrate, file.database.auto_migrate);
         set(&mut self.database_timeout, file.database.timeout_ms.map(Duration::from_millis));
@@ -649,6 +655,7 @@ impl Config {
         if let Some(addr) = parse_var(env, "GATEHOUSE_METRICS_ADDR")? {
             self.metrics_addr = Some(addr);
         }
+        set(&mut self.console, parse_var(env, "GATEHOUSE_CONSOLE")?);
         self.apply_env_accounts(env)
     }
 

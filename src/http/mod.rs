@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod login;
@@ -47,6 +48,8 @@ pub struct HttpState {
     /// For talking to providers (code exchange, GitHub's API).
     pub http_client: reqwest::Client,
     pub audit: crate::audit::Audit,
+    /// Serve the web console at `/`.
+    pub console: bool,
 }
 
 fn auth_routes() -> Router<HttpState> {
@@ -65,6 +68,7 @@ fn auth_routes() -> Router<HttpState> {
         .route("/github", get(login::github_login))
         .route("/github/callback", get(login::github_callback))
         .route("/oauth/validate", post(login::validate))
+        .route("/providers", get(login::providers))
         .route("/audit", get(admin::audit_log))
 }
 
@@ -79,7 +83,9 @@ fn admin_routes() -> Router<HttpState> {
 
 pub fn router(state: HttpState) -> Router {
     let logged = state.clone();
+    let console = if state.console { console::routes() } else { Router::new() };
     Router::new()
+        .merge(console)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(auth::jwks))

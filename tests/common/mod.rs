@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod browser;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

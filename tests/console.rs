@@ -1,0 +1,188 @@
+//! The web console end to end in a real headless Chromium: sign in, create a
+//! key and see it exactly once, use it through Check, revoke it in the
+//! console and see Check deny it, an admin changes a user's role; errors in
+//! words; the security headers; labelled fields and a narrow window.
+//!
+//! `GATEHOUSE_CONSOLE_SCREENSHOT=path.png` saves the keys page (the README's
+//! picture) along the way.
+
+#![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+
+mod common;
+
+use common::browser::Browser;
+use common::{Backend, TestServer};
+use gatehouse::domain::{AuditQuery, Role};
+use gatehouse::secret::Secret;
+use serde_json::json;
+use tonic::Code;
+
+const ADMIN: (&str, &str) = ("root@example.com", "admin password 1");
+const DEV: (&str, &str) = ("dev@example.com", "dev password 12");
+
+async fn sign_in(b: &Browser, s: &TestServer, (email, password): (&str, &str)) {
+    b.goto(&s.url("/")).await;
+    b.find("//h1[normalize-space()='Sign in']").await;
+    b.type_into("//label[contains(., 'Email')]/input", email).await;
+    // Enter in the password field submits: the form works from the keyboard.
+    b.type_into("//label[contains(., 'Password')]/input", &format!("{password}\u{E007}")).await;
+    b.find("//h1[normalize-space()='API keys']").await;
+}
+
+async fn sign_out(b: &Browser) {
+    b.click("//button[normalize-space()='Sign out']").await;
+    b.find("//h1[normalize-space()='Sign in']").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_end_to_end() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let admin = s.user(ADMIN.0, Role::Admin).await;
+    s.accounts.set_password(&admin.id, Secret::new(ADMIN.1)).await.unwrap();
+    let dev = s.user(DEV.0, Role::Operator).await;
+    s.accounts.set_password(&dev.id, Secret::new(DEV.1)).await.unwrap();
+    let b = Browser::start().await;
+
+    // A wrong password: the API's error in words, not JSON, and no session.
+    b.goto(&s.url("/")).await;
+    b.type_into("//label[contains(., 'Email')]/input", DEV.0).await;
+    b.type_into("//label[contains(., 'Password')]/input", "wrong password").await;
+    b.click("//button[normalize-space()='Sign in']").await;
+    let alert = b.wait_for_text("//*[@id='alert']", "nvalid").await;
+    assert!(!alert.contains('{') && !alert.contains("AUTHENTICATION_FAILED"), "words, not JSON: {alert}");
+    assert_eq!(b.count("//h1[normalize-space()='API keys']").await, 0);
+
+    // Sign in; create a key with one permission and an expiry.
+    sign_in(&b, &s, DEV).await;
+    b.type_into("//label[normalize-space()='Name']/input", "console key").await;
+    b.click("//input[@name='permission' and @value='read_models']").await;
+    b.select("//label[contains(., 'Expires')]/select", "30").await;
+    b.click("//button[normalize-space()='Create key']").await;
+    let key = b.text("//*[@id='new-key']").await;
+    assert!(key.starts_with("gk_"), "the new key is shown: {key}");
+    let warning = b.text("//section[contains(@class, 'secret')]").await;
+    assert!(warning.contains("shown only once"), "{warning}");
+    let row = b.wait_for_text("//tr[td[normalize-space()='console key']]", "read_models").await;
+    assert!(row.contains("active"), "{row}");
+    assert!(!row.contains(&key), "the list shows the prefix, never the key");
+    if let Ok(path) = std::env::var("GATEHOUSE_CONSOLE_SCREENSHOT") {
+        b.set_window(1100, 1250).await;
+        b.screenshot(std::path::Path::new(&path)).await;
+        b.set_window(1280, 900).await;
+    }
+
+    // Exactly once: dismissed, it is gone from the page, and a new visit
+    // (which needs a new sign-in: the token lives in memory only) never shows it.
+    b.click("//button[normalize-space()='I have saved it']").await;
+    assert!(!b.page_html().await.contains(&key));
+    sign_in(&b, &s, DEV).await;
+    b.find("//tr[td[normalize-space()='console key']]").await;
+    assert!(!b.page_html().await.contains(&key), "the key is never shown again");
+
+    // The key works through Check, with the chosen permission only.
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
+    assert!(c.allowed(), "{c:?}");
+    assert_eq!(c.upstream_headers()["x-auth-email"], DEV.0);
+    let c =
+        s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &key)], r#"{"model":"m","messages":[]}"#).await;
+    assert_eq!(c.http_status(), 403, "the key holds read_models only");
+
+    // Revoke in the console, with a confirmation; Check denies it at once.
+    b.click("//button[@aria-label='Revoke console key']").await;
+    b.click("//button[normalize-space()='Cancel']").await;
+    assert!(s.check("GET", "/v1/models", &[("x-api-key", &key)]).await.allowed(), "cancel changes nothing");
+    b.click("//button[@aria-label='Revoke console key']").await;
+    b.click("//button[normalize-space()='Yes, revoke']").await;
+    b.wait_for_text("//*[@id='status']", "revoked").await;
+    b.wait_for_text("//tr[td[normalize-space()='console key']]", "revoked").await;
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
+    c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
+
+    // An operator has no admin pages.
+    assert!(
+        b.execute("return document.querySelector(\"a[href='#/users']\").hidden;", json!([])).await.as_bool().unwrap()
+    );
+    sign_out(&b).await;
+
+    // An admin changes the developer's role.
+    sign_in(&b, &s, ADMIN).await;
+    b.click("//a[normalize-space()='Users']").await;
+    b.select(&format!("//select[@aria-label='Role of {}']", DEV.0), "viewer").await;
+    b.click(&format!("//tr[@data-user='{}']//button[normalize-space()='Save']", DEV.0)).await;
+    b.wait_for_text("//*[@id='status']", "role viewer").await;
+    assert_eq!(s.accounts.find_user(&dev.id).await.unwrap().role, Role::Viewer, "stored");
+    let events = s
+        .accounts
+        .store()
+        .audit_events(&AuditQuery { target: Some(format!("user:{}", dev.id)), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(events.iter().any(|e| e.action == "user.role_changed" && e.actor_id.as_deref() == Some(&*admin.id)));
+
+    // The audit log page lists it, filtered.
+    b.click("//a[normalize-space()='Audit log']").await;
+    b.select("//label[contains(., 'Action')]/select", "user.role_changed").await;
+    b.click("//button[normalize-space()='Filter']").await;
+    b.wait_for_text("//table", "operator -> viewer").await;
+
+    // Groups: a rate limit and a model list saved through the console.
+    b.click("//a[normalize-space()='Groups']").await;
+    b.type_into("//label[normalize-space()='Name']/input", "research").await;
+    b.type_into("//input[@aria-label='Requests per period for the new group']", "100").await;
+    b.type_into("//input[@aria-label='Period in seconds for the new group']", "60").await;
+    b.type_into("//input[@aria-label='Allowed models for the new group']", "gpt-4o*, llama-3").await;
+    b.click("//button[normalize-space()='Create group']").await;
+    b.find("//tr[@data-group='research']").await;
+    let group = s.accounts.store().group("research").await.unwrap().unwrap();
+    assert_eq!(group.requests_per_period, Some(100));
+    assert_eq!(group.models.unwrap().names(), ["gpt-4o*", "llama-3"]);
+
+    // Accessible: every field has a label; a narrow window does not scroll sideways.
+    b.click("//a[normalize-space()='Users']").await;
+    b.find("//tr[@data-user]").await;
+    let unlabelled = b
+        .execute(
+            "return [...document.querySelectorAll('input,select')].filter(e => !e.closest('label') && !e.getAttribute('aria-label')).length;",
+            json!([]),
+        )
+        .await;
+    assert_eq!(unlabelled, 0);
+    b.set_window(400, 800).await;
+    let overflow = b
+        .execute("return document.documentElement.scrollWidth - document.documentElement.clientWidth;", json!([]))
+        .await;
+    assert!(overflow.as_i64().unwrap() <= 0, "no sideways scrolling at 400 px: {overflow}");
+    b.close().await;
+    s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_is_served_with_a_strict_policy() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let client = reqwest::Client::new();
+    let page = client.get(s.url("/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let csp = page.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    for directive in ["default-src 'none'", "script-src 'self'", "style-src 'self'", "frame-ancestors 'none'"] {
+        assert!(csp.contains(directive), "{csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    assert_eq!(page.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("<script>") && !html.contains(" style="), "no inline script or style");
+    for (path, kind) in [("/console/app.js", "text/javascript"), ("/console/app.css", "text/css")] {
+        let r = client.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with(kind));
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("innerHTML"), "{path} builds the page with textContent only");
+    }
+    s.finish().await;
+
+    // Switched off, `/` is not found.
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.console = false).await;
+    assert_eq!(client.get(s.url("/")).send().await.unwrap().status(), 404);
+    assert_eq!(client.get(s.url("/console/app.js")).send().await.unwrap().status(), 404);
+    s.finish().await;
+}
