@@ -143,7 +143,7 @@
       for (const p of list.data) {
         const label = p.type === "github" ? "GitHub" : p.name === "default" ? "single sign-on" : p.name;
         const url = p.login_url + (p.login_url.includes("?") ? "&" : "?") + "console=true";
-        providers.append(h("a", { href: url }, "Log in with " + label));
+        providers.append(h("a", { href: url }, "Login with " + label));
       }
     } catch (_) { /* password sign-in still works */ }
   }

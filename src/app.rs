@@ -173,6 +173,7 @@ impl App {
             http_client: crate::authn::oidc::http_client()?,
             audit: crate::audit::Audit::new(self.store.clone()),
             console: self.config.console,
+            secure_cookies: self.config.public_url.starts_with("https://") || self.config.tls.is_some(),
         };
         let router = http::router(state).into_make_service_with_connect_info::<http::extract::PeerAddr>();
         let (grpc_tls, http_tls) = match &self.config.tls {

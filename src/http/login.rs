@@ -71,7 +71,7 @@ pub struct CallbackQuery {
 
 fn redirect_with_state(s: &HttpState, location: &str, login: &LoginState) -> Result<Response, ApiError> {
     let signed = s.authorizer.authn().jwt().sign_state(login, now(), STATE_TTL)?;
-    let secure = if s.public_url.starts_with("https://") { "; Secure" } else { "" };
+    let secure = if s.secure_cookies { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={signed}; Path=/; Max-Age={STATE_TTL}; HttpOnly; SameSite=Lax{secure}");
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
@@ -135,7 +135,7 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 /// `Set-Cookie` for the console's session hand-off (`Max-Age=0` clears it).
 pub fn session_cookie(s: &HttpState, token: &str, max_age: i64) -> Result<HeaderValue, ApiError> {
-    let secure = if s.public_url.starts_with("https://") { "; Secure" } else { "" };
+    let secure = if s.secure_cookies { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
         "{SESSION_COOKIE}={token}; Path=/auth/refresh; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
     ))

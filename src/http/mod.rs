@@ -50,6 +50,9 @@ pub struct HttpState {
     pub audit: crate::audit::Audit,
     /// Serve the web console at `/`.
     pub console: bool,
+    /// Cookies get `Secure`: browsers reach the API over https (the public
+    /// URL says so, or Gatehouse serves TLS itself).
+    pub secure_cookies: bool,
 }
 
 fn auth_routes() -> Router<HttpState> {
