@@ -36,6 +36,27 @@ fn validation(field: &'static str, message: impl Into<String>) -> AccountError {
 }
 
 pub const MAX_KEY_LIFETIME_DAYS: u32 = 3650;
+/// How long a rotated key's old secret keeps working unless told otherwise.
+pub const DEFAULT_ROTATION_GRACE_SECONDS: u64 = 86_400;
+/// The longest grace period a rotation may give the old secret.
+pub const MAX_ROTATION_GRACE_SECONDS: u64 = 30 * 86_400;
+
+/// A rotated key: its new secret (shown once) and the fingerprints of the
+/// new and the replaced secret's hashes, for the audit log.
+pub struct RotatedKey {
+    pub key: ApiKey,
+    pub secret: Secret,
+    pub fingerprint: String,
+    pub previous_fingerprint: String,
+}
+
+impl RotatedKey {
+    /// The audit log's account of the rotation: both secrets by fingerprint.
+    pub fn audit_detail(&self) -> String {
+        let until = self.key.previous_secret_expires_at.map_or_else(|| "now".to_owned(), crate::views::timestamp);
+        format!("new secret {}, previous secret {} valid until {until}", self.fingerprint, self.previous_fingerprint)
+    }
+}
 
 /// Caches to evict when records change, so Check sees changes at once.
 #[derive(Clone)]
@@ -390,6 +411,39 @@ impl Accounts {
 
     pub async fn list_keys(&self, user_id: Option<&str>) -> Result<Vec<ApiKey>, AccountError> {
         Ok(self.store.list_api_keys(user_id).await?)
+    }
+
+    /// Gives a key a new secret, keeping its id, permissions, limits and
+    /// owner. The old secret keeps working for `grace_seconds` (0: stops at
+    /// once); a second rotation within the grace period ends the first one's.
+    pub async fn rotate_key(&self, id: &str, grace_seconds: u64, now: i64) -> Result<RotatedKey, AccountError> {
+        if !api_key::is_valid_id(id) {
+            return Err(AccountError::NotFound("API key"));
+        }
+        if grace_seconds > MAX_ROTATION_GRACE_SECONDS {
+            return Err(validation("grace_seconds", format!("must be at most {MAX_ROTATION_GRACE_SECONDS} (30 days)")));
+        }
+        let grant = self.store.key_grant(id).await?.ok_or(AccountError::NotFound("API key"))?;
+        if grant.revoked_at.is_some_and(|t| t <= now) {
+            return Err(AccountError::Conflict("the key is revoked; create a new one".into()));
+        }
+        if grant.expires_at.is_some_and(|t| t <= now) {
+            return Err(AccountError::Conflict("the key has expired; create a new one".into()));
+        }
+        let generated = api_key::generate_for(id.to_owned());
+        let until = (grace_seconds > 0).then(|| now.saturating_add(i64::try_from(grace_seconds).unwrap_or(i64::MAX)));
+        let key = self
+            .store
+            .rotate_api_key(id, &generated.secret_hash, until, now)
+            .await?
+            .ok_or(AccountError::NotFound("API key"))?;
+        self.changed(Change::Key(id.to_owned())).await;
+        Ok(RotatedKey {
+            key,
+            secret: generated.key,
+            fingerprint: api_key::fingerprint(&generated.secret_hash),
+            previous_fingerprint: api_key::fingerprint(&grant.secret_hash),
+        })
     }
 
     /// Revokes a key. Revoking an already revoked key changes nothing and succeeds.

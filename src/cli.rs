@@ -8,9 +8,9 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::accounts::{Accounts, KeyRequest, parse_models};
-use crate::domain::{DEFAULT_GROUP, Group, Role};
+use crate::domain::{AuditAction, DEFAULT_GROUP, Group, Role};
 use crate::secret::Secret;
-use crate::views::{CreatedKeyView, GroupView, KeyView, UserView};
+use crate::views::{CreatedKeyView, GroupView, KeyView, UserView, timestamp};
 
 #[derive(Debug, Parser)]
 #[command(name = "gatehouse", version, about = "Envoy external authorization for AI / LLM gateways")]
@@ -152,6 +152,14 @@ pub enum KeysCommand {
     },
     /// Revoke a key by id.
     Revoke { id: String },
+    /// Give a key a new secret (printed once); the old one keeps working for
+    /// the grace period.
+    Rotate {
+        id: String,
+        /// How long the old secret keeps working; 0: stops at once.
+        #[arg(long, default_value_t = crate::accounts::DEFAULT_ROTATION_GRACE_SECONDS)]
+        grace_seconds: u64,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -292,6 +300,23 @@ pub async fn run_keys(accounts: Accounts, json: bool, cmd: KeysCommand) -> anyho
         KeysCommand::Revoke { id } => {
             let key = accounts.revoke_key(&id, now).await?;
             print(json, &KeyView::new(&key, now), || format!("revoked API key {}", key.id))
+        }
+        KeysCommand::Rotate { id, grace_seconds } => {
+            let rotated = accounts.rotate_key(&id, grace_seconds, now).await?;
+            let detail = format!("{} (command line)", rotated.audit_detail());
+            crate::audit::Audit::new(accounts.store().clone())
+                .record(crate::audit::event(AuditAction::KeyRotated).target(format!("key:{id}")).detail(detail))
+                .await;
+            let until = rotated.key.previous_secret_expires_at;
+            let view = CreatedKeyView { info: KeyView::new(&rotated.key, now), secret: rotated.secret };
+            print(json, &view, || {
+                let old =
+                    until.map_or_else(|| "stopped working now".to_owned(), |t| format!("works until {}", timestamp(t)));
+                format!(
+                    "rotated API key {id}; the old secret {old}\nnew key (shown once, store it now): {}",
+                    view.secret.expose()
+                )
+            })
         }
     }
 }

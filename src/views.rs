@@ -88,6 +88,11 @@ pub struct KeyView {
     pub rate_limit: Option<String>,
     /// `null`: any model the owner's group allows.
     pub allowed_models: Option<Vec<String>>,
+    /// When the secret was last rotated.
+    pub rotated_at: Option<String>,
+    /// Until when the secret replaced by the last rotation still works
+    /// (`null`: it does not).
+    pub previous_secret_expires_at: Option<String>,
 }
 
 impl KeyView {
@@ -113,6 +118,8 @@ impl KeyView {
             status,
             rate_limit: k.rate_limit.map(|l| l.to_string()),
             allowed_models: k.models.as_ref().map(|m| m.names().to_vec()),
+            rotated_at: opt_timestamp(k.rotated_at),
+            previous_secret_expires_at: opt_timestamp(k.previous_secret_expires_at.filter(|t| *t > now)),
         }
     }
 }

@@ -84,8 +84,30 @@ async fn users_groups_and_keys_round_trip(b: Backend) {
     assert!(!listed.to_string().contains(&key[20..]), "listing must never show a secret");
     assert_eq!(json(&url, &["keys", "list", "--user", "ops@example.com"]).as_array().unwrap().len(), 1);
 
+    // Rotation: a new secret for the same id, printed once; the old one stops
+    // at once with --grace-seconds 0; recorded in the audit log.
+    let rotated = json(&url, &["keys", "rotate", id, "--grace-seconds", "0"]);
+    let new_key = rotated["key"].as_str().unwrap();
+    assert_eq!(rotated["id"], id);
+    assert!(new_key.starts_with(&format!("gk_{id}_")) && new_key != key);
+    assert_eq!(rotated["permissions"], serde_json::json!(["read_models", "run_inference"]));
+    assert!(rotated["previous_secret_expires_at"].is_null());
+    assert!(fails(&url, &["keys", "rotate", id, "--grace-seconds", "99999999"]).contains("grace_seconds"));
+    let store = gatehouse::store::connect(&url, false, std::time::Duration::from_secs(5)).await.unwrap();
+    let events = store
+        .audit_events(&gatehouse::domain::AuditQuery {
+            target: Some(format!("key:{id}")),
+            limit: 5,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].action == "key.rotated" && events[0].detail.as_deref().unwrap().contains("command line"));
+
     let revoked = json(&url, &["keys", "revoke", id]);
     assert_eq!(revoked["status"], "revoked");
+    assert!(fails(&url, &["keys", "rotate", id]).contains("revoked"), "a revoked key cannot be rotated");
     // Revoking twice is harmless.
     assert_eq!(json(&url, &["keys", "revoke", id])["status"], "revoked");
 

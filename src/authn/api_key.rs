@@ -70,6 +70,13 @@ pub fn hash_secret(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// A short, non-secret name for a stored secret hash, as the audit log shows
+/// it: `sha256:` and the first 12 hex digits of the hash.
+pub fn fingerprint(hash: &[u8; 32]) -> String {
+    let hex: String = hash[..6].iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
 /// Constant-time comparison of a presented secret with a stored hash.
 pub fn verify(secret: &str, stored_hash: &[u8; 32]) -> bool {
     hash_secret(secret).ct_eq(stored_hash).into()
@@ -79,6 +86,11 @@ pub fn generate() -> GeneratedKey {
     let mut id_bytes = [0u8; ID_LEN / 2];
     fill_random(&mut id_bytes);
     let id: String = id_bytes.iter().map(|b| format!("{b:02x}")).collect();
+    generate_for(id)
+}
+
+/// A new secret for an existing key id (rotation).
+pub fn generate_for(id: String) -> GeneratedKey {
     let secret = random_base62(SECRET_LEN);
     let secret_hash = hash_secret(&secret);
     GeneratedKey { key: Secret::new(assemble(&id, &secret)), id, secret_hash }

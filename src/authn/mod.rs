@@ -113,7 +113,12 @@ impl Authenticator {
         };
         // The secret is checked before anything about the key is revealed
         // (revoked, expired, disabled owner).
-        if !api_key::verify(presented.secret, &grant.secret_hash) {
+        let current = api_key::verify(presented.secret, &grant.secret_hash);
+        // After a rotation, the replaced secret works until its grace period ends.
+        let previous = || {
+            grant.previous_secret.is_some_and(|(hash, until)| now < until && api_key::verify(presented.secret, &hash))
+        };
+        if !current && !previous() {
             return Err(Denial::InvalidCredential);
         }
         check_grant(&grant, now)?;

@@ -17,12 +17,14 @@ pub enum AuditAction {
     KeyCreated,
     KeyUpdated,
     KeyRevoked,
+    /// A key got a new secret; the old one may work for a grace period.
+    KeyRotated,
     /// An authenticated caller was refused an administrative call.
     AdminDenied,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 14] = [
         AuditAction::LoginSucceeded,
         AuditAction::LoginFailed,
         AuditAction::Logout,
@@ -35,6 +37,7 @@ impl AuditAction {
         AuditAction::KeyCreated,
         AuditAction::KeyUpdated,
         AuditAction::KeyRevoked,
+        AuditAction::KeyRotated,
         AuditAction::AdminDenied,
     ];
 
@@ -52,6 +55,7 @@ impl AuditAction {
             AuditAction::KeyCreated => "key.created",
             AuditAction::KeyUpdated => "key.updated",
             AuditAction::KeyRevoked => "key.revoked",
+            AuditAction::KeyRotated => "key.rotated",
             AuditAction::AdminDenied => "admin.denied",
         }
     }

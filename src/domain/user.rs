@@ -71,6 +71,10 @@ pub struct ApiKey {
     pub rate_limit: Option<Limit>,
     /// Models this key may call, within its owner's group's; `None`: any.
     pub models: Option<ModelList>,
+    /// When the secret was last replaced.
+    pub rotated_at: Option<i64>,
+    /// Until when the secret replaced by the last rotation still works.
+    pub previous_secret_expires_at: Option<i64>,
 }
 
 /// A key to store. The secret itself never reaches the store, only its hash.
@@ -108,4 +112,7 @@ pub struct KeyGrant {
     pub key_rate_limit: Option<Limit>,
     pub user_rate_limit: Option<Limit>,
     pub key_models: Option<ModelList>,
+    /// The hash of the secret replaced by the last rotation, and until when
+    /// it still works (the grace period).
+    pub previous_secret: Option<([u8; 32], i64)>,
 }

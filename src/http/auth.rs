@@ -15,12 +15,12 @@ use serde_json::{Value, json};
 
 use super::HttpState;
 use super::error::ApiError;
-use super::extract::{Audited, Caller, JsonBody, QueryParams};
+use super::extract::{Audited, Caller, JsonBody, OptionalJsonBody, QueryParams};
 use crate::accounts::{KeyRequest, key_models};
 use crate::app::now;
 use crate::audit::event;
 use crate::authn::jwt::IssuedToken;
-use crate::domain::{AuditAction, AuthMethod, Denial, Permission, PermissionSet, User};
+use crate::domain::{AuditAction, AuthMethod, Denial, Permission, PermissionSet, Principal, User};
 use crate::secret::Secret;
 use crate::views::{CreatedKeyView, KeyView, UserView, timestamp};
 
@@ -334,18 +334,50 @@ pub async fn list_keys(
     Ok(list("keys", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyBody {
+    /// How long the old secret keeps working (default 24 h; 0: stops at once).
+    grace_seconds: Option<u64>,
+}
+
+/// `POST /auth/keys/{id}/rotate`: a new secret for the same key; the old one
+/// works for the grace period. The owner or `manage_users`.
+pub async fn rotate_key(
+    State(s): State<HttpState>,
+    Caller(caller): Caller,
+    audited: Audited,
+    Path(id): Path<String>,
+    OptionalJsonBody(body): OptionalJsonBody<RotateKeyBody>,
+) -> Result<Response, ApiError> {
+    own_key(&s, &caller, &id).await?;
+    let grace = body.grace_seconds.unwrap_or(crate::accounts::DEFAULT_ROTATION_GRACE_SECONDS);
+    let now = now();
+    let rotated = s.accounts.rotate_key(&id, grace, now).await?;
+    tracing::info!(actor = %caller.user_id, key_id = %id, grace_seconds = grace, "API key rotated");
+    let detail = rotated.audit_detail();
+    audited
+        .record(event(AuditAction::KeyRotated).actor(&*caller.user_id).target(format!("key:{id}")).detail(detail))
+        .await;
+    let view = CreatedKeyView { info: KeyView::new(&rotated.key, now), secret: rotated.secret };
+    Ok(ok(StatusCode::OK, serde_json::to_value(view).map_err(|_| ApiError::Internal)?))
+}
+
+/// Someone else's key is "not found" unless the caller manages users.
+async fn own_key(s: &HttpState, caller: &Principal, id: &str) -> Result<(), ApiError> {
+    match s.accounts.store().api_key(id).await? {
+        Some(k) if *k.user_id == *caller.user_id || caller.permissions.contains(Permission::ManageUsers) => Ok(()),
+        _ => Err(ApiError::NotFound("API key not found".into())),
+    }
+}
+
 pub async fn delete_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
     audited: Audited,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let key = s.accounts.store().api_key(&id).await?;
-    // Someone else's key is "not found" unless the caller manages users.
-    match key {
-        Some(k) if *k.user_id == *caller.user_id || caller.permissions.contains(Permission::ManageUsers) => {}
-        _ => return Err(ApiError::NotFound("API key not found".into())),
-    }
+    own_key(&s, &caller, &id).await?;
     s.accounts.revoke_key(&id, now()).await?;
     tracing::info!(actor = %caller.user_id, key_id = %id, "API key revoked");
     audited.record(event(AuditAction::KeyRevoked).actor(&*caller.user_id).target(format!("key:{id}"))).await;

@@ -18,26 +18,43 @@ impl<T: DeserializeOwned> FromRequest<HttpState> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &HttpState) -> Result<Self, ApiError> {
-        let is_json =
-            req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_none_or(|ct| {
-                ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
-            });
-        if !is_json {
-            return Err(ApiError::validation("content-type", "the body must be application/json"));
-        }
-        let limit = state.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(ApiError::validation("body", "a JSON object is required"));
-        }
-        let mut de = serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(&mut de).map(JsonBody).map_err(|e| {
-            let message = e.inner().to_string();
-            let path = e.path().to_string();
-            let field = if path == "." { missing_field(&message).unwrap_or("body").to_owned() } else { path };
-            ApiError::Validation { message: format!("invalid JSON: {message}"), field: Some(field) }
-        })
+        read_json(req, state).await?.map(JsonBody).ok_or(ApiError::validation("body", "a JSON object is required"))
     }
+}
+
+/// A JSON body whose every field is optional: an empty body is `T::default()`.
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + Default> FromRequest<HttpState> for OptionalJsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &HttpState) -> Result<Self, ApiError> {
+        Ok(OptionalJsonBody(read_json(req, state).await?.unwrap_or_default()))
+    }
+}
+
+/// The body as `T`; `None` when it is empty.
+async fn read_json<T: DeserializeOwned>(req: Request, state: &HttpState) -> Result<Option<T>, ApiError> {
+    let is_json = req
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
+    if !is_json {
+        return Err(ApiError::validation("content-type", "the body must be application/json"));
+    }
+    let limit = state.max_body_bytes;
+    let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(&mut de).map(Some).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        let field = if path == "." { missing_field(&message).unwrap_or("body").to_owned() } else { path };
+        ApiError::Validation { message: format!("invalid JSON: {message}"), field: Some(field) }
+    })
 }
 
 /// `missing field `email`` -> `email`.

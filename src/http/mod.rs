@@ -56,8 +56,10 @@ pub struct HttpState {
 }
 
 fn auth_routes() -> Router<HttpState> {
-    let keys =
-        Router::new().route("/", post(auth::create_key).get(auth::list_keys)).route("/{id}", delete(auth::delete_key));
+    let keys = Router::new()
+        .route("/", post(auth::create_key).get(auth::list_keys))
+        .route("/{id}", delete(auth::delete_key))
+        .route("/{id}/rotate", post(auth::rotate_key));
     Router::new()
         .route("/register", post(auth::register))
         .route("/login", post(auth::login))

@@ -101,6 +101,15 @@ pub trait Store: Send + Sync + 'static {
     async fn list_api_keys(&self, user_id: Option<&str>) -> StoreResult<Vec<ApiKey>>;
     /// Applies `update`; `None` when no such key.
     async fn update_api_key(&self, id: &str, update: &KeyUpdate) -> StoreResult<Option<ApiKey>>;
+    /// Replaces a key's secret; the old one keeps working until
+    /// `previous_until` (`None`: not at all). `None` when no such unrevoked key.
+    async fn rotate_api_key(
+        &self,
+        id: &str,
+        secret_hash: &[u8; 32],
+        previous_until: Option<i64>,
+        at: i64,
+    ) -> StoreResult<Option<ApiKey>>;
     /// Sets `revoked_at` unless already revoked. Returns whether a key changed.
     async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool>;
     /// Records a revoked token id (idempotent).

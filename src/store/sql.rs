@@ -57,8 +57,8 @@ pub struct PostgresStore {
 
 const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at, rate_limit";
 const USER_COLUMNS_U: &str = "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at, u.rate_limit";
-const KEY_COLUMNS: &str =
-    "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at, rate_limit, allowed_models";
+const KEY_COLUMNS: &str = "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at, rate_limit, \
+                           allowed_models, rotated_at, previous_secret_expires_at";
 const GROUP_COLUMNS: &str = "name, requests_per_period, period_seconds, burst, allowed_models";
 
 fn parse_role(s: &str) -> StoreResult<Role> {
@@ -125,6 +125,8 @@ macro_rules! sql_store {
                     last_used_at: r.try_get("last_used_at")?,
                     rate_limit: parse_limit(r.try_get("rate_limit")?)?,
                     models: parse_models(r.try_get("allowed_models")?)?,
+                    rotated_at: r.try_get("rotated_at")?,
+                    previous_secret_expires_at: r.try_get("previous_secret_expires_at")?,
                 })
             }
 
@@ -143,6 +145,13 @@ macro_rules! sql_store {
                     key_rate_limit: parse_limit(r.try_get("rate_limit")?)?,
                     user_rate_limit: parse_limit(r.try_get("user_rate_limit")?)?,
                     key_models: parse_models(r.try_get("allowed_models")?)?,
+                    previous_secret: match (
+                        r.try_get::<Option<Vec<u8>>, _>("previous_secret_hash")?,
+                        r.try_get::<Option<i64>, _>("previous_secret_expires_at")?,
+                    ) {
+                        (Some(hash), Some(until)) => Some((parse_hash(hash)?, until)),
+                        _ => None,
+                    },
                 })
             }
 
@@ -168,7 +177,7 @@ macro_rules! sql_store {
                 metrics::counter!("gatehouse_store_queries_total", "query" => "key_grant").increment(1);
                 let row = sqlx::query(
                     "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, k.rate_limit, k.allowed_models, \
-                     k.user_id, u.email, u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit \
+                     k.previous_secret_hash, k.previous_secret_expires_at, k.user_id, u.email, u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit \
                      FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
                 )
                 .bind(key_id)
@@ -402,6 +411,29 @@ macro_rules! sql_store {
                     .execute(&self.pool)
                     .await?;
                 Ok(done.rows_affected() > 0)
+            }
+
+            async fn rotate_api_key(
+                &self,
+                id: &str,
+                secret_hash: &[u8; 32],
+                previous_until: Option<i64>,
+                at: i64,
+            ) -> StoreResult<Option<ApiKey>> {
+                let sql = format!(
+                    "UPDATE api_keys SET \
+                     previous_secret_hash = CASE WHEN $3 IS NULL THEN NULL ELSE secret_hash END, \
+                     previous_secret_expires_at = $3, secret_hash = $2, rotated_at = $4 \
+                     WHERE id = $1 AND revoked_at IS NULL RETURNING {KEY_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(id)
+                    .bind(&secret_hash[..])
+                    .bind(previous_until)
+                    .bind(at)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(Self::key).transpose()
             }
 
             async fn touch_api_keys(&self, used: &[(String, i64)]) -> StoreResult<()> {

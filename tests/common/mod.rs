@@ -80,6 +80,8 @@ pub struct TestServer {
     pub http: SocketAddr,
     pub store: DynStore,
     pub accounts: Accounts,
+    /// The server's own decision maker, for checks at an injected time.
+    pub authorizer: std::sync::Arc<gatehouse::authz::Authorizer>,
     pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -111,6 +113,7 @@ impl TestServer {
             http: http_listener.local_addr().unwrap(),
             store: app.store.clone(),
             accounts: app.accounts.clone(),
+            authorizer: app.authorizer.clone(),
             database_url,
             stop: Some(stop),
             task: None,

@@ -1,0 +1,5 @@
+-- Key rotation: the secret replaced by the last rotation stays valid until
+-- previous_secret_expires_at (the grace period); only its hash is stored.
+ALTER TABLE api_keys ADD COLUMN previous_secret_hash BYTEA;
+ALTER TABLE api_keys ADD COLUMN previous_secret_expires_at BIGINT;
+ALTER TABLE api_keys ADD COLUMN rotated_at BIGINT;
