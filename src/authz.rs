@@ -4,7 +4,8 @@
 //! In order: normalize the path (ambiguous -> 400), find the route rule
 //! (`deny` -> 403), authenticate unless the rule is public (401), check the
 //! rule's roles and permissions (403), the body (413, 400, 403), and the
-//! caller's rate limits (429).
+//! caller's rate limits (429). A rule in report-only mode decides the same
+//! way; the transport lets its denials through, marked.
 
 use std::sync::Arc;
 
@@ -42,11 +43,19 @@ pub struct Decision {
     pub principal: Option<Principal>,
     /// The `model` the body asked for, on routes that inspect it.
     pub model: Option<String>,
+    /// The rule is in report-only (shadow) mode: a denial is reported, not
+    /// enforced.
+    pub report_only: bool,
 }
 
 impl Decision {
     pub fn is_allowed(&self) -> bool {
         self.verdict.is_ok()
+    }
+
+    /// Denied, but only reported: the request goes through.
+    pub fn is_shadow_denial(&self) -> bool {
+        self.report_only && self.verdict.is_err()
     }
 }
 
@@ -86,7 +95,13 @@ impl Authorizer {
     where
         H: IntoIterator<Item = (&'a str, &'a str)>,
     {
-        let mut decision = Decision { verdict: Err(Denial::RouteDenied), rule: None, principal: None, model: None };
+        let mut decision = Decision {
+            verdict: Err(Denial::RouteDenied),
+            rule: None,
+            principal: None,
+            model: None,
+            report_only: false,
+        };
         decision.verdict = self.evaluate(request, headers, now, &mut decision).await;
         decision
     }
@@ -114,11 +129,13 @@ impl Authorizer {
     where
         H: IntoIterator<Item = (&'a str, &'a str)>,
     {
-        let path = path::normalize(request.path).map_err(|_| Denial::InvalidRequest("ambiguous or malformed path"))?;
         let policy = self.policy.load();
+        decision.report_only = policy.report_only_by_default();
+        let path = path::normalize(request.path).map_err(|_| Denial::InvalidRequest("ambiguous or malformed path"))?;
         let host = if policy.matches_hosts() { normalize_host(request.host) } else { String::new() };
         let rule = policy.route(request.method, &host, &path);
         decision.rule = Some(rule.name.clone());
+        decision.report_only = rule.report_only;
         match rule.access {
             Access::Deny => return Err(Denial::RouteDenied),
             Access::Public => {

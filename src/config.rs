@@ -508,6 +508,9 @@ impl Config {
                 }
             };
         }
+        if let Some(mode) = parse_var::<String>(env, "GATEHOUSE_POLICY_MODE")? {
+            self.policy.mode = mode.parse().map_err(|e: String| invalid("GATEHOUSE_POLICY_MODE", &mode, &e))?;
+        }
         set(&mut self.policy.max_request_bytes, parse_var(env, "GATEHOUSE_MAX_REQUEST_BYTES")?);
         set(&mut self.policy.max_prompt_chars, parse_var(env, "GATEHOUSE_MAX_PROMPT_CHARS")?);
         set(

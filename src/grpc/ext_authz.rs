@@ -64,7 +64,13 @@ impl ExtAuthz {
     pub fn respond(&self, http: &HttpRequest, decision: &Decision) -> CheckResponse {
         let metadata = decision_metadata(decision);
         match &decision.verdict {
-            Ok(allow) => self.allow(http, allow, decision.principal.as_ref(), metadata),
+            Ok(allow) => self.allow(http, allow, decision.principal.as_ref(), metadata, None),
+            // Report-only: let it through, marked, with the credential left
+            // in place (it was not accepted, so it is not consumed).
+            Err(denial) if decision.report_only => {
+                let pass = Allow { credential_used: false, rate: None };
+                self.allow(http, &pass, decision.principal.as_ref(), metadata, Some(denial))
+            }
             Err(denial) => deny_with(denial, metadata),
         }
     }
@@ -75,8 +81,14 @@ impl ExtAuthz {
         allow: &Allow,
         principal: Option<&Principal>,
         metadata: Struct,
+        shadow: Option<&Denial>,
     ) -> CheckResponse {
-        let identity = identity_headers(principal);
+        let mut identity = identity_headers(principal);
+        if let Some(denial) = shadow {
+            identity.push(("x-auth-shadow-decision", "deny".to_owned()));
+            identity.push(("x-auth-shadow-reason", denial.reason().to_owned()));
+            identity.push(("x-auth-shadow-status", denial.kind().http_status().to_string()));
+        }
         let strip_credential = allow.credential_used && self.strip_credentials;
         // Client-sent identity headers not overwritten below, and the credential.
         let remove: Vec<String> = headers(http)
@@ -274,6 +286,7 @@ fn decision_metadata(decision: &Decision) -> Struct {
         Ok(_) => ("allow", ""),
         Err(d) => ("deny", d.reason()),
     };
+    let mode = if decision.report_only { "report_only" } else { "" };
     let method = match (p, &decision.verdict) {
         (Some(p), _) => p.method.as_str(),
         (None, Ok(_)) => "anonymous",
@@ -289,6 +302,7 @@ fn decision_metadata(decision: &Decision) -> Struct {
         ("group", p.map_or("", |p| &p.group)),
         ("key_id", p.and_then(|p| p.key_id.as_deref()).unwrap_or("")),
         ("model", decision.model.as_deref().unwrap_or("")),
+        ("mode", mode),
     ])
 }
 
@@ -314,6 +328,7 @@ thread_local! {
 fn record(decision: &Decision, started: std::time::Instant) {
     let labels: DecisionLabels = match &decision.verdict {
         Ok(_) => ("allow", "", decision.principal.as_ref().map_or("anonymous", |p| p.method.as_str())),
+        Err(d) if decision.report_only => ("shadow_deny", d.reason(), ""),
         Err(d) => ("deny", d.reason(), ""),
     };
     DECISIONS.with_borrow_mut(|counters| {
@@ -346,7 +361,9 @@ fn log_decision(http: &HttpRequest, decision: &Decision) {
             user_id,
             key_id,
             reason = d.reason(),
-            "deny"
+            report_only = decision.report_only,
+            "{}",
+            if decision.report_only { "deny (report only: allowed)" } else { "deny" }
         ),
     }
 }

@@ -139,6 +139,28 @@ pub enum Access {
     Deny,
 }
 
+/// Whether a rule's denials are enforced, or only reported (shadow mode:
+/// the decision is computed, logged, counted and put in the metadata, but
+/// the request goes through, marked `x-auth-shadow-decision: deny`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    ReportOnly,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "enforce" => Ok(Mode::Enforce),
+            "report_only" => Ok(Mode::ReportOnly),
+            _ => Err(format!("unknown mode '{s}': expected enforce or report_only")),
+        }
+    }
+}
+
 /// One compiled rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -158,6 +180,8 @@ pub struct Rule {
     pub limit: Option<Limit>,
     /// Inspect the request body as JSON, within these limits.
     pub body: Option<BodyLimits>,
+    /// Denials on this rule are only reported.
+    pub report_only: bool,
 }
 
 impl Rule {
@@ -203,6 +227,12 @@ impl Policy {
         &self.rules
     }
 
+    /// Whether denials made before any rule applies (a malformed path) are
+    /// only reported: the table's default mode.
+    pub fn report_only_by_default(&self) -> bool {
+        self.default.report_only
+    }
+
     /// Whether any rule looks at the host (if none does, it need not be
     /// normalized).
     pub fn matches_hosts(&self) -> bool {
@@ -224,11 +254,12 @@ impl Policy {
                 roles: Vec::new(),
                 limit: None,
                 body: None,
+                report_only: spec.mode == Mode::ReportOnly,
             })
             .collect();
         let defaults = BodyLimits { max_bytes: spec.max_request_bytes, max_prompt_chars: spec.max_prompt_chars };
         for (i, route) in spec.routes.iter().enumerate() {
-            let rule = route.compile(defaults).map_err(|e| format!("routes[{i}]: {e}"))?;
+            let rule = route.compile(defaults, spec.mode).map_err(|e| format!("routes[{i}]: {e}"))?;
             if rules.iter().any(|r| r.name == rule.name) {
                 return Err(format!("routes[{i}]: another rule is named '{}'", rule.name));
             }
@@ -244,6 +275,7 @@ impl Policy {
             roles: Vec::new(),
             limit: None,
             body: None,
+            report_only: spec.mode == Mode::ReportOnly,
         };
         Ok(Policy { rules, default, max_request_bytes: spec.max_request_bytes })
     }

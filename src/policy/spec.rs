@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{Access, BodyLimits, HostPattern, PathPattern, Rule};
+use super::{Access, BodyLimits, HostPattern, Mode, PathPattern, Rule};
 use crate::domain::{PermissionSet, Role};
 use crate::ratelimit::parse_limit;
 
@@ -17,6 +17,8 @@ pub const SHIPPED: &str = include_str!("../../policy.toml");
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicySpec {
     pub default: Access,
+    /// Rules without their own `mode` take this one.
+    pub mode: Mode,
     pub max_request_bytes: usize,
     pub max_prompt_chars: usize,
     pub routes: Vec<RouteSpec>,
@@ -43,6 +45,8 @@ pub struct PolicyDocument {
 pub struct PolicySettings {
     /// What applies to requests no rule matches.
     pub default: Option<Access>,
+    /// `enforce` (the default) or `report_only` for every rule without its own.
+    pub mode: Option<Mode>,
     /// The largest request body accepted on any route.
     pub max_request_bytes: Option<usize>,
     /// The largest prompt (characters) on routes that inspect the body.
@@ -56,6 +60,7 @@ impl PolicySpec {
     fn base() -> PolicySpec {
         PolicySpec {
             default: Access::Deny,
+            mode: Mode::Enforce,
             max_request_bytes: 10 * 1024 * 1024,
             max_prompt_chars: 10_000,
             routes: vec![],
@@ -78,6 +83,7 @@ impl PolicySpec {
     pub fn apply(&mut self, doc: PolicyDocument) {
         if let Some(p) = doc.policy {
             self.default = p.default.unwrap_or(self.default);
+            self.mode = p.mode.unwrap_or(self.mode);
             self.max_request_bytes = p.max_request_bytes.unwrap_or(self.max_request_bytes);
             self.max_prompt_chars = p.max_prompt_chars.unwrap_or(self.max_prompt_chars);
         }
@@ -96,6 +102,12 @@ impl<'de> Deserialize<'de> for Access {
             "deny" => Ok(Access::Deny),
             _ => Err(serde::de::Error::custom(format!("unknown access '{s}': expected public, authenticated or deny"))),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for Mode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -125,10 +137,12 @@ pub struct RouteSpec {
     pub body: Option<String>,
     pub max_request_bytes: Option<usize>,
     pub max_prompt_chars: Option<usize>,
+    /// `enforce` or `report_only`; default: the table's `mode`.
+    pub mode: Option<Mode>,
 }
 
 impl RouteSpec {
-    pub(super) fn compile(&self, defaults: BodyLimits) -> Result<Rule, String> {
+    pub(super) fn compile(&self, defaults: BodyLimits, mode: Mode) -> Result<Rule, String> {
         let paths: Vec<PathPattern> =
             self.path.iter().chain(&self.paths).map(|p| PathPattern::parse(p)).collect::<Result<_, _>>()?;
         if paths.is_empty() {
@@ -166,7 +180,8 @@ impl RouteSpec {
             Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
             _ => default_name(&methods, &paths),
         };
-        Ok(Rule { name: Arc::from(name), methods, hosts, paths, access, permissions, roles, limit, body })
+        let report_only = self.mode.unwrap_or(mode) == Mode::ReportOnly;
+        Ok(Rule { name: Arc::from(name), methods, hosts, paths, access, permissions, roles, limit, body, report_only })
     }
 }
 

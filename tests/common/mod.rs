@@ -315,10 +315,12 @@ pub async fn spawn_echo() -> SocketAddr {
             .collect();
         let method = request.method().as_str().to_owned();
         let path = request.uri().path().to_owned();
+        let query = request.uri().query().unwrap_or("").to_owned();
         let body = axum::body::to_bytes(request.into_body(), 64 << 20).await.unwrap_or_default();
         axum::Json(serde_json::json!({
             "method": method,
             "path": path,
+            "query": query,
             "headers": headers,
             "body": String::from_utf8_lossy(&body),
         }))
