@@ -11,20 +11,7 @@ use gatehouse::authn::api_key;
 use gatehouse::domain::Role;
 
 async fn key_grant_queries(s: &TestServer, key: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .get(s.url("/metrics"))
-        .header("x-api-key", key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|l| l.starts_with("gatehouse_store_queries_total{query=\"key_grant\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    s.metric(key, "gatehouse_store_queries_total{", &["query=\"key_grant\""]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

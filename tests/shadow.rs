@@ -29,19 +29,7 @@ roles = ["admin"]
 "#;
 
 async fn shadow_denials(s: &TestServer, admin_key: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .get(s.url("/metrics"))
-        .bearer_auth(admin_key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("gatehouse_check_decisions_total{") && l.contains("decision=\"shadow_deny\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    s.metric(admin_key, "gatehouse_check_decisions_total{", &["decision=\"shadow_deny\""]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

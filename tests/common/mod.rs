@@ -183,6 +183,25 @@ impl TestServer {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.http, path)
     }
+
+    /// The sum of the samples in `/metrics` (read with `key`, which needs
+    /// `read_metrics`) whose line starts with `series` and contains every one
+    /// of `labels`.
+    pub async fn metric(&self, key: &str, series: &str, labels: &[&str]) -> u64 {
+        let text = reqwest::Client::new()
+            .get(self.url("/metrics"))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(series) && labels.iter().all(|label| l.contains(label)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
 }
 
 pub fn now() -> i64 {
