@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::authn::credentials::{ExtraSources, Source};
 use crate::authn::{Authenticator, credentials};
 use crate::domain::{Denial, Permission, PermissionSet, Principal};
 use crate::policy::body::{self, RequestBody};
@@ -46,9 +47,24 @@ pub struct Decision {
     /// The rule is in report-only (shadow) mode: a denial is reported, not
     /// enforced.
     pub report_only: bool,
+    /// The rule's credential places besides the headers (the transport
+    /// removes a query credential before the upstream, and a cookie one).
+    pub sources: Option<Arc<ExtraSources>>,
+    /// Where the credential was found.
+    pub credential_source: Option<Source>,
 }
 
 impl Decision {
+    const EMPTY: Decision = Decision {
+        verdict: Err(Denial::RouteDenied),
+        rule: None,
+        principal: None,
+        model: None,
+        report_only: false,
+        sources: None,
+        credential_source: None,
+    };
+
     pub fn is_allowed(&self) -> bool {
         self.verdict.is_ok()
     }
@@ -91,17 +107,11 @@ impl Authorizer {
         self.policy.load_full()
     }
 
-    pub async fn decide<'a, H>(&self, request: RequestView<'_>, headers: H, now: i64) -> Decision
+    pub async fn decide<'a, H>(&self, request: RequestView<'a>, headers: H, now: i64) -> Decision
     where
         H: IntoIterator<Item = (&'a str, &'a str)>,
     {
-        let mut decision = Decision {
-            verdict: Err(Denial::RouteDenied),
-            rule: None,
-            principal: None,
-            model: None,
-            report_only: false,
-        };
+        let mut decision = Decision::EMPTY;
         decision.verdict = self.evaluate(request, headers, now, &mut decision).await;
         decision
     }
@@ -121,7 +131,7 @@ impl Authorizer {
 
     async fn evaluate<'a, H>(
         &self,
-        request: RequestView<'_>,
+        request: RequestView<'a>,
         headers: H,
         now: i64,
         decision: &mut Decision,
@@ -145,8 +155,16 @@ impl Authorizer {
             }
             Access::Authenticated => {}
         }
-        decision.principal = match credentials::extract(headers)? {
-            Some(credential) => Some(self.authn.authenticate(credential, now).await?),
+        decision.sources = rule.sources.clone();
+        let found = match &rule.sources {
+            None => credentials::extract(headers)?.map(|c| (c, Source::Header)),
+            Some(extra) => credentials::extract_with(headers, request.path, extra)?,
+        };
+        decision.principal = match found {
+            Some((credential, source)) => {
+                decision.credential_source = Some(source);
+                Some(self.authn.authenticate(credential, now).await?)
+            }
             None if self.require_auth => return Err(Denial::MissingCredential),
             None => None,
         };

@@ -18,6 +18,7 @@ use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
+use crate::authn::credentials;
 use crate::authz::{Allow, Authorizer, Decision, RequestView};
 use crate::domain::{Denial, ErrorKind, Principal};
 use crate::policy::body::RequestBody;
@@ -64,12 +65,12 @@ impl ExtAuthz {
     pub fn respond(&self, http: &HttpRequest, decision: &Decision) -> CheckResponse {
         let metadata = decision_metadata(decision);
         match &decision.verdict {
-            Ok(allow) => self.allow(http, allow, decision.principal.as_ref(), metadata, None),
+            Ok(allow) => self.allow(http, decision, allow, metadata, None),
             // Report-only: let it through, marked, with the credential left
             // in place (it was not accepted, so it is not consumed).
             Err(denial) if decision.report_only => {
                 let pass = Allow { credential_used: false, rate: None };
-                self.allow(http, &pass, decision.principal.as_ref(), metadata, Some(denial))
+                self.allow(http, decision, &pass, metadata, Some(denial))
             }
             Err(denial) => deny_with(denial, metadata),
         }
@@ -78,12 +79,12 @@ impl ExtAuthz {
     fn allow(
         &self,
         http: &HttpRequest,
+        decision: &Decision,
         allow: &Allow,
-        principal: Option<&Principal>,
         metadata: Struct,
         shadow: Option<&Denial>,
     ) -> CheckResponse {
-        let mut identity = identity_headers(principal);
+        let mut identity = identity_headers(decision.principal.as_ref());
         if let Some(denial) = shadow {
             identity.push(("x-auth-shadow-decision", "deny".to_owned()));
             identity.push(("x-auth-shadow-reason", denial.reason().to_owned()));
@@ -91,7 +92,7 @@ impl ExtAuthz {
         }
         let strip_credential = allow.credential_used && self.strip_credentials;
         // Client-sent identity headers not overwritten below, and the credential.
-        let remove: Vec<String> = headers(http)
+        let mut remove: Vec<String> = headers(http)
             .map(|(name, _)| name)
             .filter(|name| {
                 (is_identity_header(name) && !identity.iter().any(|(set, _)| name.eq_ignore_ascii_case(set)))
@@ -100,12 +101,32 @@ impl ExtAuthz {
             })
             .map(str::to_ascii_lowercase)
             .collect();
+        let mut set: Vec<HeaderValueOption> =
+            identity.into_iter().map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd)).collect();
+        let mut query_parameters_to_remove = Vec::new();
+        if let Some(sources) = &decision.sources {
+            // A credential in the URL never reaches the upstream (or Envoy's
+            // access log), accepted or not.
+            if let Some(name) = &sources.query
+                && credentials::query_values(&http.path, name).next().is_some()
+            {
+                query_parameters_to_remove.push(name.to_string());
+            }
+            if let Some(name) = sources.cookie.as_deref().filter(|_| strip_credential) {
+                let cookies: Vec<&str> =
+                    headers(http).filter(|(k, _)| k.eq_ignore_ascii_case("cookie")).map(|(_, v)| v).collect();
+                if !credentials::cookie_values(&cookies, name).is_empty() {
+                    match credentials::without_cookie(&cookies, name) {
+                        Some(rest) => set.push(header("cookie", rest, HeaderAppendAction::OverwriteIfExistsOrAdd)),
+                        None => remove.push("cookie".to_owned()),
+                    }
+                }
+            }
+        }
         let ok = OkHttpResponse {
-            headers: identity
-                .into_iter()
-                .map(|(k, v)| header(k, v, HeaderAppendAction::OverwriteIfExistsOrAdd))
-                .collect(),
+            headers: set,
             headers_to_remove: remove,
+            query_parameters_to_remove,
             response_headers_to_add: allow.rate.map(rate_headers).unwrap_or_default(),
             ..Default::default()
         };

@@ -18,6 +18,8 @@ use crate::domain::{Denial, PermissionSet, Principal, Role};
 use crate::ratelimit::Limit;
 
 pub use body::BodyLimits;
+
+use crate::authn::credentials::ExtraSources;
 pub use spec::{PolicySpec, RouteSpec};
 
 /// One path segment of a pattern.
@@ -182,6 +184,8 @@ pub struct Rule {
     pub body: Option<BodyLimits>,
     /// Denials on this rule are only reported.
     pub report_only: bool,
+    /// Where, besides the headers, this rule accepts a credential.
+    pub sources: Option<Arc<ExtraSources>>,
 }
 
 impl Rule {
@@ -255,6 +259,7 @@ impl Policy {
                 limit: None,
                 body: None,
                 report_only: spec.mode == Mode::ReportOnly,
+                sources: None,
             })
             .collect();
         let defaults = BodyLimits { max_bytes: spec.max_request_bytes, max_prompt_chars: spec.max_prompt_chars };
@@ -276,6 +281,7 @@ impl Policy {
             limit: None,
             body: None,
             report_only: spec.mode == Mode::ReportOnly,
+            sources: None,
         };
         Ok(Policy { rules, default, max_request_bytes: spec.max_request_bytes })
     }

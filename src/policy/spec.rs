@@ -6,6 +6,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{Access, BodyLimits, HostPattern, Mode, PathPattern, Rule};
+use crate::authn::credentials::ExtraSources;
 use crate::domain::{PermissionSet, Role};
 use crate::ratelimit::parse_limit;
 
@@ -139,6 +140,11 @@ pub struct RouteSpec {
     pub max_prompt_chars: Option<usize>,
     /// `enforce` or `report_only`; default: the table's `mode`.
     pub mode: Option<Mode>,
+    /// Also accept the credential from this query parameter (removed before
+    /// the request goes upstream). Off unless set.
+    pub credential_query: Option<String>,
+    /// Also accept the credential from this cookie. Off unless set.
+    pub credential_cookie: Option<String>,
 }
 
 impl RouteSpec {
@@ -181,7 +187,40 @@ impl RouteSpec {
             _ => default_name(&methods, &paths),
         };
         let report_only = self.mode.unwrap_or(mode) == Mode::ReportOnly;
-        Ok(Rule { name: Arc::from(name), methods, hosts, paths, access, permissions, roles, limit, body, report_only })
+        let source_name = |field: &str, name: &Option<String>| -> Result<Option<Arc<str>>, String> {
+            match name.as_deref().map(str::trim) {
+                None => Ok(None),
+                Some(n)
+                    if !n.is_empty()
+                        && n.len() <= 64
+                        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b)) =>
+                {
+                    Ok(Some(Arc::from(n)))
+                }
+                Some(n) => Err(format!("{field} '{n}': use 1-64 letters, digits, '_', '-' or '.'")),
+            }
+        };
+        let extra = ExtraSources {
+            query: source_name("credential_query", &self.credential_query)?,
+            cookie: source_name("credential_cookie", &self.credential_cookie)?,
+        };
+        if access != Access::Authenticated && extra != ExtraSources::default() {
+            return Err("credential_query and credential_cookie only apply to authenticated rules".into());
+        }
+        let sources = (extra != ExtraSources::default()).then(|| Arc::new(extra));
+        Ok(Rule {
+            name: Arc::from(name),
+            methods,
+            hosts,
+            paths,
+            access,
+            permissions,
+            roles,
+            limit,
+            body,
+            report_only,
+            sources,
+        })
     }
 }
 
