@@ -41,3 +41,60 @@ ensure_envoy() {
   fi
   echo "$venv/bin/envoy"
 }
+
+# wait_redis PORT [COMMAND...]: until the server on PORT answers (PING by default).
+wait_redis() {
+  local port=$1; shift
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" "${@:-PING}" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  echo "redis on port $port did not answer" >&2
+  return 1
+}
+
+# start_redis_cluster DIR: three cluster-mode Redis servers on free ports,
+# joined into one cluster (no replicas); sets REDIS_CLUSTER_URL and appends
+# the servers' pids to PIDS.
+start_redis_cluster() {
+  local dir=$1 ports=() port
+  for _ in 1 2 3; do
+    port=$(free_port)
+    mkdir -p "$dir/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" --cluster-enabled yes \
+      --cluster-config-file nodes.conf --cluster-node-timeout 2000 --save '' --appendonly no \
+      >"$dir/$port/log" 2>&1 &
+    PIDS+=($!)
+    ports+=("$port")
+  done
+  for port in "${ports[@]}"; do wait_redis "$port"; done
+  redis-cli --cluster create "${ports[@]/#/127.0.0.1:}" --cluster-replicas 0 --cluster-yes >"$dir/create.log" 2>&1
+  for _ in $(seq 1 100); do
+    redis-cli -p "${ports[0]}" CLUSTER INFO 2>/dev/null | grep -q 'cluster_state:ok' && break
+    sleep 0.1
+  done
+  REDIS_CLUSTER_URL="redis+cluster://$(IFS=,; echo "${ports[*]/#/127.0.0.1:}")"
+}
+
+# start_redis_sentinel DIR: a Redis primary and a Sentinel watching it as
+# service "gatehouse"; sets REDIS_SENTINEL_URL and appends pids to PIDS.
+start_redis_sentinel() {
+  local dir=$1 primary sentinel
+  primary=$(free_port)
+  sentinel=$(free_port)
+  mkdir -p "$dir"
+  redis-server --port "$primary" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no >"$dir/primary.log" 2>&1 &
+  PIDS+=($!)
+  wait_redis "$primary"
+  cat >"$dir/sentinel.conf" <<CONF
+port $sentinel
+bind 127.0.0.1
+dir $dir
+sentinel monitor gatehouse 127.0.0.1 $primary 1
+sentinel down-after-milliseconds gatehouse 2000
+CONF
+  redis-server "$dir/sentinel.conf" --sentinel >"$dir/sentinel.log" 2>&1 &
+  PIDS+=($!)
+  wait_redis "$sentinel" SENTINEL GET-MASTER-ADDR-BY-NAME gatehouse
+  REDIS_SENTINEL_URL="redis+sentinel://127.0.0.1:$sentinel/gatehouse"
+}

@@ -80,7 +80,13 @@ impl App {
         let keys = cache::key_cache(store.clone(), &config.cache);
         let users = cache::user_cache(store.clone(), &config.cache);
         let jwt = Arc::new(Jwt::new(jwt_keys(&config.jwt)?, jwt_settings(&config.jwt)));
-        let bus = Bus::new(config.redis_url.as_ref().map(|u| u.expose()))?;
+        let redis_target = match &config.redis_url {
+            Some(url) => Some(Arc::new(
+                crate::redis_target::RedisTarget::parse(url.expose()).map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
+            )),
+            None => None,
+        };
+        let bus = Bus::new(redis_target.clone());
         let revocations = Revocations::new(store.clone(), bus.clone());
         let usage = UsageRecorder::default();
         let groups = cache::group_cache(store.clone(), &config.cache);
@@ -100,10 +106,7 @@ impl App {
         let authn = Authenticator::new(sources, roles, config.cache.capacity);
         let policy = config.compile_policy()?;
         let local = LocalLimiter::default();
-        let redis = match &config.redis_url {
-            Some(url) => Some(RedisLimiter::new(url.expose(), local.clone(), Duration::from_millis(100))?),
-            None => None,
-        };
+        let redis = redis_target.map(|target| RedisLimiter::new(target, local.clone(), Duration::from_millis(100)));
         let limiter: Arc<dyn Limiter> = match &redis {
             Some(r) => Arc::new(r.clone()),
             None => Arc::new(local.clone()),

@@ -25,6 +25,7 @@ pub mod grpc;
 pub mod http;
 pub mod policy;
 pub mod ratelimit;
+pub mod redis_target;
 pub mod reload;
 pub mod secret;
 pub mod store;

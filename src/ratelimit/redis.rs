@@ -15,11 +15,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use tokio::sync::RwLock;
 
 use super::local::LocalLimiter;
 use super::{Limit, Limiter, LimiterError, Outcome};
+use crate::redis_target::{Conn, RedisTarget};
 
 /// ARGV: emission interval (µs), burst. Returns allowed, remaining,
 /// retry_after (µs), reset_after (µs).
@@ -43,8 +43,8 @@ static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCR
 
 #[derive(Clone)]
 pub struct RedisLimiter {
-    client: redis::Client,
-    conn: Arc<RwLock<Option<ConnectionManager>>>,
+    target: Arc<RedisTarget>,
+    conn: Arc<RwLock<Option<Conn>>>,
     fallback: LocalLimiter,
     degraded: Arc<AtomicBool>,
     timeout: Duration,
@@ -52,9 +52,8 @@ pub struct RedisLimiter {
 
 impl RedisLimiter {
     /// Never fails on an unreachable Redis: it connects in the background.
-    pub fn new(url: &str, fallback: LocalLimiter, timeout: Duration) -> Result<Self, LimiterError> {
-        let client = redis::Client::open(url).map_err(|e| LimiterError(e.to_string()))?;
-        Ok(RedisLimiter { client, conn: Arc::default(), fallback, degraded: Arc::default(), timeout })
+    pub fn new(target: Arc<RedisTarget>, fallback: LocalLimiter, timeout: Duration) -> Self {
+        RedisLimiter { target, conn: Arc::default(), fallback, degraded: Arc::default(), timeout }
     }
 
     /// Whether decisions are currently made without Redis.
@@ -63,20 +62,25 @@ impl RedisLimiter {
     }
 
     /// Connects, retrying every second until it works or `shutdown`. Once
-    /// connected, the connection manager reconnects by itself.
+    /// connected, a single server's or a cluster's connection reconnects by
+    /// itself; a Sentinel one is dropped on error and made again here, which
+    /// asks the sentinels for the primary anew.
     pub async fn connect(self, shutdown: impl std::future::Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
-            match tokio::time::timeout(Duration::from_secs(2), self.client.get_connection_manager()).await {
-                Ok(Ok(conn)) => {
-                    *self.conn.write().await = Some(conn);
-                    self.degraded.store(false, Ordering::Relaxed);
-                    metrics::gauge!("gatehouse_ratelimit_redis_available").set(1.0);
-                    tracing::info!("connected to Redis for rate limits");
-                    return;
+            if self.conn.read().await.is_none() {
+                match self.target.connect().await {
+                    Ok(conn) => {
+                        *self.conn.write().await = Some(conn);
+                        self.degraded.store(false, Ordering::Relaxed);
+                        metrics::gauge!("gatehouse_ratelimit_redis_available").set(1.0);
+                        tracing::info!(redis = self.target.kind(), "connected to Redis for rate limits");
+                        if self.target.reconnects_itself() {
+                            return;
+                        }
+                    }
+                    Err(e) => self.mark_degraded(&e.to_string()),
                 }
-                Ok(Err(e)) => self.mark_degraded(&e.to_string()),
-                Err(_) => self.mark_degraded("connection timed out"),
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -131,6 +135,11 @@ impl Limiter for RedisLimiter {
             }
             Err(e) => {
                 self.mark_degraded(&e);
+                if !self.target.reconnects_itself()
+                    && let Ok(mut conn) = self.conn.try_write()
+                {
+                    *conn = None; // the connect loop asks the sentinels again
+                }
                 metrics::counter!("gatehouse_redis_errors_total").increment(1);
                 metrics::counter!("gatehouse_ratelimit_fallback_total").increment(1);
                 Ok(self.fallback.decide(key, limit))

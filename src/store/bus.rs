@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
-use tokio::sync::{OnceCell, RwLock};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::redis_target::{Conn, RedisTarget};
 
 pub const CHANNEL: &str = "gatehouse:invalidate";
 
@@ -59,45 +60,40 @@ pub trait Apply: Send + Sync + 'static {
 
 #[derive(Clone, Default)]
 pub struct Bus {
-    client: Option<redis::Client>,
-    publisher: Arc<OnceCell<ConnectionManager>>,
+    target: Option<Arc<RedisTarget>>,
+    publisher: Arc<Mutex<Option<Conn>>>,
     connected: Arc<RwLock<bool>>,
 }
 
 impl Bus {
-    /// A bus over `url`, or one that only works locally when `None`.
-    pub fn new(url: Option<&str>) -> Result<Bus, redis::RedisError> {
-        let client = url.map(redis::Client::open).transpose()?;
-        Ok(Bus { client, ..Bus::default() })
+    /// A bus over Redis, or one that only works locally when `None`.
+    pub fn new(target: Option<Arc<RedisTarget>>) -> Bus {
+        Bus { target, ..Bus::default() }
     }
 
     /// Publishes a change for the other replicas (best effort: on failure
     /// they catch up through TTLs and polling).
     pub async fn publish(&self, change: &Change) {
-        let Some(client) = &self.client else { return };
-        let publisher = self
-            .publisher
-            .get_or_try_init(|| async {
-                tokio::time::timeout(Duration::from_secs(1), client.get_connection_manager())
-                    .await
-                    .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connect timed out")))?
-            })
-            .await;
-        let result = match publisher {
-            Ok(conn) => {
-                let mut conn = conn.clone();
-                let mut cmd = redis::cmd("PUBLISH");
-                cmd.arg(CHANNEL).arg(change.encode());
-                let publish = cmd.query_async::<i64>(&mut conn);
-                match tokio::time::timeout(Duration::from_secs(1), publish).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("timed out".to_owned()),
-                }
+        let Some(target) = &self.target else { return };
+        let mut publisher = self.publisher.lock().await;
+        let result = async {
+            if publisher.is_none() {
+                *publisher = Some(target.connect().await.map_err(|e| e.to_string())?);
             }
-            Err(e) => Err(e.to_string()),
-        };
+            let Some(conn) = publisher.as_mut() else { return Err("not connected".to_owned()) };
+            let mut cmd = redis::cmd("PUBLISH");
+            cmd.arg(CHANNEL).arg(change.encode());
+            match tokio::time::timeout(Duration::from_secs(1), cmd.query_async::<i64>(conn)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_owned()),
+            }
+        }
+        .await;
         if let Err(e) = result {
+            if !target.reconnects_itself() {
+                *publisher = None; // ask the sentinels for the primary next time
+            }
             tracing::warn!(error = %e, "could not publish a cache invalidation; other replicas rely on TTLs");
         }
     }
@@ -109,11 +105,11 @@ impl Bus {
 
     /// Receives changes until `shutdown`, reconnecting as needed.
     pub async fn subscribe(self, target: impl Apply, shutdown: impl std::future::Future<Output = ()>) {
-        let Some(client) = self.client.clone() else { return };
+        let Some(redis) = self.target.clone() else { return };
         tokio::pin!(shutdown);
         loop {
             let session = async {
-                let mut pubsub = client.get_async_pubsub().await?;
+                let mut pubsub = redis.pubsub_client().await?.get_async_pubsub().await?;
                 pubsub.subscribe(CHANNEL).await?;
                 *self.connected.write().await = true;
                 target.reset().await;
