@@ -65,7 +65,7 @@ pub fn jwt_keys(config: &JwtConfig) -> anyhow::Result<JwtKeys> {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
-        let store = store::connect(&config.database_url, config.auto_migrate, config.database_timeout).await?;
+        let store = store::connect_with(&config.database_settings(), config.auto_migrate).await?;
         let app = App::with_store(config, store)?;
         if let Err(e) = app.revocations.sync(now()).await {
             tracing::warn!(error = %e, "could not load token revocations at start-up; retrying in the background");

@@ -28,6 +28,12 @@ pub struct Config {
     pub database_url: String,
     pub auto_migrate: bool,
     pub database_timeout: Duration,
+    /// A read-only Postgres replica for the lookups behind the caches.
+    pub database_read_url: Option<Secret>,
+    /// Connections per Postgres pool.
+    pub database_max_connections: u32,
+    /// Postgres `statement_timeout`.
+    pub database_statement_timeout: Duration,
     pub require_auth: bool,
     pub public_paths: Vec<PathPattern>,
     /// Remove `authorization` / `x-api-key` before the request goes upstream.
@@ -127,6 +133,9 @@ impl Default for Config {
             database_url: "sqlite://gatehouse.db".to_owned(),
             auto_migrate: true,
             database_timeout: Duration::from_secs(2),
+            database_read_url: None,
+            database_max_connections: 16,
+            database_statement_timeout: Duration::from_secs(5),
             require_auth: true,
             public_paths: DEFAULT_PUBLIC_PATHS.iter().filter_map(|p| PathPattern::parse(p).ok()).collect(),
             strip_credentials: true,
@@ -188,6 +197,8 @@ impl fmt::Debug for Config {
             .field("http_addr", &self.http_addr)
             .field("console", &self.console)
             .field("database_url", &redact_url(&self.database_url))
+            .field("database_read_url", &self.database_read_url.as_ref().map(|u| redact_url(u.expose())))
+            .field("database_max_connections", &self.database_max_connections)
             .field("auto_migrate", &self.auto_migrate)
             .field("require_auth", &self.require_auth)
             .field("public_paths", &self.public_paths)
@@ -342,6 +353,9 @@ struct FileDatabase {
     url: Option<String>,
     auto_migrate: Option<bool>,
     timeout_ms: Option<u64>,
+    read_url: Option<String>,
+    max_connections: Option<u32>,
+    statement_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -555,6 +569,11 @@ impl Config {
         set(&mut self.database_url, file.database.url);
         set(&mut self.auto_migrate, file.database.auto_migrate);
         set(&mut self.database_timeout, file.database.timeout_ms.map(Duration::from_millis));
+        if let Some(url) = file.database.read_url {
+            self.database_read_url = Some(Secret::new(url));
+        }
+        set(&mut self.database_max_connections, file.database.max_connections);
+        set(&mut self.database_statement_timeout, file.database.statement_timeout_ms.map(Duration::from_millis));
         set(&mut self.require_auth, file.auth.require_auth);
         set(&mut self.strip_credentials, file.auth.strip_credentials);
         if let Some(paths) = file.auth.public_paths {
@@ -633,6 +652,14 @@ impl Config {
         set(
             &mut self.database_timeout,
             parse_var::<u64>(env, "GATEHOUSE_DATABASE_TIMEOUT_MS")?.map(Duration::from_millis),
+        );
+        if let Some(url) = env("GATEHOUSE_DATABASE_READ_URL").filter(|s| !s.trim().is_empty()) {
+            self.database_read_url = Some(Secret::new(url.trim()));
+        }
+        set(&mut self.database_max_connections, parse_var(env, "GATEHOUSE_DATABASE_MAX_CONNECTIONS")?);
+        set(
+            &mut self.database_statement_timeout,
+            parse_var::<u64>(env, "GATEHOUSE_DATABASE_STATEMENT_TIMEOUT_MS")?.map(Duration::from_millis),
         );
         set(&mut self.require_auth, parse_var::<Flag>(env, "REQUIRE_AUTH")?.map(|f| f.0));
         set(&mut self.strip_credentials, parse_var::<Flag>(env, "GATEHOUSE_STRIP_CREDENTIALS")?.map(|f| f.0));
@@ -784,6 +811,17 @@ impl Config {
         }
     }
 
+    /// How to reach the database, for the store.
+    pub fn database_settings(&self) -> crate::store::DatabaseSettings {
+        crate::store::DatabaseSettings {
+            url: self.database_url.clone(),
+            read_url: self.database_read_url.as_ref().map(|u| u.expose().to_owned()),
+            acquire_timeout: self.database_timeout,
+            max_connections: self.database_max_connections,
+            statement_timeout: self.database_statement_timeout,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if let Some(tls) = &self.tls {
             let missing = |p: &std::path::Path| p.as_os_str().is_empty();
@@ -799,6 +837,22 @@ impl Config {
         let url = &self.database_url;
         if !["sqlite:", "postgres:", "postgresql:"].iter().any(|s| url.starts_with(s)) {
             return Err(invalid("DATABASE_URL", &redact_url(url), "must start with sqlite: or postgres:"));
+        }
+        if let Some(read) = &self.database_read_url {
+            let read = read.expose();
+            if !url.starts_with("postgres") || !["postgres:", "postgresql:"].iter().any(|s| read.starts_with(s)) {
+                return Err(invalid(
+                    "GATEHOUSE_DATABASE_READ_URL",
+                    &redact_url(read),
+                    "a read replica needs postgres: URLs, for it and for DATABASE_URL",
+                ));
+            }
+        }
+        if self.database_max_connections == 0 {
+            return Err(invalid("GATEHOUSE_DATABASE_MAX_CONNECTIONS", "0", "must be at least 1"));
+        }
+        if self.database_statement_timeout.is_zero() {
+            return Err(invalid("GATEHOUSE_DATABASE_STATEMENT_TIMEOUT_MS", "0", "must be at least 1"));
         }
         if self.cache.capacity == 0 {
             return Err(invalid("GATEHOUSE_CACHE_CAPACITY", "0", "must be at least 1"));
@@ -901,6 +955,23 @@ mod tests {
         assert!(e.contains("DATABASE_URL") && !e.contains("pw"), "{e}");
         let e = load(&[], Some("[auth]\nrequire_auht = true\n")).unwrap_err().to_string();
         assert!(e.contains("require_auht"), "{e}");
+        let e = load(&[("GATEHOUSE_DATABASE_READ_URL", "postgres://r:pw@replica/db")], None).unwrap_err().to_string();
+        assert!(e.contains("GATEHOUSE_DATABASE_READ_URL") && !e.contains("pw"), "a replica needs Postgres: {e}");
+        let e = load(&[("GATEHOUSE_DATABASE_MAX_CONNECTIONS", "0")], None).unwrap_err().to_string();
+        assert!(e.contains("GATEHOUSE_DATABASE_MAX_CONNECTIONS"), "{e}");
+        let c = load(
+            &[
+                ("DATABASE_URL", "postgres://p@primary/db"),
+                ("GATEHOUSE_DATABASE_READ_URL", "postgres://p@replica/db"),
+                ("GATEHOUSE_DATABASE_MAX_CONNECTIONS", "40"),
+                ("GATEHOUSE_DATABASE_STATEMENT_TIMEOUT_MS", "1500"),
+            ],
+            None,
+        )
+        .unwrap();
+        let settings = c.database_settings();
+        assert_eq!(settings.read_url.as_deref(), Some("postgres://p@replica/db"));
+        assert_eq!((settings.max_connections, settings.statement_timeout), (40, Duration::from_millis(1500)));
     }
 
     #[test]

@@ -65,7 +65,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
 
 /// Account management straight on the store, for the operator commands.
 async fn accounts(config: &Config) -> anyhow::Result<Accounts> {
-    let store = store::connect(&config.database_url, config.auto_migrate, config.database_timeout).await?;
+    let store = store::connect_with(&config.database_settings(), config.auto_migrate).await?;
     Ok(Accounts::new(store, config.roles, config.accounts.clone(), None))
 }
 

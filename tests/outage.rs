@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::postgres::OwnPostgres;
 use common::{Backend, TestServer};
 use gatehouse::domain::Role;
 use tokio::net::{TcpListener, TcpStream};
@@ -102,93 +103,6 @@ async fn database_outage_serves_warm_entries_and_recovers() {
     assert!(recovered, "cold keys work again once the database is back, without a restart");
     assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status(), 200);
     s.finish().await;
-}
-
-/// A Postgres server of this test's own (initdb into a temporary directory,
-/// with the binaries next to the suite's `pg_ctl`), so it can be stopped and
-/// started without disturbing the tests that share the suite's server.
-struct OwnPostgres {
-    pg_ctl: std::path::PathBuf,
-    data: tempfile::TempDir,
-    port: u16,
-}
-
-impl OwnPostgres {
-    fn command(program: &std::path::Path) -> std::process::Command {
-        // Postgres refuses to run as root: use the account the package made.
-        if running_as_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(program);
-            c
-        } else {
-            std::process::Command::new(program)
-        }
-    }
-
-    fn run(mut c: std::process::Command) {
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    fn init() -> OwnPostgres {
-        let pg_ctl = std::path::PathBuf::from(
-            std::env::var("GATEHOUSE_TEST_PG_CTL")
-                .expect("GATEHOUSE_TEST_PG_CTL is not set: run the suite with scripts/test"),
-        );
-        let data = tempfile::Builder::new().prefix("gatehouse-own-pg").tempdir().unwrap();
-        if running_as_root() {
-            Self::run({
-                let mut c = std::process::Command::new("chown");
-                c.args(["-R", "postgres"]).arg(data.path());
-                c
-            });
-        }
-        let mut initdb = Self::command(&pg_ctl.with_file_name("initdb"));
-        initdb.arg("-D").arg(data.path().join("db")).args(["-U", "postgres", "--auth=trust", "--no-sync"]);
-        Self::run(initdb);
-        let port = common::free_port();
-        let pg = OwnPostgres { pg_ctl, data, port };
-        pg.start();
-        pg
-    }
-
-    fn start(&self) {
-        let db = self.data.path().join("db");
-        let mut c = Self::command(&self.pg_ctl);
-        c.arg("-D").arg(&db).arg("-l").arg(db.join("log")).arg("-w").arg("-o").arg(format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            self.port,
-            self.data.path().display()
-        ));
-        c.arg("start");
-        Self::run(c);
-    }
-
-    fn stop(&self) {
-        let mut c = Self::command(&self.pg_ctl);
-        c.arg("-D").arg(self.data.path().join("db")).args(["-m", "fast", "-w", "stop"]);
-        Self::run(c);
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let mut c = Self::command(&self.pg_ctl);
-        c.arg("-D").arg(self.data.path().join("db")).args(["-m", "immediate", "stop"]);
-        let _ = c.output();
-    }
-}
-
-fn running_as_root() -> bool {
-    std::process::Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,7 +15,7 @@ use crate::domain::{
     ApiKey, AuditEvent, AuditQuery, Group, KeyGrant, KeyUpdate, NewApiKey, NewAuditEvent, NewUser, User, UserUpdate,
 };
 
-pub use sql::{PostgresStore, SqliteStore, connect};
+pub use sql::{DatabaseSettings, PostgresStore, SqliteStore, connect, connect_with};
 
 /// What went wrong, classified where the driver's error is converted.
 #[derive(Debug, thiserror::Error)]

@@ -19,25 +19,76 @@ use crate::domain::{
     NewAuditEvent, NewUser, PermissionSet, Role, User, UserUpdate,
 };
 
+/// How to reach the database.
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `sqlite:` or `postgres:`; every write goes here.
+    pub url: String,
+    /// A read-only Postgres replica for the lookups behind the caches.
+    pub read_url: Option<String>,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// Connections per pool (Postgres; SQLite uses 4).
+    pub max_connections: u32,
+    /// Postgres `statement_timeout`: no query runs longer.
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseSettings {
+    pub fn new(url: &str, acquire_timeout: Duration) -> Self {
+        DatabaseSettings {
+            url: url.to_owned(),
+            read_url: None,
+            acquire_timeout,
+            max_connections: 16,
+            statement_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// Connects to `url` (`sqlite:` or `postgres:`), running migrations when asked.
 pub async fn connect(url: &str, migrate: bool, acquire_timeout: Duration) -> anyhow::Result<DynStore> {
+    connect_with(&DatabaseSettings::new(url, acquire_timeout), migrate).await
+}
+
+fn pg_pool(url: &str, settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
+    let timeout_ms = settings.statement_timeout.as_millis().to_string();
+    let options = PgConnectOptions::from_str(url)?
+        .application_name("gatehouse")
+        .options([("statement_timeout", timeout_ms.as_str())]);
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(1)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(Duration::from_secs(600))
+        .max_lifetime(Duration::from_secs(1800))
+        .connect_lazy_with(options))
+}
+
+/// Connects as `settings` say, running migrations (on the primary) when asked.
+pub async fn connect_with(settings: &DatabaseSettings, migrate: bool) -> anyhow::Result<DynStore> {
+    let url = settings.url.as_str();
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        let options = PgConnectOptions::from_str(url)?;
-        let pool = PgPoolOptions::new().max_connections(16).acquire_timeout(acquire_timeout).connect_lazy_with(options);
-        let store = PostgresStore { pool };
+        let pool = pg_pool(url, settings)?;
+        let read = settings.read_url.as_deref().map(|r| pg_pool(r, settings)).transpose()?;
+        let store = PostgresStore { pool, read };
         if migrate {
             sqlx::migrate!("./migrations/postgres").run(&store.pool).await?;
         }
         Ok(Arc::new(store))
     } else if url.starts_with("sqlite:") {
+        anyhow::ensure!(settings.read_url.is_none(), "a read replica URL needs a postgres: DATABASE_URL");
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(5));
-        let pool =
-            SqlitePoolOptions::new().max_connections(4).acquire_timeout(acquire_timeout).connect_with(options).await?;
-        let store = SqliteStore { pool };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        let store = SqliteStore { pool, read: None };
         if migrate {
             sqlx::migrate!("./migrations/sqlite").run(&store.pool).await?;
         }
@@ -49,10 +100,14 @@ pub async fn connect(url: &str, migrate: bool, acquire_timeout: Duration) -> any
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Always `None`: SQLite has no replicas.
+    read: Option<SqlitePool>,
 }
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// The read replica for lookups, when configured.
+    read: Option<PgPool>,
 }
 
 const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at, rate_limit";
@@ -157,8 +212,23 @@ macro_rules! sql_store {
 
             async fn user_where(&self, column: &str, value: &str) -> StoreResult<Option<User>> {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
-                let row = sqlx::query(&sql).bind(value).fetch_optional(&self.pool).await?;
+                let row = self.lookup(&sql, value).await?;
                 row.as_ref().map(Self::user).transpose()
+            }
+
+            /// A lookup by one value, on the read replica when there is one.
+            /// A miss or an error there is asked again of the primary, so
+            /// replication lag never hides a key just created and a replica
+            /// outage never fails a Check.
+            async fn lookup(&self, sql: &str, value: &str) -> StoreResult<Option<$row>> {
+                if let Some(read) = &self.read {
+                    match sqlx::query(sql).bind(value).fetch_optional(read).await {
+                        Ok(Some(row)) => return Ok(Some(row)),
+                        Ok(None) => {}
+                        Err(e) => tracing::debug!(error = %e, "read replica unavailable; asking the primary"),
+                    }
+                }
+                Ok(sqlx::query(sql).bind(value).fetch_optional(&self.pool).await?)
             }
         }
 
@@ -175,14 +245,15 @@ macro_rules! sql_store {
 
             async fn key_grant(&self, key_id: &str) -> StoreResult<Option<KeyGrant>> {
                 metrics::counter!("gatehouse_store_queries_total", "query" => "key_grant").increment(1);
-                let row = sqlx::query(
-                    "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, k.rate_limit, k.allowed_models, \
-                     k.previous_secret_hash, k.previous_secret_expires_at, k.user_id, u.email, u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit \
-                     FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
-                )
-                .bind(key_id)
-                .fetch_optional(&self.pool)
-                .await?;
+                let row = self
+                    .lookup(
+                        "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, k.rate_limit, \
+                         k.allowed_models, k.previous_secret_hash, k.previous_secret_expires_at, k.user_id, u.email, \
+                         u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit \
+                         FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
+                        key_id,
+                    )
+                    .await?;
                 row.as_ref().map(Self::grant).transpose()
             }
 
@@ -343,7 +414,7 @@ macro_rules! sql_store {
 
             async fn group(&self, name: &str) -> StoreResult<Option<Group>> {
                 let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1");
-                let row = sqlx::query(&sql).bind(name).fetch_optional(&self.pool).await?;
+                let row = self.lookup(&sql, name).await?;
                 row.as_ref().map(Self::group).transpose()
             }
 

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod browser;
+pub mod postgres;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
