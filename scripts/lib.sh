@@ -5,6 +5,23 @@ ENVOY_VERSION=1.40.0
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# A free port P whose cluster bus port P+10000 is free too (Redis Cluster
+# needs both, so P must be below 55536).
+free_cluster_port() {
+  python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randint(20000, 30000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        continue
+else:
+    raise SystemExit("no free port pair")'
+}
+
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
 
 # Postgres refuses to run as root: use the postgres account the package made.
@@ -59,7 +76,7 @@ wait_redis() {
 start_redis_cluster() {
   local dir=$1 ports=() port
   for _ in 1 2 3; do
-    port=$(free_port)
+    port=$(free_cluster_port)
     mkdir -p "$dir/$port"
     redis-server --port "$port" --bind 127.0.0.1 --dir "$dir/$port" --cluster-enabled yes \
       --cluster-config-file nodes.conf --cluster-node-timeout 2000 --save '' --appendonly no \
