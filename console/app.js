@@ -168,17 +168,17 @@
         const created = await api("POST", "/auth/keys", body);
         form.reset();
         showSecret(reveal, created);
-        await renderKeys(list);
+        await renderKeys(list, reveal);
       }, submit);
     } },
       field("Name", name),
       h("fieldset", {}, h("legend", {}, "Permissions (none checked: whatever your role allows)"), perms),
       field("Expires", expiry), submit);
     show(h("h1", {}, "API keys"), reveal, h("h2", {}, "Create a key"), form, h("h2", {}, "Your keys"), list);
-    await attempt(() => renderKeys(list));
+    await attempt(() => renderKeys(list, reveal));
   }
 
-  function showSecret(container, created) {
+  function showSecret(container, created, note) {
     const code = h("code", { id: "new-key" }, created.key);
     const copy = h("button", { type: "button", class: "secondary", onclick: async () => {
       try { await navigator.clipboard.writeText(created.key); statusText("Key copied to the clipboard."); }
@@ -192,13 +192,15 @@
     container.replaceChildren(h("section", { class: "secret", "aria-labelledby": "secret-title" },
       h("h2", { id: "secret-title" }, "Your new key: " + created.name),
       h("p", {}, h("strong", {}, "Copy this key now. It is shown only once;"), " Gatehouse stores only a hash of it and cannot show it again."),
+      note ? h("p", {}, note) : null,
       code, h("div", { class: "pager" }, copy, done)));
     copy.focus();
   }
 
-  async function renderKeys(container) {
+  async function renderKeys(container, reveal) {
     const keys = (await api("GET", "/auth/keys")).data;
     if (!keys.length) { container.replaceChildren(h("p", { class: "muted" }, "You have no API keys yet.")); return; }
+    const again = () => renderKeys(container, reveal);
     const rows = keys.map((k) => {
       const actions = h("td");
       if (k.status === "active") {
@@ -206,13 +208,28 @@
           const yes = h("button", { type: "button", class: "danger", onclick: () => attempt(async () => {
             await api("DELETE", "/auth/keys/" + encodeURIComponent(k.id));
             statusText("Key " + k.name + " revoked.");
-            await renderKeys(container);
+            await again();
           }, yes) }, "Yes, revoke");
-          const no = h("button", { type: "button", class: "secondary", onclick: () => renderKeys(container) }, "Cancel");
+          const no = h("button", { type: "button", class: "secondary", onclick: again }, "Cancel");
           actions.replaceChildren(h("span", {}, "Revoke " + k.name + "? Requests using it will be refused. "), yes, " ", no);
           no.focus();
         } }, "Revoke");
-        actions.append(revoke);
+        const rotate = h("button", { type: "button", class: "secondary", "aria-label": "Rotate " + k.name, onclick: () => {
+          const grace = h("select", { "aria-label": "Old secret of " + k.name + " keeps working for" },
+            h("option", { value: "0" }, "no time: stops at once"), h("option", { value: "3600" }, "1 hour"),
+            h("option", { value: "86400", selected: true }, "24 hours"), h("option", { value: "604800" }, "7 days"));
+          const yes = h("button", { type: "button", onclick: () => attempt(async () => {
+            const rotated = await api("POST", "/auth/keys/" + encodeURIComponent(k.id) + "/rotate", { grace_seconds: Number(grace.value) });
+            const until = rotated.previous_secret_expires_at;
+            showSecret(reveal, rotated, until ? "The old secret keeps working until " + when(until) + "." : "The old secret no longer works.");
+            statusText("Key " + k.name + " rotated.");
+            await again();
+          }, yes) }, "Rotate now");
+          const no = h("button", { type: "button", class: "secondary", onclick: again }, "Cancel");
+          actions.replaceChildren(h("label", {}, "Old secret keeps working for", grace), yes, " ", no);
+          grace.focus();
+        } }, "Rotate");
+        actions.append(rotate, " ", revoke);
       }
       return h("tr", { "data-key-id": k.id },
         h("td", {}, k.name), h("td", {}, h("code", {}, k.prefix)),

@@ -1,5 +1,5 @@
 //! The web console end to end in a real headless Chromium: sign in, create a
-//! key and see it exactly once, use it through Check, revoke it in the
+//! key and see it exactly once, rotate it, use it through Check, revoke it in the
 //! console and see Check deny it, an admin changes a user's role; errors in
 //! words; the security headers; labelled fields and a narrow window.
 //!
@@ -79,6 +79,16 @@ async fn console_end_to_end() {
     b.find("//tr[td[normalize-space()='console key']]").await;
     assert!(!b.page_html().await.contains(&key), "the key is never shown again");
 
+    // Rotated in the console: a new secret shown once; the old one keeps
+    // working for the chosen grace period.
+    b.click("//button[@aria-label='Rotate console key']").await;
+    b.select("//select[@aria-label='Old secret of console key keeps working for']", "3600").await;
+    b.click("//button[normalize-space()='Rotate now']").await;
+    let rotated = b.text("//*[@id='new-key']").await;
+    assert!(rotated.starts_with(&key[..20]) && rotated != key, "same key id, new secret: {rotated}");
+    b.wait_for_text("//section[contains(@class, 'secret')]", "keeps working until").await;
+    assert!(s.check("GET", "/v1/models", &[("x-api-key", &rotated)]).await.allowed());
+
     // The key works through Check, with the chosen permission only.
     let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
     assert!(c.allowed(), "{c:?}");
@@ -95,8 +105,10 @@ async fn console_end_to_end() {
     b.click("//button[normalize-space()='Yes, revoke']").await;
     b.wait_for_text("//*[@id='status']", "revoked").await;
     b.wait_for_text("//tr[td[normalize-space()='console key']]", "revoked").await;
-    let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
-    c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
+    for k in [&key, &rotated] {
+        let c = s.check("GET", "/v1/models", &[("x-api-key", k)]).await;
+        c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
+    }
 
     // An operator has no admin pages.
     assert!(
