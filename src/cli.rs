@@ -157,7 +157,7 @@ pub enum KeysCommand {
     Rotate {
         id: String,
         /// How long the old secret keeps working; 0: stops at once.
-        #[arg(long, default_value_t = crate::accounts::DEFAULT_ROTATION_GRACE_SECONDS)]
+        #[arg(long, alias = "grace-period-seconds", default_value_t = crate::accounts::DEFAULT_ROTATION_GRACE_SECONDS)]
         grace_seconds: u64,
     },
 }

@@ -522,6 +522,9 @@ impl Config {
                 }
             };
         }
+        if let Some(flag) = parse_var::<Flag>(env, "GATEHOUSE_REPORT_ONLY")? {
+            self.policy.mode = crate::policy::Mode::from_flag(flag.0);
+        }
         if let Some(mode) = parse_var::<String>(env, "GATEHOUSE_POLICY_MODE")? {
             self.policy.mode = mode.parse().map_err(|e: String| invalid("GATEHOUSE_POLICY_MODE", &mode, &e))?;
         }
@@ -969,6 +972,10 @@ mod tests {
             None,
         )
         .unwrap();
+        assert_eq!(
+            load(&[("GATEHOUSE_REPORT_ONLY", "true")], None).unwrap().policy.mode,
+            crate::policy::Mode::ReportOnly
+        );
         let settings = c.database_settings();
         assert_eq!(settings.read_url.as_deref(), Some("postgres://p@replica/db"));
         assert_eq!((settings.max_connections, settings.statement_timeout), (40, Duration::from_millis(1500)));

@@ -115,6 +115,13 @@ async fn the_whole_table_in_report_only_mode() {
     .await;
     strict.check("GET", "/strict", &[]).await.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
     assert!(PolicySpec::from_toml("[policy]\nmode = \"audit\"\n").is_err(), "unknown modes are refused");
+    // `report_only = true` says the same as `mode = "report_only"`; both at odds are refused.
+    let flag = PolicySpec::from_toml("[policy]\nreport_only = true\n").unwrap();
+    assert_eq!(flag.mode, Mode::ReportOnly);
+    let rule = PolicySpec::from_toml("[[routes]]\npath = \"/x\"\nreport_only = true\n").unwrap();
+    assert!(gatehouse::policy::Policy::compile(&rule, &[]).unwrap().rules()[0].report_only);
+    let odd = PolicySpec::from_toml("[[routes]]\npath = \"/x\"\nreport_only = true\nmode = \"enforce\"\n").unwrap();
+    assert!(gatehouse::policy::Policy::compile(&odd, &[]).is_err());
     strict.finish().await;
     s.finish().await;
 }

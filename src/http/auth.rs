@@ -338,6 +338,7 @@ pub async fn list_keys(
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyBody {
     /// How long the old secret keeps working (default 24 h; 0: stops at once).
+    #[serde(alias = "grace_period_seconds")]
     grace_seconds: Option<u64>,
 }
 

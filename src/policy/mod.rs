@@ -151,6 +151,13 @@ pub enum Mode {
     ReportOnly,
 }
 
+impl Mode {
+    /// `report_only = true|false`.
+    pub const fn from_flag(report_only: bool) -> Mode {
+        if report_only { Mode::ReportOnly } else { Mode::Enforce }
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = String;
 

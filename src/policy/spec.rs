@@ -48,6 +48,8 @@ pub struct PolicySettings {
     pub default: Option<Access>,
     /// `enforce` (the default) or `report_only` for every rule without its own.
     pub mode: Option<Mode>,
+    /// `true`: the same as `mode = "report_only"`.
+    pub report_only: Option<bool>,
     /// The largest request body accepted on any route.
     pub max_request_bytes: Option<usize>,
     /// The largest prompt (characters) on routes that inspect the body.
@@ -84,7 +86,7 @@ impl PolicySpec {
     pub fn apply(&mut self, doc: PolicyDocument) {
         if let Some(p) = doc.policy {
             self.default = p.default.unwrap_or(self.default);
-            self.mode = p.mode.unwrap_or(self.mode);
+            self.mode = p.mode.or(p.report_only.map(Mode::from_flag)).unwrap_or(self.mode);
             self.max_request_bytes = p.max_request_bytes.unwrap_or(self.max_request_bytes);
             self.max_prompt_chars = p.max_prompt_chars.unwrap_or(self.max_prompt_chars);
         }
@@ -140,6 +142,8 @@ pub struct RouteSpec {
     pub max_prompt_chars: Option<usize>,
     /// `enforce` or `report_only`; default: the table's `mode`.
     pub mode: Option<Mode>,
+    /// `true`: the same as `mode = "report_only"` (`false`: `"enforce"`).
+    pub report_only: Option<bool>,
     /// Also accept the credential from this query parameter (removed before
     /// the request goes upstream). Off unless set.
     pub credential_query: Option<String>,
@@ -186,7 +190,12 @@ impl RouteSpec {
             Some(n) if !n.trim().is_empty() => n.trim().to_owned(),
             _ => default_name(&methods, &paths),
         };
-        let report_only = self.mode.unwrap_or(mode) == Mode::ReportOnly;
+        if let (Some(m), Some(flag)) = (self.mode, self.report_only)
+            && m != Mode::from_flag(flag)
+        {
+            return Err("`mode` and `report_only` disagree".into());
+        }
+        let report_only = self.mode.or(self.report_only.map(Mode::from_flag)).unwrap_or(mode) == Mode::ReportOnly;
         let source_name = |field: &str, name: &Option<String>| -> Result<Option<Arc<str>>, String> {
             match name.as_deref().map(str::trim) {
                 None => Ok(None),
