@@ -656,7 +656,8 @@ impl Config {
             &mut self.database_timeout,
             parse_var::<u64>(env, "GATEHOUSE_DATABASE_TIMEOUT_MS")?.map(Duration::from_millis),
         );
-        if let Some(url) = env("GATEHOUSE_DATABASE_READ_URL").filter(|s| !s.trim().is_empty()) {
+        let read_url = env("GATEHOUSE_DATABASE_READ_URL").or_else(|| env("DATABASE_READ_URL"));
+        if let Some(url) = read_url.filter(|s| !s.trim().is_empty()) {
             self.database_read_url = Some(Secret::new(url.trim()));
         }
         set(&mut self.database_max_connections, parse_var(env, "GATEHOUSE_DATABASE_MAX_CONNECTIONS")?);
