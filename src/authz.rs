@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::authn::credentials::{ExtraSources, Source};
+use crate::authn::credentials::ExtraSources;
 use crate::authn::{Authenticator, credentials};
 use crate::domain::{Denial, Permission, PermissionSet, Principal};
 use crate::policy::body::{self, RequestBody};
@@ -50,8 +50,6 @@ pub struct Decision {
     /// The rule's credential places besides the headers (the transport
     /// removes a query credential before the upstream, and a cookie one).
     pub sources: Option<Arc<ExtraSources>>,
-    /// Where the credential was found.
-    pub credential_source: Option<Source>,
 }
 
 impl Decision {
@@ -62,16 +60,10 @@ impl Decision {
         model: None,
         report_only: false,
         sources: None,
-        credential_source: None,
     };
 
     pub fn is_allowed(&self) -> bool {
         self.verdict.is_ok()
-    }
-
-    /// Denied, but only reported: the request goes through.
-    pub fn is_shadow_denial(&self) -> bool {
-        self.report_only && self.verdict.is_err()
     }
 }
 
@@ -156,15 +148,12 @@ impl Authorizer {
             Access::Authenticated => {}
         }
         decision.sources = rule.sources.clone();
-        let found = match &rule.sources {
-            None => credentials::extract(headers)?.map(|c| (c, Source::Header)),
-            Some(extra) => credentials::extract_with(headers, request.path, extra)?,
+        let credential = match &rule.sources {
+            None => credentials::extract(headers)?,
+            Some(extra) => credentials::extract_with(headers, request.path, extra)?.map(|(c, _)| c),
         };
-        decision.principal = match found {
-            Some((credential, source)) => {
-                decision.credential_source = Some(source);
-                Some(self.authn.authenticate(credential, now).await?)
-            }
+        decision.principal = match credential {
+            Some(credential) => Some(self.authn.authenticate(credential, now).await?),
             None if self.require_auth => return Err(Denial::MissingCredential),
             None => None,
         };

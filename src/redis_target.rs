@@ -111,20 +111,24 @@ impl RedisTarget {
             .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "connection timed out")))?
     }
 
-    /// A client to subscribe with: the server, the current primary, or the
+    /// A subscription connection: to the server, the current primary, or the
     /// first cluster node that answers.
-    pub async fn pubsub_client(&self) -> RedisResult<redis::Client> {
+    pub async fn pubsub(&self) -> RedisResult<redis::aio::PubSub> {
+        let timed_out = || redis::RedisError::from((redis::ErrorKind::IoError, "connection timed out"));
         match self {
-            RedisTarget::Single(client) => Ok(client.clone()),
-            RedisTarget::Sentinel(sentinel) => sentinel.lock().await.async_get_client().await,
+            RedisTarget::Single(client) => client.get_async_pubsub().await,
+            RedisTarget::Sentinel(sentinel) => {
+                let primary = sentinel.lock().await.async_get_client().await?;
+                primary.get_async_pubsub().await
+            }
             RedisTarget::Cluster { nodes, .. } => {
                 let mut last = None;
                 for node in nodes {
                     let client = redis::Client::open(node.clone())?;
-                    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_multiplexed_async_connection()).await {
-                        Ok(Ok(_)) => return Ok(client),
+                    match tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub()).await {
+                        Ok(Ok(pubsub)) => return Ok(pubsub),
                         Ok(Err(e)) => last = Some(e),
-                        Err(_) => {}
+                        Err(_) => last = Some(timed_out()),
                     }
                 }
                 Err(last.unwrap_or_else(|| (redis::ErrorKind::IoError, "no cluster node answered").into()))

@@ -62,17 +62,12 @@ impl Proxy {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn database_outage_serves_warm_entries_and_recovers() {
-    let (direct, _dir) = common::fresh_database(Backend::Postgres).await;
-    // postgres://user@host:port/db -> the same through the proxy.
-    let (scheme_user, rest) = direct.split_once('@').unwrap();
-    let (host_port, db) = rest.split_once('/').unwrap();
-    let proxy = Proxy::start(host_port.to_owned()).await;
-    let proxied = format!("{scheme_user}@127.0.0.1:{}/{db}", proxy.port);
-
+/// Gatehouse on `url` loses its database (`down`) and gets it back (`up`):
+/// warm keys keep working past their TTL, cold ones and writes get 503,
+/// readiness says so, and everything recovers without a restart.
+async fn outage_and_recovery(url: &str, down: impl FnOnce(), up: impl FnOnce()) {
     let s = TestServer::start_config({
-        let mut c = common::test_config(&proxied);
+        let mut c = common::test_config(url);
         c.cache.ttl = Duration::from_millis(500);
         c.cache.stale_limit = Duration::from_secs(60);
         c.database_timeout = Duration::from_millis(500);
@@ -83,48 +78,11 @@ async fn database_outage_serves_warm_entries_and_recovers() {
     let (_, cold) = s.user_with_key("cold@example.com", Role::Viewer, None).await;
     assert!(s.check("GET", "/v1/models", &[("x-api-key", &warm)]).await.allowed());
 
-    proxy.cut();
-    tokio::time::sleep(Duration::from_millis(700)).await; // past the TTL
-    let c = s.check("GET", "/v1/models", &[("x-api-key", &warm)]).await;
-    assert!(c.allowed(), "a warm key keeps working past its TTL while the database is down: {c:?}");
-    let c = s.check("GET", "/v1/models", &[("x-api-key", &cold)]).await;
-    c.assert_denied(503, Code::Unavailable, "AUTH_BACKEND_UNAVAILABLE");
-    assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status(), 503);
-
-    proxy.restore();
-    let mut recovered = false;
-    for _ in 0..50 {
-        if s.check("GET", "/v1/models", &[("x-api-key", &cold)]).await.allowed() {
-            recovered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    assert!(recovered, "cold keys work again once the database is back, without a restart");
-    assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status(), 200);
-    s.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_stopped_and_started_again() {
-    let pg = OwnPostgres::init();
-    let s = TestServer::start_config({
-        let mut c = common::test_config(&pg.url());
-        c.cache.ttl = Duration::from_millis(500);
-        c.cache.stale_limit = Duration::from_secs(60);
-        c.database_timeout = Duration::from_millis(500);
-        c
-    })
-    .await;
-    let (_, warm) = s.user_with_key("warm@example.com", Role::Viewer, None).await;
-    let (_, cold) = s.user_with_key("cold@example.com", Role::Viewer, None).await;
-    assert!(s.check("GET", "/v1/models", &[("x-api-key", &warm)]).await.allowed());
-
-    pg.stop();
+    down();
     tokio::time::sleep(Duration::from_millis(700)).await; // past the TTL
     for _ in 0..3 {
         let c = s.check("GET", "/v1/models", &[("x-api-key", &warm)]).await;
-        assert!(c.allowed(), "a warm key keeps working with the server stopped: {c:?}");
+        assert!(c.allowed(), "a warm key keeps working past its TTL while the database is down: {c:?}");
     }
     let c = s.check("GET", "/v1/models", &[("x-api-key", &cold)]).await;
     c.assert_denied(503, Code::Unavailable, "AUTH_BACKEND_UNAVAILABLE");
@@ -139,7 +97,7 @@ async fn postgres_stopped_and_started_again() {
         .status();
     assert_eq!(status, 503);
 
-    pg.start();
+    up();
     let mut recovered = false;
     for _ in 0..50 {
         if s.check("GET", "/v1/models", &[("x-api-key", &cold)]).await.allowed() {
@@ -148,7 +106,24 @@ async fn postgres_stopped_and_started_again() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(recovered, "cold keys work again once the server is started, without restarting gatehouse");
+    assert!(recovered, "cold keys work again once the database is back, without a restart");
     assert_eq!(reqwest::get(s.url("/readyz")).await.unwrap().status(), 200);
     s.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_serves_warm_entries_and_recovers() {
+    let (direct, _dir) = common::fresh_database(Backend::Postgres).await;
+    // postgres://user@host:port/db -> the same through the proxy.
+    let (scheme_user, rest) = direct.split_once('@').unwrap();
+    let (host_port, db) = rest.split_once('/').unwrap();
+    let proxy = Proxy::start(host_port.to_owned()).await;
+    let proxied = format!("{scheme_user}@127.0.0.1:{}/{db}", proxy.port);
+    outage_and_recovery(&proxied, || proxy.cut(), || proxy.restore()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_and_started_again() {
+    let pg = OwnPostgres::init();
+    outage_and_recovery(&pg.url(), || pg.stop(), || pg.start()).await;
 }

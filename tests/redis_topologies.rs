@@ -46,19 +46,15 @@ async fn shared_limits_and_revocations(redis_url: &str) {
     }
 
     // A key revoked on one replica is refused by the other within a second.
-    let (_, fresh) = {
-        let r: serde_json::Value = reqwest::Client::new()
-            .post(a.url("/auth/keys"))
-            .header("x-api-key", &admin)
-            .json(&serde_json::json!({"name": "fresh"}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        ((), r["key"].as_str().unwrap().to_owned())
-    };
+    let (status, created) = common::post_json(
+        &reqwest::Client::new(),
+        &a.url("/auth/keys"),
+        Some(&admin),
+        &serde_json::json!({"name": "fresh"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let fresh = created["key"].as_str().unwrap().to_owned();
     assert!(b.check(&[("x-api-key", &fresh)]).await.allowed(), "cached on b");
     let r = reqwest::Client::new()
         .delete(a.url(&format!("/auth/keys/{}", &fresh[3..19])))

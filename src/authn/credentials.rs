@@ -84,16 +84,6 @@ pub enum Source {
     Cookie,
 }
 
-impl Source {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Source::Header => "header",
-            Source::Query => "query",
-            Source::Cookie => "cookie",
-        }
-    }
-}
-
 /// Extracts at most one credential from the headers and the places `extra`
 /// names (`path` is the request path with its query string). A value in the
 /// query or a cookie is an API key when it looks like one, else a bearer

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::HttpState;
 use super::error::ApiError;
 use super::extract::{Audited, Caller, JsonBody, OptionalJsonBody, QueryParams};
+use super::login::SESSION_COOKIE;
 use crate::accounts::{KeyRequest, key_models};
 use crate::app::now;
 use crate::audit::event;
@@ -175,13 +176,9 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let now = now();
     let authn = s.authorizer.authn();
-    let from_cookie = match headers.get(axum::http::header::AUTHORIZATION) {
-        Some(_) => None,
-        None if headers.contains_key("x-requested-with") => {
-            super::login::cookie(&headers, super::login::SESSION_COOKIE)
-        }
-        None => None,
-    };
+    let cookie_allowed =
+        !headers.contains_key(axum::http::header::AUTHORIZATION) && headers.contains_key("x-requested-with");
+    let from_cookie = cookie_allowed.then(|| SESSION_COOKIE.read(&headers)).flatten();
     let token = match from_cookie {
         Some(token) => token,
         None => bearer(&headers)?,
@@ -199,7 +196,7 @@ pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<R
     tracing::info!(user_id = %user.id, "token refreshed");
     let mut response = ok(StatusCode::OK, token_body(&issued, &user));
     if from_cookie.is_some() {
-        response.headers_mut().append(axum::http::header::SET_COOKIE, super::login::session_cookie(&s, "", 0)?);
+        response.headers_mut().append(axum::http::header::SET_COOKIE, SESSION_COOKIE.set(&s, "", 0)?);
     }
     Ok(response)
 }

@@ -38,11 +38,39 @@ use crate::authn::oidc::ExternalIdentity;
 use crate::config::GithubConfig;
 use crate::domain::{AuditAction, Denial};
 
-const COOKIE: &str = "gatehouse_login";
 const STATE_TTL: i64 = 600;
-/// The console's one-time session hand-off cookie (read by `/auth/refresh`).
-pub const SESSION_COOKIE: &str = "gatehouse_session";
 const SESSION_COOKIE_TTL: i64 = 120;
+
+/// A cookie Gatehouse sets: always HttpOnly, and Secure when browsers reach
+/// the API over https.
+pub struct Cookie {
+    name: &'static str,
+    path: &'static str,
+    same_site: &'static str,
+}
+
+/// The provider login's state, nonce and PKCE verifier (signed).
+const LOGIN_COOKIE: Cookie = Cookie { name: "gatehouse_login", path: "/", same_site: "Lax" };
+/// The console's one-time session hand-off (read by `/auth/refresh`).
+pub const SESSION_COOKIE: Cookie = Cookie { name: "gatehouse_session", path: "/auth/refresh", same_site: "Strict" };
+
+impl Cookie {
+    /// `Set-Cookie` for `value` (`max_age` 0 clears it).
+    pub fn set(&self, s: &HttpState, value: &str, max_age: i64) -> Result<HeaderValue, ApiError> {
+        let Cookie { name, path, same_site } = self;
+        let secure = if s.secure_cookies { "; Secure" } else { "" };
+        HeaderValue::from_str(&format!(
+            "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
+        ))
+        .map_err(|_| ApiError::Internal)
+    }
+
+    /// This cookie's value in the request's `Cookie` headers.
+    pub fn read<'h>(&self, headers: &'h HeaderMap) -> Option<&'h str> {
+        let values: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+        crate::authn::credentials::cookie_values(&values, self.name).into_iter().next()
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct LoginState {
@@ -71,12 +99,10 @@ pub struct CallbackQuery {
 
 fn redirect_with_state(s: &HttpState, location: &str, login: &LoginState) -> Result<Response, ApiError> {
     let signed = s.authorizer.authn().jwt().sign_state(login, now(), STATE_TTL)?;
-    let secure = if s.secure_cookies { "; Secure" } else { "" };
-    let cookie = format!("{COOKIE}={signed}; Path=/; Max-Age={STATE_TTL}; HttpOnly; SameSite=Lax{secure}");
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
     headers.insert(header::LOCATION, HeaderValue::from_str(location).map_err(|_| ApiError::Internal)?);
-    headers.insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(|_| ApiError::Internal)?);
+    headers.insert(header::SET_COOKIE, LOGIN_COOKIE.set(s, &signed, STATE_TTL)?);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
@@ -88,14 +114,14 @@ fn take_state(s: &HttpState, headers: &HeaderMap, q: &CallbackQuery) -> Result<L
         tracing::info!(error = %error, detail, "provider refused the login");
         return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
     }
-    let cookie = cookie(headers, COOKIE)
-        .map(str::to_owned)
+    let cookie = LOGIN_COOKIE
+        .read(headers)
         .ok_or(ApiError::validation("state", "missing login state: start the login again"))?;
     let login: LoginState = s
         .authorizer
         .authn()
         .jwt()
-        .verify_state(&cookie, now())
+        .verify_state(cookie, now())
         .map_err(|d| ApiError::validation("state", d.message()))?;
     let presented = q.state.as_deref().unwrap_or("");
     let matches: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), login.state.as_bytes()).into();
@@ -121,25 +147,6 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// A cookie's value from the request's `Cookie` headers.
-pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
-}
-
-/// `Set-Cookie` for the console's session hand-off (`Max-Age=0` clears it).
-pub fn session_cookie(s: &HttpState, token: &str, max_age: i64) -> Result<HeaderValue, ApiError> {
-    let secure = if s.secure_cookies { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; Path=/auth/refresh; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
-    ))
-    .map_err(|_| ApiError::Internal)
 }
 
 /// `GET /auth/providers`: the external providers a user can log in with.
@@ -192,13 +199,12 @@ async fn finish(
     audited.record(event(AuditAction::LoginSucceeded).actor(&user.id).target(subject).detail(via)).await;
     let mut response = if console {
         let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/#/keys")]).into_response();
-        r.headers_mut().append(header::SET_COOKIE, session_cookie(s, issued.token.expose(), SESSION_COOKIE_TTL)?);
+        r.headers_mut().append(header::SET_COOKIE, SESSION_COOKIE.set(s, issued.token.expose(), SESSION_COOKIE_TTL)?);
         r
     } else {
         (StatusCode::OK, Json(envelope(token_body(&issued, &user)))).into_response()
     };
-    let clear = format!("{COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax");
-    response.headers_mut().append(header::SET_COOKIE, HeaderValue::from_str(&clear).map_err(|_| ApiError::Internal)?);
+    response.headers_mut().append(header::SET_COOKIE, LOGIN_COOKIE.set(s, "", 0)?);
     Ok(response)
 }
 

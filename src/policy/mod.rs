@@ -156,6 +156,12 @@ impl Mode {
     pub const fn from_flag(report_only: bool) -> Mode {
         if report_only { Mode::ReportOnly } else { Mode::Enforce }
     }
+
+    /// The mode a `mode = "..."` and a `report_only = ...` setting name, if
+    /// either is set; `mode` wins.
+    pub fn chosen(mode: Option<Mode>, report_only: Option<bool>) -> Option<Mode> {
+        mode.or(report_only.map(Mode::from_flag))
+    }
 }
 
 impl std::str::FromStr for Mode {

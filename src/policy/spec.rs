@@ -86,7 +86,7 @@ impl PolicySpec {
     pub fn apply(&mut self, doc: PolicyDocument) {
         if let Some(p) = doc.policy {
             self.default = p.default.unwrap_or(self.default);
-            self.mode = p.mode.or(p.report_only.map(Mode::from_flag)).unwrap_or(self.mode);
+            self.mode = Mode::chosen(p.mode, p.report_only).unwrap_or(self.mode);
             self.max_request_bytes = p.max_request_bytes.unwrap_or(self.max_request_bytes);
             self.max_prompt_chars = p.max_prompt_chars.unwrap_or(self.max_prompt_chars);
         }
@@ -195,7 +195,7 @@ impl RouteSpec {
         {
             return Err("`mode` and `report_only` disagree".into());
         }
-        let report_only = self.mode.or(self.report_only.map(Mode::from_flag)).unwrap_or(mode) == Mode::ReportOnly;
+        let report_only = Mode::chosen(self.mode, self.report_only).unwrap_or(mode) == Mode::ReportOnly;
         let source_name = |field: &str, name: &Option<String>| -> Result<Option<Arc<str>>, String> {
             match name.as_deref().map(str::trim) {
                 None => Ok(None),

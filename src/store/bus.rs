@@ -109,7 +109,7 @@ impl Bus {
         tokio::pin!(shutdown);
         loop {
             let session = async {
-                let mut pubsub = redis.pubsub_client().await?.get_async_pubsub().await?;
+                let mut pubsub = redis.pubsub().await?;
                 pubsub.subscribe(CHANNEL).await?;
                 *self.connected.write().await = true;
                 target.reset().await;

@@ -15,7 +15,10 @@ use crate::domain::{
     ApiKey, AuditEvent, AuditQuery, Group, KeyGrant, KeyUpdate, NewApiKey, NewAuditEvent, NewUser, User, UserUpdate,
 };
 
-pub use sql::{DatabaseSettings, PostgresStore, SqliteStore, connect, connect_with};
+pub use sql::{
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT, DatabaseSettings, PostgresStore, SqliteStore, connect,
+    connect_with,
+};
 
 /// What went wrong, classified where the driver's error is converted.
 #[derive(Debug, thiserror::Error)]

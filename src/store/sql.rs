@@ -19,6 +19,11 @@ use crate::domain::{
     NewAuditEvent, NewUser, PermissionSet, Role, User, UserUpdate,
 };
 
+/// Connections per Postgres pool unless configured.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 16;
+/// Postgres `statement_timeout` unless configured.
+pub const DEFAULT_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How to reach the database.
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
@@ -40,8 +45,8 @@ impl DatabaseSettings {
             url: url.to_owned(),
             read_url: None,
             acquire_timeout,
-            max_connections: 16,
-            statement_timeout: Duration::from_secs(5),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            statement_timeout: DEFAULT_STATEMENT_TIMEOUT,
         }
     }
 }
