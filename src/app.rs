@@ -194,14 +194,41 @@ impl App {
                 Box::pin(axum::serve(listener, router).with_graceful_shutdown(http_stopped).into_future())
             }
         };
+        // The admin API beside Check, or on a listener of its own.
+        let admin_apart = match self.config.admin_grpc_addr {
+            Some(addr) => {
+                let listener =
+                    TcpListener::bind(addr).await.with_context(|| format!("admin gRPC listener on {addr}"))?;
+                tracing::info!(addr = %listener.local_addr()?, "gRPC admin API listener");
+                Some(listener)
+            }
+            None => None,
+        };
+        let admin_beside_check = admin_apart.is_none().then(|| self.admin.clone());
+        let admin_server = admin_apart.map(|listener| {
+            grpc::serve(
+                listener,
+                grpc_tls.clone(),
+                None,
+                Some(self.admin.clone()),
+                health.clone(),
+                stopped(stop_rx.clone()),
+            )
+        });
         let grpc = grpc::serve(
             grpc_listener,
             grpc_tls,
-            self.ext_authz.clone(),
-            self.admin.clone(),
+            Some(self.ext_authz.clone()),
+            admin_beside_check,
             health,
             stopped(stop_rx.clone()),
         );
+        let grpc = async move {
+            match admin_server {
+                Some(admin) => tokio::try_join!(grpc, admin).map(|_| ()),
+                None => grpc.await,
+            }
+        };
         let usage = tokio::spawn(self.usage.clone().run(
             self.store.clone(),
             self.config.usage_flush_interval,
@@ -209,6 +236,9 @@ impl App {
         ));
         tokio::spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stopped(stop_rx.clone())));
         tokio::spawn(self.bus.clone().subscribe(self.invalidator.clone(), stopped(stop_rx.clone())));
+        let feed = crate::store::changes::ChangeFeed::new(self.store.clone());
+        let poll = self.config.change_poll_interval;
+        tokio::spawn(feed.run(self.invalidator.clone(), poll, stopped(stop_rx.clone())));
         tokio::spawn(self.local.clone().run_purge(Duration::from_secs(60), stopped(stop_rx.clone())));
         if let Some(redis) = &self.redis {
             tokio::spawn(redis.clone().connect(stopped(stop_rx.clone())));

@@ -24,6 +24,11 @@ use crate::store::cache::CacheSettings;
 #[derive(Clone)]
 pub struct Config {
     pub grpc_addr: SocketAddr,
+    /// Where the gRPC admin API listens. `None`: on `grpc_addr`, beside Check.
+    /// Set it to keep the Check port for Envoy alone (a firewall or network
+    /// policy can then let only Envoy reach Check, and only operators reach
+    /// the admin API).
+    pub admin_grpc_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
     pub database_url: String,
     pub auto_migrate: bool,
@@ -66,6 +71,9 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// How often revocations made by other replicas are loaded.
     pub revocation_poll_interval: Duration,
+    /// How often the change feed is read: the bound on how long any replica
+    /// keeps honouring a revoked key, disabled user or changed role.
+    pub change_poll_interval: Duration,
     /// External OpenID Connect providers whose tokens Check accepts.
     pub oidc: Vec<IssuerConfig>,
     /// GitHub OAuth login, when configured.
@@ -129,6 +137,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9191)),
+            admin_grpc_addr: None,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             database_url: "sqlite://gatehouse.db".to_owned(),
             auto_migrate: true,
@@ -174,6 +183,7 @@ impl Default for Config {
             trusted_proxy_hops: 0,
             max_body_bytes: 64 * 1024,
             revocation_poll_interval: Duration::from_secs(2),
+            change_poll_interval: Duration::from_millis(250),
             oidc: Vec::new(),
             github: None,
             public_url: "http://localhost:8080".to_owned(),
@@ -194,6 +204,7 @@ impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
             .field("grpc_addr", &self.grpc_addr)
+            .field("admin_grpc_addr", &self.admin_grpc_addr)
             .field("http_addr", &self.http_addr)
             .field("console", &self.console)
             .field("database_url", &redact_url(&self.database_url))
@@ -333,6 +344,7 @@ struct FileRoles {
 #[serde(deny_unknown_fields)]
 struct FileServer {
     grpc_addr: Option<SocketAddr>,
+    admin_grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown_delay_seconds: Option<u64>,
@@ -557,6 +569,9 @@ impl Config {
         let mut file: FileConfig = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
         self.config_file = Some(path.to_owned());
         set(&mut self.grpc_addr, file.server.grpc_addr);
+        if file.server.admin_grpc_addr.is_some() {
+            self.admin_grpc_addr = file.server.admin_grpc_addr;
+        }
         set(&mut self.http_addr, file.server.http_addr);
         let dir = path.parent().map(ToOwned::to_owned).unwrap_or_default();
         self.tls_parts(
@@ -648,6 +663,9 @@ impl Config {
     fn apply_env(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         let secs = |name: &str| parse_var::<u64>(env, name).map(|v| v.map(Duration::from_secs));
         set(&mut self.grpc_addr, parse_var(env, "GATEHOUSE_GRPC_ADDR")?);
+        if let Some(addr) = parse_var(env, "GATEHOUSE_ADMIN_GRPC_ADDR")? {
+            self.admin_grpc_addr = Some(addr);
+        }
         set(&mut self.http_addr, parse_var(env, "GATEHOUSE_HTTP_ADDR")?);
         set(&mut self.shutdown_delay, secs("GATEHOUSE_SHUTDOWN_DELAY_SECONDS")?);
         set(&mut self.database_url, parse_var(env, "DATABASE_URL")?);
@@ -724,6 +742,10 @@ impl Config {
         set(
             &mut self.revocation_poll_interval,
             parse_var::<u64>(env, "GATEHOUSE_REVOCATION_POLL_SECONDS")?.map(Duration::from_secs),
+        );
+        set(
+            &mut self.change_poll_interval,
+            parse_var::<u64>(env, "GATEHOUSE_CHANGE_POLL_MS")?.map(Duration::from_millis),
         );
         if let Some(url) = parse_var::<String>(env, "OIDC_ISSUER_URL")? {
             let mut issuer = IssuerConfig::new(&url);
@@ -876,6 +898,10 @@ impl Config {
             if issuer.audiences.is_empty() && issuer.client_id.is_none() {
                 return Err(invalid("OIDC_AUDIENCE", "", "set OIDC_AUDIENCE or OIDC_CLIENT_ID for each issuer"));
             }
+        }
+        if !(10..=1000).contains(&self.change_poll_interval.as_millis()) {
+            let value = self.change_poll_interval.as_millis().to_string();
+            return Err(invalid("GATEHOUSE_CHANGE_POLL_MS", &value, "must be between 10 and 1000"));
         }
         if self.revocation_poll_interval.is_zero() {
             return Err(invalid("GATEHOUSE_REVOCATION_POLL_SECONDS", "0", "must be at least 1"));

@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod cache;
+pub mod changes;
 mod sql;
 pub mod usage;
 
@@ -122,6 +123,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records when keys were last used (batched off the Check path).
     async fn touch_api_keys(&self, used: &[(String, i64)]) -> StoreResult<()>;
+
+    /// The newest id in the change feed (0 when it is empty).
+    async fn latest_change(&self) -> StoreResult<i64>;
+    /// Change feed rows after `after` (`id`, `kind`, `ref`), oldest first.
+    async fn changes_after(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, String, String)>>;
+    /// Deletes change feed rows written before `before` (Unix seconds).
+    async fn prune_changes(&self, before: i64) -> StoreResult<u64>;
 
     async fn record_audit(&self, event: &NewAuditEvent) -> StoreResult<()>;
     /// Events matching `query`, newest first, at most `query.limit`.

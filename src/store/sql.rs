@@ -545,6 +545,26 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            async fn latest_change(&self) -> StoreResult<i64> {
+                let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM changes").fetch_one(&self.pool).await?;
+                Ok(row.try_get("id")?)
+            }
+
+            async fn changes_after(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, String, String)>> {
+                // Always the primary: a replica's lag would delay revocations.
+                let rows = sqlx::query("SELECT id, kind, ref FROM changes WHERE id > $1 ORDER BY id LIMIT $2")
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("kind")?, r.try_get("ref")?))).collect()
+            }
+
+            async fn prune_changes(&self, before: i64) -> StoreResult<u64> {
+                let done = sqlx::query("DELETE FROM changes WHERE at < $1").bind(before).execute(&self.pool).await?;
+                Ok(done.rows_affected())
+            }
+
             async fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
                 let rows = sqlx::query(
                     "SELECT id, at, action, outcome, actor_id, target, client_ip, detail FROM audit_events \
