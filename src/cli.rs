@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
-use crate::accounts::{Accounts, KeyRequest, parse_models};
+use crate::accounts::{Accounts, Acting, KeyRequest, parse_models};
 use crate::domain::{AuditAction, DEFAULT_GROUP, Group, Role};
 use crate::secret::Secret;
 use crate::views::{CreatedKeyView, GroupView, KeyView, UserView, timestamp};
@@ -193,6 +193,8 @@ pub async fn run_users(accounts: Accounts, json: bool, cmd: UsersCommand) -> any
         UsersCommand::Create { email, role, group, name, password_stdin } => {
             let password = if password_stdin { Some(read_password()?) } else { None };
             let user = accounts.create_user_with_password(&email, name.as_deref(), role, &group, password).await?;
+            let detail = format!("role {}, group {}", user.role, user.group);
+            accounts.record_operator(AuditAction::UserCreated, format!("user:{}", user.id), detail).await;
             print(json, &UserView::from(&user), || {
                 format!("created user {} ({}, {}, group {})", user.id, user.email, user.role, user.group)
             })
@@ -200,6 +202,9 @@ pub async fn run_users(accounts: Accounts, json: bool, cmd: UsersCommand) -> any
         UsersCommand::SetPassword { user } => {
             let user = accounts.find_user(&user).await?;
             accounts.set_password(&user.id, read_password()?).await?;
+            accounts
+                .record_operator(AuditAction::UserUpdated, format!("user:{}", user.id), "password set".into())
+                .await;
             print(json, &UserView::from(&user), || format!("password set for {}", user.email))
         }
         UsersCommand::List => {
@@ -231,6 +236,7 @@ pub async fn run_groups(accounts: Accounts, json: bool, cmd: GroupsCommand) -> a
             let models = (!models.is_empty()).then(|| parse_models(&models)).transpose()?;
             let group = Group { name, requests_per_period: requests, period_seconds, burst, models };
             let group = accounts.create_group(group).await?;
+            accounts.record_operator(AuditAction::GroupCreated, format!("group:{}", group.name), String::new()).await;
             print(json, &GroupView::from(&group), || format!("created group {}", group.name))
         }
         GroupsCommand::List => {
@@ -254,14 +260,14 @@ pub async fn run_keys(accounts: Accounts, json: bool, cmd: KeysCommand) -> anyho
     let now = now();
     match cmd {
         KeysCommand::Create { user, name, permissions, expires_in_days, models } => {
-            let owner = accounts.find_user(&user).await?;
             let request = KeyRequest {
                 name: &name,
                 permissions: (!permissions.is_empty()).then_some(permissions.as_slice()),
                 expires_in_days,
                 models: (!models.is_empty()).then_some(models.as_slice()),
             };
-            let (key, secret) = accounts.create_key(&owner, request, now).await?;
+            let (key, secret) = accounts.create_key(&Acting::operator(), Some(&user), request, now).await?;
+            let owner = accounts.find_user(&key.user_id).await?;
             let view = CreatedKeyView { info: KeyView::new(&key, now), secret };
             print(json, &view, || {
                 format!(
@@ -298,15 +304,11 @@ pub async fn run_keys(accounts: Accounts, json: bool, cmd: KeysCommand) -> anyho
             })
         }
         KeysCommand::Revoke { id } => {
-            let key = accounts.revoke_key(&id, now).await?;
+            let key = accounts.revoke_key(&Acting::operator(), &id, now).await?;
             print(json, &KeyView::new(&key, now), || format!("revoked API key {}", key.id))
         }
         KeysCommand::Rotate { id, grace_seconds } => {
-            let rotated = accounts.rotate_key(&id, grace_seconds, now).await?;
-            let detail = format!("{} (command line)", rotated.audit_detail());
-            crate::audit::Audit::new(accounts.store().clone())
-                .record(crate::audit::event(AuditAction::KeyRotated).target(format!("key:{id}")).detail(detail))
-                .await;
+            let rotated = accounts.rotate_key(&Acting::operator(), &id, Some(grace_seconds), now).await?;
             let until = rotated.key.previous_secret_expires_at;
             let view = CreatedKeyView { info: KeyView::new(&rotated.key, now), secret: rotated.secret };
             print(json, &view, || {

@@ -74,8 +74,12 @@ async fn admin_manages_keys_that_check_honours(b: Backend) {
         events.iter().filter(|e| e.target.as_deref() == Some(&format!("key:{}", key.id))).map(|e| &*e.action).collect();
     assert_eq!(on_key, ["key.revoked", "key.created"]);
     let admin_id = s.store.user_by_email("root@example.com").await.unwrap().unwrap().id;
-    assert!(events.iter().filter(|e| e.action.starts_with("key.")).all(|e| e.actor_id.as_deref() == Some(&*admin_id)));
-    assert!(events.iter().all(|e| e.client_ip.as_deref() == Some("127.0.0.1")));
+    let on_this_key = events.iter().filter(|e| e.target.as_deref() == Some(&format!("key:{}", key.id)));
+    assert!(on_this_key.clone().all(|e| e.actor_id.as_deref() == Some(&*admin_id)));
+    // What was granted is recorded, and through which door.
+    let created = on_this_key.clone().find(|e| e.action == "key.created").unwrap().detail.clone().unwrap();
+    assert!(created.contains("permissions: read_models") && created.contains("via gRPC"), "{created}");
+    assert!(on_this_key.clone().all(|e| e.client_ip.as_deref() == Some("127.0.0.1")));
     s.finish().await;
 }
 

@@ -179,7 +179,7 @@ async fn revoked_key_is_denied_at_once(b: Backend) {
     let (_, key) = s.user_with_key("gina@example.com", Role::Viewer, None).await;
     assert!(s.check("GET", "/v1/models", &[("x-api-key", &key)]).await.allowed());
     // The key is now cached; revoking must still take effect immediately.
-    let revoked = s.accounts.revoke_key(&key[3..19], now()).await.unwrap();
+    let revoked = s.accounts.revoke_key(&gatehouse::accounts::Acting::operator(), &key[3..19], now()).await.unwrap();
     assert!(revoked.revoked_at.is_some());
     let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;
     c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
@@ -256,7 +256,13 @@ async fn public_paths_need_no_credential_and_cannot_be_tricked(b: Backend) {
 
 async fn anonymous_allowed_when_auth_not_required(b: Backend) {
     let s = TestServer::start_with(b, |c| c.require_auth = false).await;
+    // Anonymous holds no role and no permission: a rule that asks for any
+    // still needs a credential, with a challenge.
     let c = s.check("GET", "/v1/models", &[("x-auth-role", "admin")]).await;
+    c.assert_denied(401, Code::Unauthenticated, "AUTHENTICATION_FAILED");
+    assert!(c.denied_headers().contains_key("www-authenticate"));
+    // A public rule lets anonymous through, without the spoofed identity.
+    let c = s.check("GET", "/healthz", &[("x-auth-role", "admin")]).await;
     assert!(c.allowed());
     assert_eq!(c.upstream_headers()["x-auth-method"], "anonymous");
     assert_eq!(c.removed(), vec!["x-auth-role"]);

@@ -102,8 +102,11 @@ async fn users_groups_and_keys_round_trip(b: Backend) {
         })
         .await
         .unwrap();
-    assert_eq!(events.len(), 1);
-    assert!(events[0].action == "key.rotated" && events[0].detail.as_deref().unwrap().contains("command line"));
+    // Every operator command is audited: the key's creation and its rotation.
+    let actions: Vec<&str> = events.iter().map(|e| &*e.action).collect();
+    assert_eq!(actions, ["key.rotated", "key.created"]);
+    assert!(events.iter().all(|e| e.actor_id.as_deref() == Some("operator")));
+    assert!(events[0].detail.as_deref().unwrap().contains("command line"));
 
     let revoked = json(&url, &["keys", "revoke", id]);
     assert_eq!(revoked["status"], "revoked");

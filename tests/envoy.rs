@@ -77,7 +77,7 @@ async fn envoy_forwards_identity_and_relays_denials() {
     assert_eq!(r.status(), 200);
 
     // Revoked keys stop working at once.
-    s.accounts.revoke_key(&key[3..19], common::now()).await.unwrap();
+    s.accounts.revoke_key(&gatehouse::accounts::Acting::operator(), &key[3..19], common::now()).await.unwrap();
     let r = http.get(envoy.url("/v1/models")).header("x-api-key", &key).send().await.unwrap();
     assert_eq!(r.status(), 401);
 

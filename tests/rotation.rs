@@ -91,7 +91,7 @@ async fn rotation_with_a_grace_period(b: Backend) {
             assert!(!detail.contains(secret.as_str()) && !detail.contains(&secret[20..]), "{detail}");
         }
     }
-    assert!(rotations.iter().any(|e| e.detail.as_deref().unwrap().ends_with("valid until now")));
+    assert!(rotations.iter().any(|e| e.detail.as_deref().unwrap().contains("valid until now")));
     s.finish().await;
 }
 

@@ -118,27 +118,30 @@ impl Authenticator {
         let previous = || {
             grant.previous_secret.is_some_and(|(hash, until)| now < until && api_key::verify(presented.secret, &hash))
         };
-        if !current && !previous() {
+        let previous_secret = !current && previous();
+        if !current && !previous_secret {
             return Err(Denial::InvalidCredential);
         }
         check_grant(&grant, now)?;
         self.usage.record(&grant.key_id, now);
         let role_permissions = self.roles.of(grant.role);
+        // A key never holds more than its owner's role grants now.
+        let permissions = grant.permissions.map_or(role_permissions, |p| p.intersection(role_permissions));
         Ok(Principal {
             user_id: grant.user_id.clone(),
             email: grant.email.clone(),
-            role: grant.role,
+            role: self.roles.carried_by(grant.role, permissions),
             group: grant.group.clone(),
             method: AuthMethod::ApiKey,
             key_id: Some(grant.key_id.clone()),
-            // A key never holds more than its owner's role grants now.
-            permissions: grant.permissions.map_or(role_permissions, |p| p.intersection(role_permissions)),
+            permissions,
             session: None,
             rate_limit: grant
                 .key_rate_limit
                 .map(|limit| Override { limit, per_key: true })
                 .or(grant.user_rate_limit.map(|limit| Override { limit, per_key: false })),
             models: grant.key_models.clone(),
+            previous_secret,
         })
     }
 
@@ -209,7 +212,7 @@ impl Authenticator {
         Ok(Principal {
             user_id: Arc::from(user.id.as_str()),
             email: Arc::from(user.email.as_str()),
-            role: user.role,
+            role: Some(user.role),
             group: Arc::from(user.group.as_str()),
             method,
             key_id: None,
@@ -217,6 +220,7 @@ impl Authenticator {
             session,
             rate_limit: user.rate_limit.map(|limit| Override { limit, per_key: false }),
             models: None,
+            previous_secret: false,
         })
     }
 

@@ -116,7 +116,7 @@ struct Keys {
 }
 
 /// What a verified provider token says about its subject.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExternalIdentity {
     pub provider: String,
     pub subject: String,

@@ -37,7 +37,12 @@ impl fmt::Display for AuthMethod {
 pub struct Principal {
     pub user_id: Arc<str>,
     pub email: Arc<str>,
-    pub role: Role,
+    /// The role this credential carries: the user's, except for an API key
+    /// narrowed below it (see [`RolePermissions::carried_by`]), which carries
+    /// the highest role whose permissions it holds in full, or none.
+    ///
+    /// [`RolePermissions::carried_by`]: super::RolePermissions::carried_by
+    pub role: Option<Role>,
     pub group: Arc<str>,
     pub method: AuthMethod,
     /// The API key used, when `method` is [`AuthMethod::ApiKey`].
@@ -51,12 +56,20 @@ pub struct Principal {
     /// Models the credential may call (an API key's own list); the group's
     /// list applies as well.
     pub models: Option<super::ModelList>,
+    /// Authenticated with a key's replaced secret, in its rotation grace
+    /// period: good for calls, never for managing keys.
+    pub previous_secret: bool,
 }
 
 impl Principal {
     /// Whether `id_or_email` names this caller.
     pub fn is(&self, id_or_email: &str) -> bool {
         *self.user_id == *id_or_email || self.email.eq_ignore_ascii_case(id_or_email)
+    }
+
+    /// The carried role's name, or `""` for none.
+    pub fn role_name(&self) -> &'static str {
+        self.role.map_or("", Role::as_str)
     }
 }
 

@@ -65,6 +65,15 @@ impl RolePermissions {
             Role::Admin => self.admin,
         }
     }
+
+    /// The role a credential with `permissions` carries for a user of
+    /// `role`: that role if it holds all of the role's permissions, else the
+    /// highest lower role whose permissions it holds in full, else none. So
+    /// an admin's key narrowed to `read_models` does not pass a rule that
+    /// asks for the admin role, and the upstream is not told it is an admin.
+    pub fn carried_by(&self, role: Role, permissions: PermissionSet) -> Option<Role> {
+        Role::ALL.into_iter().rev().filter(|r| *r <= role).find(|r| self.of(*r).is_subset_of(permissions))
+    }
 }
 
 impl Default for RolePermissions {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::accounts::{AccountError, Accounts, KeyRequest, key_models};
+use crate::accounts::{AccountError, Accounts, Acting, Door, KeyRequest};
 use crate::audit::{Audit, event};
 use crate::authz::Authorizer;
 use crate::domain::{ApiKey, AuditAction, Denial, ErrorKind, NewAuditEvent, Permission, Principal};
@@ -111,21 +111,18 @@ impl KeyAdmin for AdminService {
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
         let now = now();
         let caller = self.admin(&request, "CreateKey", now).await?;
-        let ip = request.remote_addr();
+        let ip = request.remote_addr().map(|a| a.ip().to_string());
+        let by = Acting::caller(&caller, Door::Grpc, ip.as_deref());
         let req = request.into_inner();
-        let owner = self.accounts.find_user(&req.user).await.map_err(account_status)?;
-        let permissions = (!req.permissions.is_empty()).then_some(req.permissions.as_slice());
-        let requested = (!req.allowed_models.is_empty()).then(|| req.allowed_models.clone());
-        let models = key_models(&caller, requested).map_err(account_status)?;
-        let models = models.as_deref();
-        let request = KeyRequest { name: &req.name, permissions, expires_in_days: req.expires_in_days, models };
-        let (key, secret) = self.accounts.create_key(&owner, request, now).await.map_err(account_status)?;
-        tracing::info!(actor = %caller.user_id, key_id = %key.id, owner = %owner.id, "API key created over gRPC");
-        let created = event(AuditAction::KeyCreated)
-            .actor(&*caller.user_id)
-            .target(format!("key:{}", key.id))
-            .detail(format!("owner user:{}, over gRPC", owner.id));
-        self.audit.record(created.client_ip(ip.map(|a| a.ip().to_string()).as_deref())).await;
+        let request = KeyRequest {
+            name: &req.name,
+            permissions: (!req.permissions.is_empty()).then_some(req.permissions.as_slice()),
+            expires_in_days: req.expires_in_days,
+            models: (!req.allowed_models.is_empty()).then_some(req.allowed_models.as_slice()),
+        };
+        let (key, secret) =
+            self.accounts.create_key(&by, Some(&req.user), request, now).await.map_err(account_status)?;
+        tracing::info!(actor = %caller.user_id, key_id = %key.id, owner = %key.user_id, "API key created over gRPC");
         Ok(Response::new(pb::CreateKeyResponse { key: Some(key_message(&key)), secret: secret.expose().to_owned() }))
     }
 
@@ -143,10 +140,10 @@ impl KeyAdmin for AdminService {
     async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
         let now = now();
         let caller = self.admin(&request, "RevokeKey", now).await?;
-        let key = self.accounts.revoke_key(&request.get_ref().id, now).await.map_err(account_status)?;
+        let ip = request.remote_addr().map(|a| a.ip().to_string());
+        let by = Acting::caller(&caller, Door::Grpc, ip.as_deref());
+        let key = self.accounts.revoke_key(&by, &request.get_ref().id, now).await.map_err(account_status)?;
         tracing::info!(actor = %caller.user_id, key_id = %key.id, "API key revoked over gRPC");
-        let revoked = event(AuditAction::KeyRevoked).actor(&*caller.user_id).target(format!("key:{}", key.id));
-        self.record(&request, revoked.detail("over gRPC")).await;
         Ok(Response::new(key_message(&key)))
     }
 }

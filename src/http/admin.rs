@@ -180,20 +180,8 @@ pub async fn update_key(
     admin(&audited, &caller).await?;
     let update =
         KeyUpdate { rate_limit: parse_override(body.rate_limit)?, models: parse_model_change(body.allowed_models)? };
-    if update.rate_limit.is_none() && update.models.is_none() {
-        return Err(ApiError::validation("rate_limit", "set rate_limit or allowed_models"));
-    }
-    let key = s.accounts.update_key(&id, &update).await?;
+    let key = s.accounts.update_key(&audited.acting(&caller.0), &id, &update).await?;
     tracing::info!(actor = %caller.0.user_id, key_id = %key.id, "API key changed");
-    let mut changes = Vec::new();
-    if update.rate_limit.is_some() {
-        changes.push("rate limit");
-    }
-    if update.models.is_some() {
-        changes.push("allowed models");
-    }
-    let change = event(AuditAction::KeyUpdated).detail(format!("changed: {}", changes.join(", ")));
-    audited.record(change.actor(&*caller.0.user_id).target(format!("key:{}", key.id))).await;
     respond(StatusCode::OK, KeyView::new(&key, crate::app::now()))
 }
 

@@ -17,11 +17,11 @@ use super::HttpState;
 use super::error::ApiError;
 use super::extract::{Audited, Caller, JsonBody, OptionalJsonBody, QueryParams};
 use super::login::SESSION_COOKIE;
-use crate::accounts::{KeyRequest, key_models};
+use crate::accounts::KeyRequest;
 use crate::app::now;
 use crate::audit::event;
 use crate::authn::jwt::IssuedToken;
-use crate::domain::{AuditAction, AuthMethod, Denial, Permission, PermissionSet, Principal, User};
+use crate::domain::{AuditAction, Denial, Permission, User};
 use crate::secret::Secret;
 use crate::views::{CreatedKeyView, KeyView, UserView, timestamp};
 
@@ -253,48 +253,21 @@ pub async fn create_key(
     audited: Audited,
     JsonBody(body): JsonBody<CreateKeyBody>,
 ) -> Result<Response, ApiError> {
-    let for_self = body.user.as_ref().is_none_or(|u| caller.is(u));
-    let owner = match &body.user {
-        Some(u) if !for_self => {
-            audited.require(&Caller(caller.clone()), Permission::ManageUsers).await?;
-            s.accounts.find_user(u).await?
-        }
-        _ => s.accounts.find_user(&caller.user_id).await?,
-    };
-    let requested = match &body.permissions {
-        Some(names) => {
-            Some(PermissionSet::from_names(names).map_err(|e| ApiError::validation("permissions", e.to_string()))?)
-        }
-        None => None,
-    };
-    // A key never holds more than the caller holds now: a narrow API key
-    // cannot mint a broader one.
-    let permissions = match (requested, caller.method) {
-        (Some(p), _) if !p.is_subset_of(caller.permissions) => {
-            return Err(ApiError::Forbidden(format!(
-                "cannot grant permissions the caller does not hold: {}",
-                p.difference(caller.permissions)
-            )));
-        }
-        (None, AuthMethod::ApiKey) if for_self => Some(caller.permissions),
-        (p, _) => p,
-    };
-    let names: Option<Vec<String>> = permissions.map(|p| p.names().into_iter().map(str::to_owned).collect());
-    let models = key_models(&caller, body.allowed_models)?;
-    let now = now();
     let request = KeyRequest {
         name: &body.name,
-        permissions: names.as_deref(),
+        permissions: body.permissions.as_deref(),
         expires_in_days: body.expires_in_days,
-        models: models.as_deref(),
+        models: body.allowed_models.as_deref(),
     };
-    let (key, secret) = s.accounts.create_key(&owner, request, now).await?;
-    tracing::info!(actor = %caller.user_id, owner = %owner.id, key_id = %key.id, "API key created");
-    let granted = names.as_ref().map_or_else(|| format!("{} role's permissions", owner.role), |n| n.join(" "));
-    let created = event(AuditAction::KeyCreated).detail(format!("owner user:{}, permissions: {granted}", owner.id));
-    audited.record(created.actor(&*caller.user_id).target(format!("key:{}", key.id))).await;
+    let now = now();
+    let by = audited.acting(&caller);
+    let (key, secret) = s.accounts.create_key(&by, body.user.as_deref(), request, now).await?;
+    tracing::info!(actor = %caller.user_id, owner = %key.user_id, key_id = %key.id, "API key created");
     let mut info = KeyView::new(&key, now);
-    info.permissions.get_or_insert_with(|| s.accounts.roles().of(owner.role).names());
+    if info.permissions.is_none() {
+        let owner = s.accounts.find_user(&key.user_id).await?;
+        info.permissions = Some(s.accounts.roles().of(owner.role).names());
+    }
     let value = serde_json::to_value(CreatedKeyView { info, secret }).map_err(|_| ApiError::Internal)?;
     Ok(ok(StatusCode::CREATED, value))
 }
@@ -340,7 +313,7 @@ pub struct RotateKeyBody {
 }
 
 /// `POST /auth/keys/{id}/rotate`: a new secret for the same key; the old one
-/// works for the grace period. The owner or `manage_users`.
+/// works for the grace period. Who may: see [`crate::accounts::Accounts::rotate_key`].
 pub async fn rotate_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -348,25 +321,11 @@ pub async fn rotate_key(
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<RotateKeyBody>,
 ) -> Result<Response, ApiError> {
-    own_key(&s, &caller, &id).await?;
-    let grace = body.grace_seconds.unwrap_or(crate::accounts::DEFAULT_ROTATION_GRACE_SECONDS);
     let now = now();
-    let rotated = s.accounts.rotate_key(&id, grace, now).await?;
-    tracing::info!(actor = %caller.user_id, key_id = %id, grace_seconds = grace, "API key rotated");
-    let detail = rotated.audit_detail();
-    audited
-        .record(event(AuditAction::KeyRotated).actor(&*caller.user_id).target(format!("key:{id}")).detail(detail))
-        .await;
+    let rotated = s.accounts.rotate_key(&audited.acting(&caller), &id, body.grace_seconds, now).await?;
+    tracing::info!(actor = %caller.user_id, key_id = %id, "API key rotated");
     let view = CreatedKeyView { info: KeyView::new(&rotated.key, now), secret: rotated.secret };
     Ok(ok(StatusCode::OK, serde_json::to_value(view).map_err(|_| ApiError::Internal)?))
-}
-
-/// Someone else's key is "not found" unless the caller manages users.
-async fn own_key(s: &HttpState, caller: &Principal, id: &str) -> Result<(), ApiError> {
-    match s.accounts.store().api_key(id).await? {
-        Some(k) if *k.user_id == *caller.user_id || caller.permissions.contains(Permission::ManageUsers) => Ok(()),
-        _ => Err(ApiError::NotFound("API key not found".into())),
-    }
 }
 
 pub async fn delete_key(
@@ -375,9 +334,7 @@ pub async fn delete_key(
     audited: Audited,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    own_key(&s, &caller, &id).await?;
-    s.accounts.revoke_key(&id, now()).await?;
+    s.accounts.revoke_key(&audited.acting(&caller), &id, now()).await?;
     tracing::info!(actor = %caller.user_id, key_id = %id, "API key revoked");
-    audited.record(event(AuditAction::KeyRevoked).actor(&*caller.user_id).target(format!("key:{id}"))).await;
     Ok(StatusCode::NO_CONTENT)
 }

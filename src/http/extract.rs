@@ -127,6 +127,11 @@ impl FromRequestParts<HttpState> for Audited {
 }
 
 impl Audited {
+    /// The caller as the account service's actor, through the REST door.
+    pub fn acting<'a>(&'a self, caller: &'a Principal) -> crate::accounts::Acting<'a> {
+        crate::accounts::Acting::caller(caller, crate::accounts::Door::Rest, self.client_ip.as_deref())
+    }
+
     pub async fn record(&self, event: crate::domain::NewAuditEvent) {
         self.audit.record(event.client_ip(self.client_ip.as_deref())).await;
     }

@@ -114,15 +114,15 @@ impl LimitPolicy {
                 (Some(Override { limit, .. }), _) => ("user", &*p.user_id, Some(limit)),
                 (None, _) => ("user", &*p.user_id, self.group_limit(&p.group).await),
             },
-            None => match client_ip {
-                Some(ip) => ("ip", ip, self.anonymous),
-                None => return Ok(None),
-            },
+            None => ("ip", "", self.anonymous),
         };
         if base.is_none() && rule.limit.is_none() {
             return Ok(None);
         }
-        let subject = format!("{kind}:{id}");
+        let subject = match principal {
+            Some(_) => format!("{kind}:{id}"),
+            None => format!("ip:{}", address_bucket(client_ip)),
+        };
         let buckets =
             [base.map(|l| (subject.clone(), l)), rule.limit.map(|l| (format!("{subject}|route:{}", rule.name), l))];
         let group = principal.map_or("anonymous", |p| &*p.group);
@@ -175,6 +175,30 @@ impl LimitPolicy {
     }
 }
 
+/// The bucket an anonymous caller's address counts against: one spelling
+/// per address (`::ffff:1.2.3.4` is `1.2.3.4`, `[::1]` is `::1`), one bucket
+/// per IPv6 /64 (a single client usually holds a whole /64), and one shared
+/// bucket for callers whose address is missing or unreadable, so that leaving
+/// it out never means "no limit".
+pub fn address_bucket(client_ip: Option<&str>) -> String {
+    use std::net::IpAddr;
+    let parsed = client_ip
+        .map(|ip| ip.trim().trim_start_matches('[').trim_end_matches(']'))
+        .map(|ip| ip.split('%').next().unwrap_or(ip))
+        .and_then(|ip| ip.parse::<IpAddr>().ok());
+    match parsed {
+        None => "unknown".to_owned(),
+        Some(IpAddr::V4(v4)) => v4.to_string(),
+        Some(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 /// Whole seconds, rounded up (a client told "0" would retry at once).
 pub fn ceil_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
@@ -190,4 +214,27 @@ pub fn parse_limit(s: &str) -> Result<Limit, String> {
         return Err("expected REQUESTS/SECONDS or REQUESTS/SECONDS/BURST".into());
     }
     Limit::from_parts(num(0)?, num(1)?, num(2)?).ok_or_else(|| "numbers must be positive".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_bucket_per_address_and_per_ipv6_64() {
+        for (a, b) in [
+            ("1.2.3.4", "::ffff:1.2.3.4"),
+            ("1.2.3.4", " 1.2.3.4"),
+            ("::1", "[::1]"),
+            ("2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff"),
+            ("2001:DB8:1:2::1", "2001:0db8:0001:0002:0000:0000:0000:0009"),
+            ("fe80::1%eth0", "fe80::2"),
+        ] {
+            assert_eq!(address_bucket(Some(a)), address_bucket(Some(b)), "{a} vs {b}");
+        }
+        assert_ne!(address_bucket(Some("2001:db8:1:2::1")), address_bucket(Some("2001:db8:1:3::1")));
+        assert_ne!(address_bucket(Some("1.2.3.4")), address_bucket(Some("1.2.3.5")));
+        assert_eq!(address_bucket(None), address_bucket(Some("not an address")));
+        assert_eq!(address_bucket(None), "unknown");
+    }
 }

@@ -172,7 +172,8 @@ impl TestServer {
         let (_, secret) = self
             .accounts
             .create_key(
-                user,
+                &gatehouse::accounts::Acting::operator(),
+                Some(&user.id),
                 KeyRequest { name: "test key", permissions: permissions.as_deref(), ..Default::default() },
                 now(),
             )
