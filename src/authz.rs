@@ -163,7 +163,7 @@ impl Authorizer {
         }
         request.body.check_size(policy.max_request_bytes)?;
         if let Some(limits) = rule.body {
-            let inspected = body::inspect(&request.body, limits)?;
+            let inspected = body::inspect(&request.body, request.method, limits)?;
             decision.model = inspected.model;
             if let Some(p) = principal {
                 if inspected.stream && !p.permissions.contains(Permission::UseStreaming) {

@@ -39,6 +39,11 @@ impl ExtAuthz {
         ExtAuthz { authorizer, strip_credentials }
     }
 
+    /// The route table's body limit now (it can change on reload).
+    pub fn max_request_bytes(&self) -> usize {
+        self.authorizer.policy().max_request_bytes
+    }
+
     /// Decides one request; used by the gRPC service and by in-process callers.
     pub async fn check(&self, request: &CheckRequest) -> CheckResponse {
         let Some(http) = request.attributes.as_ref().and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref())
@@ -208,6 +213,14 @@ fn header(key: &str, value: String, action: HeaderAppendAction) -> HeaderValueOp
 const PARTIAL_BODY_HEADER: &str = "x-envoy-auth-partial-body";
 
 /// The body and what the request says about it.
+///
+/// Envoy adds the partial-body marker (`false` or `true`) only when it
+/// buffered the body for this Check, and drops one sent by the client. A
+/// request without a body, or on a route that does not buffer, has none; and
+/// `transfer-encoding` is hop-by-hop, so a chunked (or HTTP/2, length-less)
+/// body that was never buffered leaves no trace here at all. `inspect` refuses
+/// such requests on JSON routes. Any marker but `false` is taken as a partial
+/// body.
 fn request_body(http: &HttpRequest) -> RequestBody<'_> {
     let partial = header_value(http, PARTIAL_BODY_HEADER);
     let content_length = header_value(http, "content-length").and_then(|v| v.trim().parse::<u64>().ok());
@@ -216,7 +229,7 @@ fn request_body(http: &HttpRequest) -> RequestBody<'_> {
         declared_size: u64::try_from(http.size).ok().max(content_length),
         content_type: header_value(http, "content-type"),
         forwarded: partial.is_some(),
-        truncated: partial.is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        truncated: partial.is_some_and(|v| !v.trim().eq_ignore_ascii_case("false")),
         chunked: header_value(http, "transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")),
     }
 }

@@ -25,19 +25,23 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
 /// Checks finish. With `tls`, connections are TLS (mTLS when the config
-/// verifies clients).
+/// verifies clients). Check, the admin API or both (health always).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
-    ext_authz: ExtAuthz,
-    admin: AdminService,
+    ext_authz: Option<ExtAuthz>,
+    admin: Option<AdminService>,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let check = ext_authz.map(|e| {
+        let max_check_bytes = max_check_message_bytes(e.max_request_bytes());
+        AuthorizationServer::new(e).max_decoding_message_size(max_check_bytes)
+    });
     let router = tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(AuthorizationServer::new(ext_authz))
-        .add_service(admin.into_server());
+        .add_optional_service(check)
+        .add_optional_service(admin.map(AdminService::into_server));
     match tls {
         None => router.serve_with_incoming_shutdown(incoming(listener), shutdown).await,
         Some(config) => {
@@ -47,6 +51,27 @@ pub async fn serve(
             router.serve_with_incoming_shutdown(connections, shutdown).await
         }
     }
+}
+
+/// Headroom over the body in a Check: headers (Envoy allows 60 KiB by
+/// default), the peer certificate, addresses and metadata.
+const CHECK_HEADROOM_BYTES: usize = 1 << 20;
+
+/// Body limits a reload may set without a restart, at least.
+const MIN_BODY_BOUND_BYTES: usize = 32 << 20;
+
+/// The largest Check message decoded. A Check carries the body Envoy buffered
+/// (at most its `max_request_bytes`, which is kept equal to the policy's) plus
+/// the request's headers. Under tonic's default of 4 MiB, a body between 4 MiB
+/// and `max_request_bytes` would fail the call itself, and Envoy would answer
+/// 503 instead of Gatehouse's decision. The limit is fixed when the server
+/// starts, while a reload can change `max_request_bytes`, so it covers the
+/// larger of the policy at start and 32 MiB, plus 1 MiB of headroom: a reload
+/// up to that needs no restart; beyond it, a larger body fails closed (503)
+/// until restart. Anything larger than the policy allows is refused anyway
+/// (413), so the bound only caps the memory one Check can take.
+fn max_check_message_bytes(max_request_bytes: usize) -> usize {
+    max_request_bytes.max(MIN_BODY_BOUND_BYTES).saturating_add(CHECK_HEADROOM_BYTES)
 }
 
 /// Accepted connections with `TCP_NODELAY`. (`Server::tcp_nodelay` applies only
@@ -65,6 +90,13 @@ fn incoming(listener: TcpListener) -> impl tokio_stream::Stream<Item = std::io::
 mod tests {
     use super::*;
     use tokio_stream::StreamExt;
+
+    #[test]
+    fn check_messages_fit_the_largest_body_plus_headers() {
+        assert_eq!(max_check_message_bytes(10 << 20), (32 << 20) + (1 << 20));
+        assert_eq!(max_check_message_bytes(100 << 20), (101 << 20));
+        assert_eq!(max_check_message_bytes(usize::MAX), usize::MAX);
+    }
 
     #[tokio::test]
     async fn accepted_connections_do_not_wait_for_delayed_acks() {

@@ -4,8 +4,14 @@
 //! The body is parsed once, into only the fields checked here; everything else
 //! is skipped without being built. A field that appears twice is refused, so
 //! Gatehouse and the upstream cannot read different values from one body.
+//! Prompt text is counted while it is parsed, never copied.
+
+use std::fmt;
+use std::marker::PhantomData;
 
 use serde::Deserialize;
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::domain::Denial;
 
@@ -23,19 +29,29 @@ pub struct RequestBody<'a> {
     /// The size the request declared (`Content-Length`), when known.
     pub declared_size: Option<u64>,
     pub content_type: Option<&'a str>,
-    /// The proxy says it forwards bodies (Envoy adds `x-envoy-auth-partial-body`
-    /// to the Check when `with_request_body` is set).
+    /// The proxy buffered the body and sent it with the Check (Envoy adds
+    /// `x-envoy-auth-partial-body` then, and only then: a request without a
+    /// body, or on a route that does not buffer, has no marker).
     pub forwarded: bool,
     /// The proxy forwarded only the start of the body.
     pub truncated: bool,
-    /// The request has a body of unknown length (`Transfer-Encoding: chunked`).
+    /// The request says it has a body of unknown length (`Transfer-Encoding:
+    /// chunked`). Envoy does not pass this hop-by-hop header to the Check, so
+    /// its absence proves nothing.
     pub chunked: bool,
 }
 
 impl RequestBody<'_> {
-    /// No body at all: nothing forwarded, none declared, none streaming.
+    /// Nothing says there is a body: none forwarded, none declared, none
+    /// streaming. (Through Envoy, a chunked or HTTP/2 body on a route that
+    /// does not buffer also looks like this.)
     pub fn is_absent(&self) -> bool {
-        !self.forwarded && self.bytes.is_empty() && self.declared_size.unwrap_or(0) == 0 && !self.chunked
+        !self.arrived() && self.declared_size.unwrap_or(0) == 0 && !self.chunked
+    }
+
+    /// The body came with the Check: the proxy marked it, or bytes arrived.
+    pub fn arrived(&self) -> bool {
+        self.forwarded || !self.bytes.is_empty()
     }
 
     /// The body's size as far as anyone can tell.
@@ -52,24 +68,45 @@ impl RequestBody<'_> {
     }
 }
 
+/// Methods whose requests have no body by convention (exact spelling). Any
+/// other method (`POST`, `PUT`, `PATCH`, `post`, `QUERY`, ...) is taken to
+/// carry one.
+fn bodyless_method(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "DELETE" | "TRACE")
+}
+
 /// What a JSON body asked for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inspected {
     pub model: Option<String>,
     pub stream: bool,
-    /// Characters of `messages[].content`, `prompt` and `input`.
+    /// Characters of model-visible text: messages, prompts, inputs,
+    /// instructions, tool and function definitions and calls, output schemas
+    /// (see [`Fields`]). Token ids count one each; images, audio and files
+    /// count nothing.
     pub prompt_chars: usize,
 }
 
 /// Checks size, media type and JSON shape, and reads the OpenAI fields.
 ///
-/// A request with no body at all has nothing to inspect: it passes with no
-/// model and no prompt (a caller held to a model list is then refused for
-/// naming no model). A body that exists but did not arrive whole is refused.
-pub fn inspect(body: &RequestBody<'_>, limits: BodyLimits) -> Result<Inspected, Denial> {
+/// A request that cannot carry a body (`GET`, `HEAD`, ...) and has none
+/// passes with no model and no prompt (a caller held to a model list is then
+/// refused for naming no model). Any other request must have its body here:
+/// if the proxy did not forward it (it does not buffer this route, or the body
+/// was chunked or HTTP/2 without a length and never reached the Check), it is
+/// refused rather than let through unread. A body that did not arrive whole
+/// is refused too.
+pub fn inspect(body: &RequestBody<'_>, method: &str, limits: BodyLimits) -> Result<Inspected, Denial> {
     body.check_size(limits.max_bytes)?;
-    if body.is_absent() {
-        return Ok(Inspected::default());
+    if !body.arrived() {
+        if body.is_absent() && bodyless_method(method) {
+            return Ok(Inspected::default());
+        }
+        return Err(Denial::InvalidBody(
+            "the request body was not forwarded for inspection: this route requires a JSON body, \
+             and the proxy must send it with the authorization check"
+                .into(),
+        ));
     }
     let incomplete = (body.bytes.len() as u64) < body.declared_size.unwrap_or(0) || (body.chunked && !body.forwarded);
     if body.truncated || incomplete {
@@ -91,10 +128,7 @@ pub fn inspect(body: &RequestBody<'_>, limits: BodyLimits) -> Result<Inspected, 
     }
     let fields: Fields = serde_json::from_slice(body.bytes)
         .map_err(|e| Denial::InvalidBody(format!("the body is not valid JSON for this route: {e}")))?;
-    let prompt_chars =
-        fields.messages.iter().flatten().filter_map(|m| m.content.as_ref()).map(Content::chars).sum::<usize>()
-            + fields.prompt.as_ref().map_or(0, Text::chars)
-            + fields.input.as_ref().map_or(0, Text::chars);
+    let prompt_chars = fields.count();
     if prompt_chars > limits.max_prompt_chars {
         return Err(Denial::PromptTooLong { chars: prompt_chars, max_chars: limits.max_prompt_chars });
     }
@@ -107,74 +141,428 @@ fn is_json_media_type(value: &str) -> bool {
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
+/// Something whose model-visible characters can be counted.
+trait Count {
+    fn count(&self) -> usize;
+}
+
+impl<T: Count> Count for Option<T> {
+    fn count(&self) -> usize {
+        self.as_ref().map_or(0, T::count)
+    }
+}
+
 /// The fields read; all others are skipped. Serde refuses a duplicate of any
-/// of these.
+/// of these, and of every field read in the structs below.
+///
+/// Prompt text is everywhere OpenAI-style APIs (chat completions, legacy
+/// completions, embeddings, responses, and the `system` of Anthropic-style
+/// bodies) carry text the model reads.
 #[derive(Deserialize)]
 struct Fields {
     model: Option<String>,
     stream: Option<bool>,
-    messages: Option<Vec<Message>>,
+    messages: Option<List<Item>>,
+    /// Completions: a string, strings or token ids. Responses: a prompt
+    /// template (`{id, variables}`).
     prompt: Option<Text>,
+    suffix: Option<Chars>,
+    /// Embeddings: a string, strings or token ids. Responses: a string or items.
     input: Option<Text>,
+    instructions: Option<Text>,
+    system: Option<Content>,
+    tools: Option<List<Tool>>,
+    /// Chat completions' legacy function definitions.
+    functions: Option<List<ToolDef>>,
+    response_format: Option<ResponseFormat>,
+    /// Responses: `text.format` holds the output schema.
+    text: Option<TextConfig>,
+    /// Predicted output (`{type: "content", content}`).
+    prediction: Option<Item>,
 }
 
+impl Count for Fields {
+    fn count(&self) -> usize {
+        self.messages.count()
+            + self.prompt.count()
+            + self.suffix.count()
+            + self.input.count()
+            + self.instructions.count()
+            + self.system.count()
+            + self.tools.count()
+            + self.functions.count()
+            + self.response_format.count()
+            + self.text.count()
+            + self.prediction.count()
+    }
+}
+
+/// A chat message, a Responses input item, a content part or a prompt
+/// template: the fields of any of them that carry model-visible text. Image,
+/// audio and file payloads (`image_url`, `input_audio`, `file_data`, ...) are
+/// not read.
 #[derive(Deserialize)]
-struct Message {
+struct Item {
+    /// A message's or item's content: a string or parts.
     content: Option<Content>,
+    /// A text part (`text`, `input_text`, `output_text`, `summary_text`).
+    text: Option<Chars>,
+    name: Option<Chars>,
+    refusal: Option<Chars>,
+    tool_calls: Option<List<ToolCall>>,
+    function_call: Option<Call>,
+    /// Responses `function_call` / `mcp_call` items.
+    arguments: Option<Strings>,
+    /// `custom_tool_call` items; `tool_use` parts.
+    input: Option<Strings>,
+    /// `*_call_output` items.
+    output: Option<Content>,
+    /// `reasoning` items.
+    summary: Option<Content>,
+    thinking: Option<Chars>,
+    code: Option<Chars>,
+    /// A prompt template's variables: strings or parts.
+    variables: Option<Variables>,
 }
 
-/// A message's content: a string, or parts of which the `text` ones count.
+impl Count for Item {
+    fn count(&self) -> usize {
+        self.content.count()
+            + self.text.count()
+            + self.name.count()
+            + self.refusal.count()
+            + self.tool_calls.count()
+            + self.function_call.count()
+            + self.arguments.count()
+            + self.input.count()
+            + self.output.count()
+            + self.summary.count()
+            + self.thinking.count()
+            + self.code.count()
+            + self.variables.count()
+    }
+}
+
+/// `tools[]`: `{type: "function", function: {...}}` (chat completions), the
+/// same fields flat (Responses, Anthropic-style), or a custom tool.
 #[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
+struct Tool {
+    function: Option<ToolDef>,
+    custom: Option<ToolDef>,
+    name: Option<Chars>,
+    description: Option<Chars>,
+    parameters: Option<Strings>,
+    input_schema: Option<Strings>,
+    format: Option<Strings>,
+    server_description: Option<Chars>,
 }
 
-impl Content {
-    fn chars(&self) -> usize {
-        match self {
-            Content::Text(s) => s.chars().count(),
-            Content::Parts(parts) => parts.iter().filter_map(|p| p.text.as_deref()).map(|t| t.chars().count()).sum(),
-        }
+impl Count for Tool {
+    fn count(&self) -> usize {
+        self.function.count()
+            + self.custom.count()
+            + self.name.count()
+            + self.description.count()
+            + self.parameters.count()
+            + self.input_schema.count()
+            + self.format.count()
+            + self.server_description.count()
+    }
+}
+
+/// A function or custom tool definition. `parameters` (a JSON Schema) and a
+/// custom tool's grammar `format` count every string in them, keys included.
+#[derive(Deserialize)]
+struct ToolDef {
+    name: Option<Chars>,
+    description: Option<Chars>,
+    parameters: Option<Strings>,
+    format: Option<Strings>,
+}
+
+impl Count for ToolDef {
+    fn count(&self) -> usize {
+        self.name.count() + self.description.count() + self.parameters.count() + self.format.count()
+    }
+}
+
+/// `tool_calls[]`: `{function: {name, arguments}}` or `{custom: {name, input}}`.
+#[derive(Deserialize)]
+struct ToolCall {
+    function: Option<Call>,
+    custom: Option<Call>,
+}
+
+impl Count for ToolCall {
+    fn count(&self) -> usize {
+        self.function.count() + self.custom.count()
     }
 }
 
 #[derive(Deserialize)]
-struct Part {
-    text: Option<String>,
+struct Call {
+    name: Option<Chars>,
+    arguments: Option<Strings>,
+    input: Option<Strings>,
 }
 
-/// `prompt` / `input`: a string, strings, or token ids (each counted as one).
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Text {
-    One(String),
-    Many(Vec<TextItem>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum TextItem {
-    Text(String),
-    Token(#[allow(dead_code)] i64),
-    Tokens(Vec<i64>),
-}
-
-impl Text {
-    fn chars(&self) -> usize {
-        match self {
-            Text::One(s) => s.chars().count(),
-            Text::Many(items) => items
-                .iter()
-                .map(|i| match i {
-                    TextItem::Text(s) => s.chars().count(),
-                    TextItem::Token(_) => 1,
-                    TextItem::Tokens(t) => t.len(),
-                })
-                .sum(),
-        }
+impl Count for Call {
+    fn count(&self) -> usize {
+        self.name.count() + self.arguments.count() + self.input.count()
     }
+}
+
+/// `response_format: {type: "json_schema", json_schema: {...}}`: every string
+/// of the schema definition counts.
+#[derive(Deserialize)]
+struct ResponseFormat {
+    json_schema: Option<Strings>,
+}
+
+impl Count for ResponseFormat {
+    fn count(&self) -> usize {
+        self.json_schema.count()
+    }
+}
+
+/// Responses' `text: {format: {type: "json_schema", name, description, schema}}`.
+#[derive(Deserialize)]
+struct TextConfig {
+    format: Option<SchemaFormat>,
+}
+
+impl Count for TextConfig {
+    fn count(&self) -> usize {
+        self.format.count()
+    }
+}
+
+#[derive(Deserialize)]
+struct SchemaFormat {
+    name: Option<Chars>,
+    description: Option<Chars>,
+    schema: Option<Strings>,
+}
+
+impl Count for SchemaFormat {
+    fn count(&self) -> usize {
+        self.name.count() + self.description.count() + self.schema.count()
+    }
+}
+
+/// The characters of a string (which must be one), counted without copying it.
+struct Chars(usize);
+
+impl Count for Chars {
+    fn count(&self) -> usize {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Chars {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Chars;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Chars, E> {
+                Ok(Chars(s.chars().count()))
+            }
+        }
+        deserializer.deserialize_str(V)
+    }
+}
+
+/// Any JSON: the characters of every string in it, object keys included
+/// (a JSON Schema the model reads, tool-call arguments).
+struct Strings(usize);
+
+impl Count for Strings {
+    fn count(&self) -> usize {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Strings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Strings;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Strings, E> {
+                Ok(Strings(s.chars().count()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Strings, E> {
+                Ok(Strings(0))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Strings, E> {
+                Ok(Strings(0))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Strings, E> {
+                Ok(Strings(0))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Strings, E> {
+                Ok(Strings(0))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Strings, E> {
+                Ok(Strings(0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strings, A::Error> {
+                let mut n = 0;
+                while let Some(Strings(m)) = seq.next_element()? {
+                    n += m;
+                }
+                Ok(Strings(n))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Strings, A::Error> {
+                let mut n = 0;
+                while let Some(Chars(k)) = map.next_key()? {
+                    n += k + map.next_value::<Strings>()?.0;
+                }
+                Ok(Strings(n))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// Content: a string, parts (items), or a single part.
+struct Content(usize);
+
+impl Count for Content {
+    fn count(&self) -> usize {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Content;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or content parts")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Content, E> {
+                Ok(Content(s.chars().count()))
+            }
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Content, E> {
+                Ok(Content(0))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Content, A::Error> {
+                sum_seq::<Item, _>(seq).map(Content)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Content, A::Error> {
+                Item::deserialize(MapAccessDeserializer::new(map)).map(|i| Content(i.count()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// `prompt` / `input` / `instructions`: a string, token ids (one each), an
+/// array of any of these or of token arrays, or items (Responses input items,
+/// a prompt template).
+struct Text(usize);
+
+impl Count for Text {
+    fn count(&self) -> usize {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, token ids, or input items")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Text, E> {
+                Ok(Text(s.chars().count()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Text, E> {
+                Ok(Text(1))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Text, E> {
+                Ok(Text(1))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Text, A::Error> {
+                sum_seq::<Text, _>(seq).map(Text)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text, A::Error> {
+                Item::deserialize(MapAccessDeserializer::new(map)).map(|i| Text(i.count()))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
+}
+
+/// A prompt template's `variables`: names (not counted) to strings or parts.
+struct Variables(usize);
+
+impl Count for Variables {
+    fn count(&self) -> usize {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Variables {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Variables;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of template variables")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Variables, A::Error> {
+                let mut n = 0;
+                while map.next_key::<IgnoredAny>()?.is_some() {
+                    n += map.next_value::<Content>()?.0;
+                }
+                Ok(Variables(n))
+            }
+        }
+        deserializer.deserialize_map(V)
+    }
+}
+
+/// An array of `T`, counted element by element and not kept.
+struct List<T>(usize, PhantomData<T>);
+
+impl<T> Count for List<T> {
+    fn count(&self) -> usize {
+        self.0
+    }
+}
+
+impl<'de, T: Deserialize<'de> + Count> Deserialize<'de> for List<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Count> Visitor<'de> for V<T> {
+            type Value = List<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<List<T>, A::Error> {
+                sum_seq::<T, _>(seq).map(|n| List(n, PhantomData))
+            }
+        }
+        deserializer.deserialize_seq(V(PhantomData))
+    }
+}
+
+fn sum_seq<'de, T: Deserialize<'de> + Count, A: SeqAccess<'de>>(mut seq: A) -> Result<usize, A::Error> {
+    let mut n = 0usize;
+    while let Some(item) = seq.next_element::<T>()? {
+        n = n.saturating_add(item.count());
+    }
+    Ok(n)
 }
 
 #[cfg(test)]
@@ -194,6 +582,10 @@ mod tests {
         }
     }
 
+    fn post(json: &str) -> Result<Inspected, Denial> {
+        inspect(&body(json), "POST", LIMITS)
+    }
+
     #[test]
     fn reads_model_stream_and_prompt_length() {
         for (json, model, stream, chars) in [
@@ -206,12 +598,89 @@ mod tests {
             ),
             (r#"{"prompt":["ab","cd"],"stream":false}"#, None, false, 4),
             (r#"{"input":[[1,2,3],[4]],"model":"e"}"#, Some("e"), false, 4),
+            (r#"{"prompt":[1,2,3]}"#, None, false, 3),
             (r#"{"input":"hello","messages":null,"extra":{"deep":[1,2,{"x":null}]}}"#, None, false, 5),
             (r#"  {"messages":[{"role":"assistant","tool_calls":[]}]}"#, None, false, 0),
+            (
+                r#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{}"}}]}]}"#,
+                None,
+                false,
+                3,
+            ),
         ] {
-            let got = inspect(&body(json), LIMITS).unwrap();
+            let got = post(json).unwrap();
             assert_eq!(got, Inspected { model: model.map(str::to_owned), stream, prompt_chars: chars }, "{json}");
         }
+    }
+
+    /// Every place an OpenAI-style request carries text the model reads counts
+    /// toward the prompt: each of these pushes a body of 21+ characters over
+    /// the limit of 20 although no `content`, `prompt` or `input` is long.
+    #[test]
+    fn every_prompt_bearing_field_counts() {
+        let long = "x".repeat(21);
+        let schema = r#"{"type":"object","properties":{"city":{"type":"string"}}}"#;
+        for json in [
+            format!(r#"{{"messages":[{{"role":"user","content":"hi","name":"{long}"}}]}}"#),
+            format!(r#"{{"messages":[{{"role":"assistant","refusal":"{long}"}}]}}"#),
+            format!(r#"{{"messages":[{{"content":[{{"type":"refusal","refusal":"{long}"}}]}}]}}"#),
+            format!(r#"{{"messages":[{{"tool_calls":[{{"function":{{"name":"{long}","arguments":"{{}}"}}}}]}}]}}"#),
+            format!(
+                r#"{{"messages":[{{"tool_calls":[{{"function":{{"name":"f","arguments":"{{\"q\":\"{long}\"}}"}}}}]}}]}}"#
+            ),
+            format!(
+                r#"{{"messages":[{{"tool_calls":[{{"type":"custom","custom":{{"name":"f","input":"{long}"}}}}]}}]}}"#
+            ),
+            format!(r#"{{"messages":[{{"function_call":{{"name":"f","arguments":"{long}"}}}}]}}"#),
+            format!(r#"{{"messages":[{{"function_call":{{"name":"{long}"}}}}]}}"#),
+            format!(r#"{{"tools":[{{"type":"function","function":{{"name":"f","description":"{long}"}}}}]}}"#),
+            format!(r#"{{"tools":[{{"type":"function","function":{{"name":"{long}"}}}}]}}"#),
+            format!(r#"{{"tools":[{{"type":"function","function":{{"name":"f","parameters":{schema}}}}}]}}"#),
+            format!(r#"{{"tools":[{{"type":"function","name":"f","description":"{long}"}}]}}"#),
+            format!(r#"{{"tools":[{{"type":"function","name":"f","parameters":{schema}}}]}}"#),
+            format!(r#"{{"tools":[{{"type":"custom","custom":{{"name":"f","description":"{long}"}}}}]}}"#),
+            format!(r#"{{"tools":[{{"name":"f","input_schema":{schema}}}]}}"#),
+            format!(r#"{{"functions":[{{"name":"f","description":"{long}"}}]}}"#),
+            format!(r#"{{"functions":[{{"name":"f","parameters":{schema}}}]}}"#),
+            format!(r#"{{"prompt":"hi","suffix":"{long}"}}"#),
+            format!(r#"{{"prompt":[[1,2,3,4,5,6,7,8,9,10,11],[1,2,3,4,5,6,7,8,9,10]]}}"#),
+            format!(r#"{{"prompt":{{"id":"pmpt_1","variables":{{"city":"{long}"}}}}}}"#),
+            format!(r#"{{"prompt":{{"id":"pmpt_1","variables":{{"doc":{{"type":"input_text","text":"{long}"}}}}}}}}"#),
+            format!(r#"{{"input":["a","{long}"]}}"#),
+            format!(r#"{{"input":[{{"role":"user","content":[{{"type":"input_text","text":"{long}"}}]}}]}}"#),
+            format!(r#"{{"input":[{{"type":"function_call","call_id":"c","name":"f","arguments":"{long}"}}]}}"#),
+            format!(r#"{{"input":[{{"type":"function_call_output","call_id":"c","output":"{long}"}}]}}"#),
+            format!(r#"{{"input":[{{"type":"reasoning","summary":[{{"type":"summary_text","text":"{long}"}}]}}]}}"#),
+            format!(r#"{{"input":"hi","instructions":"{long}"}}"#),
+            format!(r#"{{"system":"{long}","messages":[]}}"#),
+            format!(r#"{{"system":[{{"type":"text","text":"{long}"}}]}}"#),
+            format!(r#"{{"response_format":{{"type":"json_schema","json_schema":{{"name":"w","schema":{schema}}}}}}}"#),
+            format!(
+                r#"{{"response_format":{{"type":"json_schema","json_schema":{{"name":"w","description":"{long}"}}}}}}"#
+            ),
+            format!(r#"{{"text":{{"format":{{"type":"json_schema","name":"w","schema":{schema}}}}}}}"#),
+            format!(r#"{{"prediction":{{"type":"content","content":"{long}"}}}}"#),
+            format!(r#"{{"messages":[{{"content":"0123456789"}},{{"content":"0123456789X"}}]}}"#),
+        ] {
+            let denial = post(&json).unwrap_err();
+            assert_eq!(denial.reason(), "prompt_too_long", "{json}");
+        }
+    }
+
+    #[test]
+    fn images_audio_and_files_are_not_prompt_characters() {
+        let data = "A".repeat(500);
+        let json = format!(
+            r#"{{"messages":[{{"role":"user","content":[
+                {{"type":"text","text":"describe"}},
+                {{"type":"image_url","image_url":{{"url":"data:image/png;base64,{data}","detail":"high"}}}},
+                {{"type":"input_audio","input_audio":{{"data":"{data}","format":"wav"}}}},
+                {{"type":"file","file":{{"file_data":"{data}"}}}}
+            ]}}],
+            "input":[{{"role":"user","content":[{{"type":"input_image","image_url":"data:image/png;base64,{data}"}}]}}]}}"#
+        );
+        let limits = BodyLimits { max_bytes: 10_000, ..LIMITS };
+        assert_eq!(inspect(&body(&json), "POST", limits).unwrap().prompt_chars, 8);
     }
 
     #[test]
@@ -228,10 +697,20 @@ mod tests {
             (r#"{"messages":"hi"}"#, "invalid_body"),
             (r#"{"model":"a"} trailing"#, "invalid_body"),
             (r#"{"model":"a""#, "invalid_body"),
+            (r#"{"prompt":1.5}"#, "invalid_body"),
+            (r#"{"messages":[{"content":5}]}"#, "invalid_body"),
+            (r#"{"tools":{"function":{}}}"#, "invalid_body"),
+            (r#"{"tools":[{"function":{"description":7}}]}"#, "invalid_body"),
+            // Duplicates of a read field are refused at any depth, however spelled.
+            (r#"{"messages":[{"content":"a","content":"b"}]}"#, "invalid_body"),
+            (r#"{"tools":[{"function":{"description":"a","description":"b"}}]}"#, "invalid_body"),
+            (r#"{"tools":[{"function":{"description":"a","descr\u0069ption":"b"}}]}"#, "invalid_body"),
+            (r#"{"input":[{"type":"function_call","arguments":"a","arguments":"b"}]}"#, "invalid_body"),
+            (r#"{"instructions":"a","instructions":"b"}"#, "invalid_body"),
             (r#"{"prompt":"this prompt is longer than twenty"}"#, "prompt_too_long"),
             (r#"{"messages":[{"content":"0123456789"},{"content":"0123456789X"}]}"#, "prompt_too_long"),
         ] {
-            let denial = inspect(&body(json), LIMITS).unwrap_err();
+            let denial = post(json).unwrap_err();
             assert_eq!(denial.reason(), reason, "{json}");
         }
     }
@@ -239,29 +718,54 @@ mod tests {
     #[test]
     fn size_media_type_and_truncation() {
         let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(1000));
-        assert_eq!(inspect(&body(&big), LIMITS).unwrap_err().reason(), "body_too_large");
+        assert_eq!(post(&big).unwrap_err().reason(), "body_too_large");
         let declared = RequestBody { declared_size: Some(5000), ..body("{}") };
-        assert_eq!(inspect(&declared, LIMITS).unwrap_err().reason(), "body_too_large");
+        assert_eq!(inspect(&declared, "POST", LIMITS).unwrap_err().reason(), "body_too_large");
         let partial = RequestBody { truncated: true, ..body("{}") };
-        assert_eq!(inspect(&partial, LIMITS).unwrap_err().reason(), "body_too_large");
+        assert_eq!(inspect(&partial, "POST", LIMITS).unwrap_err().reason(), "body_too_large");
         let missing = RequestBody { bytes: b"", declared_size: Some(20), forwarded: false, ..body("{}") };
-        assert!(inspect(&missing, LIMITS).unwrap_err().to_string().contains("not forwarded"));
+        assert!(inspect(&missing, "POST", LIMITS).unwrap_err().to_string().contains("not forwarded"));
         let chunked = RequestBody { bytes: b"", declared_size: None, forwarded: false, chunked: true, ..body("{}") };
-        assert!(inspect(&chunked, LIMITS).unwrap_err().to_string().contains("not forwarded"));
-        let absent = RequestBody { bytes: b"", declared_size: None, forwarded: false, ..body("{}") };
-        assert_eq!(inspect(&absent, LIMITS), Ok(Inspected::default()), "no body: nothing to inspect");
+        assert!(inspect(&chunked, "POST", LIMITS).unwrap_err().to_string().contains("not forwarded"));
         let empty = RequestBody { bytes: b"", declared_size: Some(0), ..body("{}") };
-        assert_eq!(inspect(&empty, LIMITS).unwrap_err().reason(), "invalid_body", "forwarded and empty: not JSON");
+        assert_eq!(
+            inspect(&empty, "POST", LIMITS).unwrap_err().reason(),
+            "invalid_body",
+            "forwarded and empty: not JSON"
+        );
         for ct in ["application/json; charset=utf-8", "Application/JSON", "application/vnd.api+json"] {
-            assert!(inspect(&RequestBody { content_type: Some(ct), ..body("{}") }, LIMITS).is_ok(), "{ct}");
+            assert!(inspect(&RequestBody { content_type: Some(ct), ..body("{}") }, "POST", LIMITS).is_ok(), "{ct}");
         }
         for ct in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"] {
             assert_eq!(
-                inspect(&RequestBody { content_type: Some(ct), ..body("{}") }, LIMITS).unwrap_err().reason(),
+                inspect(&RequestBody { content_type: Some(ct), ..body("{}") }, "POST", LIMITS).unwrap_err().reason(),
                 "invalid_body",
                 "{ct}"
             );
         }
-        assert!(inspect(&RequestBody { content_type: None, ..body("{}") }, LIMITS).is_ok());
+        assert!(inspect(&RequestBody { content_type: None, ..body("{}") }, "POST", LIMITS).is_ok());
+    }
+
+    /// Through Envoy, a chunked or HTTP/2 body on a route that does not buffer
+    /// reaches the Check as nothing at all: no marker, no bytes, no length.
+    /// A method that carries a body must have it forwarded.
+    #[test]
+    fn a_body_never_forwarded_is_refused_not_taken_for_none() {
+        let nothing = RequestBody { bytes: b"", declared_size: None, forwarded: false, ..body("{}") };
+        for method in ["POST", "PUT", "PATCH", "post", "Post", "QUERY", "PROPFIND", ""] {
+            let denial = inspect(&nothing, method, LIMITS).unwrap_err();
+            assert_eq!(denial.reason(), "invalid_body", "{method}");
+            let message = denial.to_string();
+            assert!(message.contains("not forwarded") && message.contains("JSON body"), "{method}: {message}");
+        }
+        let zero = RequestBody { declared_size: Some(0), ..nothing };
+        assert_eq!(inspect(&zero, "POST", LIMITS).unwrap_err().reason(), "invalid_body", "empty POST");
+        for method in ["GET", "HEAD", "OPTIONS", "DELETE", "TRACE"] {
+            assert_eq!(inspect(&nothing, method, LIMITS), Ok(Inspected::default()), "{method}: no body to inspect");
+            assert_eq!(inspect(&zero, method, LIMITS), Ok(Inspected::default()), "{method}");
+        }
+        // Bytes without the marker (another caller of Check) count as forwarded.
+        let unmarked = RequestBody { forwarded: false, ..body(r#"{"model":"m"}"#) };
+        assert_eq!(inspect(&unmarked, "POST", LIMITS).unwrap().model.as_deref(), Some("m"));
     }
 }
