@@ -134,7 +134,7 @@ impl Authorizer {
         let policy = self.policy.load();
         decision.report_only = policy.report_only_by_default();
         let path = path::normalize(request.path).map_err(|_| Denial::InvalidRequest("ambiguous or malformed path"))?;
-        let host = if policy.matches_hosts() { normalize_host(request.host) } else { String::new() };
+        let host = normalize_host(request.host).map_err(|_| Denial::InvalidRequest("malformed host"))?;
         let rule = policy.route(request.method, &host, &path);
         decision.rule = Some(rule.name.clone());
         decision.report_only = rule.report_only;

@@ -125,24 +125,28 @@ async fn normalized_paths_reach_the_rule_they_name(b: Backend) {
     let s = server(b).await;
     let (_, viewer) = s.user_with_key("v@example.com", Role::Viewer, None).await;
     for (path, allowed, rule) in [
-        ("//v1//models", true, "models"),
-        ("/v1/./models", true, "models"),
         ("/v1/%6Dodels", true, "models"),
-        ("/v1/models;x=1", true, "models"),
+        ("/v1/models/", true, "models"),
         ("/v1/models#frag", true, "models"),
-        ("/docs/../v1/models", true, "models"),
-        ("/docs/../admin/users", false, "admin"),
-        ("/docs/..;/admin/users", false, "admin"),
-        ("/v1/models/../../admin", false, "admin"),
-        ("/../../../admin", false, "admin"),
-        ("/docs/./../v1/files/f", false, "blocked"),
+        ("/v1/models?x=/../admin;", true, "models"),
+        ("/%61dmin/users", false, "admin"),
     ] {
         let c = s.check("GET", path, &[("x-api-key", &viewer)]).await;
         assert_eq!(c.allowed(), allowed, "{path}: {c:?}");
         assert_eq!(c.metadata("route").as_deref(), Some(rule), "{path}");
     }
-    // Encodings whose meaning depends on the decoder are refused, not guessed.
+    // Dot segments, parameters, empty segments and encodings whose meaning
+    // depends on the reader are refused, not resolved, cut or guessed.
     for path in [
+        "//v1//models",
+        "/v1/./models",
+        "/v1/models;x=1",
+        "/docs/../v1/models",
+        "/docs/../admin/users",
+        "/docs/..;/admin/users",
+        "/v1/models/../../admin",
+        "/../../../admin",
+        "/docs/./../v1/files/f",
         "/docs%2f..%2fadmin",
         "/docs/%2e%2e/admin",
         "/docs/%2E./admin",

@@ -12,6 +12,7 @@ pub mod body;
 pub mod path;
 pub mod spec;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::domain::{Denial, PermissionSet, Principal, Role};
@@ -103,11 +104,11 @@ impl HostPattern {
             Some(rest) => (rest, true),
             None => (pattern.trim(), false),
         };
-        let host = normalize_host(rest);
-        if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b)) {
-            return Err(format!("invalid host pattern '{pattern}'"));
-        }
-        Ok(HostPattern { host: if wildcard { format!(".{host}") } else { host }, wildcard })
+        let host = match normalize_host(rest) {
+            Ok(host) if !(host.is_empty() || wildcard && host.starts_with('[')) => host,
+            _ => return Err(format!("invalid host pattern '{pattern}'")),
+        };
+        Ok(HostPattern { host: if wildcard { format!(".{host}") } else { host.into_owned() }, wildcard })
     }
 
     /// Whether a host, as [`normalize_host`] returns it, matches.
@@ -116,18 +117,82 @@ impl HostPattern {
     }
 }
 
-/// `API.Example.com.:8443` -> `api.example.com`; `[::1]:80` -> `[::1]`.
-pub fn normalize_host(host: &str) -> String {
-    let host = host.trim();
-    let without_port = if host.starts_with('[') {
-        host.find(']').map_or(host, |end| &host[..=end])
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
+/// A `Host` / `:authority` that no reader can be trusted to read the same
+/// way, so host rules cannot be judged on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed host")]
+pub struct HostError;
+
+/// The host a rule is matched against: `API.Example.com.:8443` ->
+/// `api.example.com`; `[::1]:80` -> `[::1]`; empty stays empty (HTTP/1.0).
+///
+/// Anything else than a DNS name (letters, digits, `-`, `_`, non-empty
+/// labels, one optional trailing dot, not ending in a number), a
+/// dotted-decimal IPv4 address or a bracketed IPv6 address, optionally followed by `:` and a port (1-5 digits, at most 65535),
+/// is refused: userinfo (`user@host`), a second colon, an empty or
+/// non-numeric port, brackets around something else than an IPv6 address,
+/// whitespace, control, non-ASCII or percent-encoded characters. Upstreams
+/// and virtual-host routers read such values each their own way (the part
+/// after `@`, the text before the first colon, the bracket contents), so no
+/// host rule could say which host they name.
+///
+/// Borrows from `host` unless it has upper-case letters or is an IPv6
+/// address (put in its canonical form).
+pub fn normalize_host(host: &str) -> Result<Cow<'_, str>, HostError> {
+    if host.is_empty() {
+        return Ok(Cow::Borrowed(""));
+    }
+    let (name, port) = match host.strip_prefix('[') {
+        Some(rest) => {
+            let (inside, after) = rest.split_once(']').ok_or(HostError)?;
+            let addr: std::net::Ipv6Addr = inside.parse().map_err(|_| HostError)?;
+            let port = match after {
+                "" => None,
+                _ => Some(after.strip_prefix(':').ok_or(HostError)?),
+            };
+            check_port(port)?;
+            return Ok(Cow::Owned(format!("[{addr}]")));
         }
+        None => match host.split_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (host, None),
+        },
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    check_port(port)?;
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name.split('.').all(label_ok) {
+        return Err(HostError);
+    }
+    // A name ending in a number is an IPv4 address to URL parsers, which
+    // also read `127.1`, `0x7f.1` or `2130706433` as 127.0.0.1: only the
+    // dotted-decimal form is accepted.
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let numeric = last.bytes().all(|b| b.is_ascii_digit())
+        || last.get(..2).is_some_and(|p| p.eq_ignore_ascii_case("0x"))
+            && last.bytes().skip(2).all(|b| b.is_ascii_hexdigit());
+    if numeric && name.parse::<std::net::Ipv4Addr>().is_err() {
+        return Err(HostError);
+    }
+    Ok(if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(name)
+    })
+}
+
+fn check_port(port: Option<&str>) -> Result<(), HostError> {
+    match port {
+        None => Ok(()),
+        Some(p)
+            if (1..=5).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u32>().is_ok_and(|n| n <= 65535) =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(HostError),
+    }
 }
 
 /// Who may pass a rule.
@@ -250,12 +315,6 @@ impl Policy {
         self.default.report_only
     }
 
-    /// Whether any rule looks at the host (if none does, it need not be
-    /// normalized).
-    pub fn matches_hosts(&self) -> bool {
-        self.rules.iter().any(|r| !r.hosts.is_empty())
-    }
-
     /// Compiles a specification; `public_paths` come first, as public rules
     /// for every method and host.
     pub fn compile(spec: &PolicySpec, public_paths: &[PathPattern]) -> Result<Policy, String> {
@@ -345,17 +404,107 @@ mod tests {
             ("API.EXAMPLE.COM:443", true, true),
             ("api.example.com.", true, true),
             ("api.example.com.:8443", true, true),
+            ("api.example.com:0", true, true),
+            ("api.example.com:65535", true, true),
             ("example.com", false, false),
             ("evil-example.com", false, false),
             ("api.example.com.evil.net", false, false),
             ("a.b.example.com", false, true),
+            ("", false, false),
         ] {
-            let h = normalize_host(host);
+            let h = normalize_host(host).unwrap();
             assert_eq!((exact.matches(&h), wild.matches(&h)), (e, w), "{host} -> {h}");
         }
-        assert_eq!(normalize_host("[::1]:8080"), "[::1]");
+        for (host, want) in [
+            ("[::1]:8080", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("[0:0::1]", "[::1]"),
+            ("[FE80::A]:443", "[fe80::a]"),
+            ("127.0.0.1:10000", "127.0.0.1"),
+            ("10.0.0.1.", "10.0.0.1"),
+            ("1password.com", "1password.com"),
+            ("v1.internal", "v1.internal"),
+            ("0x.example.com", "0x.example.com"),
+            ("svc_internal.local", "svc_internal.local"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(normalize_host(host).as_deref(), Ok(want), "{host}");
+        }
+        assert!(matches!(normalize_host("api.example.com"), Ok(Cow::Borrowed(_))));
+        assert!(matches!(normalize_host("api.example.com:443"), Ok(Cow::Borrowed(_))));
         assert!(HostPattern::parse("bad host").is_err());
         assert!(HostPattern::parse("*.").is_err());
+        assert!(HostPattern::parse("").is_err());
+        assert!(HostPattern::parse("*.[::1]").is_err());
+        assert!(HostPattern::parse("user@api.example.com").is_err());
+        assert_eq!(HostPattern::parse("[::1]").unwrap(), HostPattern::parse("[0::1]:80").unwrap());
+    }
+
+    /// Host values readers disagree on: refused, so a host rule cannot be
+    /// dodged by spelling its host in a way it does not recognize.
+    #[test]
+    fn malformed_hosts_are_refused() {
+        for host in [
+            "internal.example.com:abc",
+            "internal.example.com:",
+            "internal.example.com:443:443",
+            "internal.example.com:65536",
+            "internal.example.com:99999",
+            "internal.example.com:000443",
+            "internal.example.com:-1",
+            "internal.example.com:+443",
+            "internal.example.com: 443",
+            "user@internal.example.com",
+            "user:pass@internal.example.com",
+            "internal.example.com@evil.net",
+            "[internal.example.com]",
+            "[internal.example.com]:443",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[::1]:abc",
+            "[::1]:80:80",
+            "[::1]]",
+            "[fe80::1%25eth0]",
+            "[v1.fe80::1]",
+            "::1",
+            "fe80::1:443",
+            " internal.example.com",
+            "internal.example.com ",
+            "internal .example.com",
+            "internal.example.com\t",
+            "internal.example.com\r\nx: y",
+            "internal.example.com\0",
+            "internal.ex\u{e4}mple.com",
+            "internal%2eexample.com",
+            "internal.example.com/",
+            "internal.example.com/x",
+            "internal.example.com\\",
+            "internal.example.com?",
+            "internal.example.com#",
+            "internal..example.com",
+            ".internal.example.com",
+            "internal.example.com..",
+            ".",
+            ":443",
+            "internal,example.com",
+            "internal.example.com,other",
+            "\"internal.example.com\"",
+            "127.1",
+            "0x7f.0.0.1",
+            "0x7f000001",
+            "2130706433",
+            "127.000.000.001",
+            "010.0.0.1",
+            "1.2.3.4.5",
+            "internal.1",
+            "internal.0x",
+        ] {
+            assert_eq!(normalize_host(host), Err(HostError), "{host:?}");
+            assert!(HostPattern::parse(host).is_err() || host.trim() != host, "{host:?}");
+        }
+        // A wildcard is a pattern, not a host.
+        assert_eq!(normalize_host("*.example.com"), Err(HostError));
     }
 
     #[test]
@@ -390,7 +539,7 @@ mod tests {
             ("GET", "x", "/healthz", "public /healthz"),
             ("GET", "x", "/v2/models", "default"),
         ] {
-            let rule = p.route(method, &normalize_host(host), path);
+            let rule = p.route(method, &normalize_host(host).unwrap(), path);
             assert_eq!(&*rule.name, want, "{method} {host} {path}");
         }
         assert_eq!(p.route("GET", "x", "/nope").access, Access::Deny);
@@ -399,13 +548,15 @@ mod tests {
     #[test]
     fn bypass_shapes_do_not_reach_a_public_rule() {
         let p = policy("[policy]\ndefault = \"deny\"\n");
-        for raw in ["/healthz/../v1/chat/completions", "/healthz/x", "/healthz;/../v1", "/healthz%2f..%2fv1"] {
+        for raw in
+            ["/healthz/../v1/chat/completions", "/healthz/x", "/healthz;/../v1", "/healthz%2f..%2fv1", "//healthz"]
+        {
             // A path that does not normalize is refused outright (400).
             if let Ok(n) = path::normalize(raw) {
                 assert_eq!(p.route("GET", "", &n).access, Access::Deny, "{raw} -> {n}");
             }
         }
-        let n = path::normalize("//healthz/?probe=1").unwrap();
+        let n = path::normalize("/healthz/?probe=1").unwrap();
         assert_eq!(p.route("GET", "", &n).access, Access::Public);
     }
 
