@@ -69,8 +69,10 @@ impl Decision {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allow {
-    /// Whether the credential was consumed here and should be kept from the upstream.
-    pub credential_used: bool,
+    /// Whether the request's credentials are to be kept from the upstream
+    /// (when credentials are stripped): one consumed here, or any sent to a
+    /// public rule; never on a rule with `forward_credentials`.
+    pub strip_credential: bool,
     /// The rate limit that applied, for the `X-RateLimit-*` headers.
     pub rate: Option<Outcome>,
 }
@@ -143,7 +145,7 @@ impl Authorizer {
             Access::Public => {
                 request.body.check_size(policy.max_request_bytes)?;
                 let rate = self.limits.check(None, request.client_ip, rule).await?;
-                return Ok(Allow { credential_used: false, rate });
+                return Ok(Allow { strip_credential: !rule.forward_credentials, rate });
             }
             Access::Authenticated => {}
         }
@@ -175,7 +177,7 @@ impl Authorizer {
             }
         }
         let rate = self.limits.check(principal, request.client_ip, rule).await?;
-        Ok(Allow { credential_used: principal.is_some(), rate })
+        Ok(Allow { strip_credential: principal.is_some() && !rule.forward_credentials, rate })
     }
 
     /// The model must be allowed by the API key's list and by the group's,

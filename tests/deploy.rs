@@ -7,9 +7,11 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use gatehouse::policy::{Access, Policy, PolicySpec};
 use serde_json::{Value, json};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -28,6 +30,216 @@ fn yaml(path: &str) -> Vec<Value> {
 
 fn envoy_binary() -> String {
     std::env::var("GATEHOUSE_TEST_ENVOY").expect("GATEHOUSE_TEST_ENVOY is not set: run scripts/test")
+}
+
+/// The paths of the shipped policy's `gatehouse-api` rule (Gatehouse's own
+/// API), as written.
+fn gatehouse_api_paths() -> BTreeSet<String> {
+    let policy = Policy::compile(&PolicySpec::default(), &[]).unwrap();
+    let rule = policy.rules().iter().find(|r| &*r.name == "gatehouse-api").expect("a gatehouse-api rule");
+    assert_eq!(rule.access, Access::Public);
+    assert!(rule.forward_credentials, "Gatehouse's own API needs the caller's Authorization");
+    let paths: BTreeSet<String> = rule.paths().iter().map(|p| p.as_str().to_owned()).collect();
+    assert!(paths.contains("/auth/*") && paths.contains("/api/v1/auth/*"), "{paths:?}");
+    paths
+}
+
+/// Policy patterns (`/x/*`, `/x`) from a proxy's matches: `prefixes` match
+/// the path and everything below it, `exact` ones only the path, where a
+/// trailing slash is the same path (Gatehouse ignores it). Each exact pattern
+/// must be there with and without the slash, or the variant would go elsewhere.
+fn patterns(prefixes: &[String], exact: &[String]) -> BTreeSet<String> {
+    let mut out: BTreeSet<String> = prefixes.iter().map(|p| format!("{}/*", p.trim_end_matches('/'))).collect();
+    for e in exact {
+        let base = e.trim_end_matches('/');
+        if !prefixes.iter().any(|p| p.trim_end_matches('/') == base) {
+            assert!(
+                exact.contains(&base.to_owned()) && exact.contains(&format!("{base}/")),
+                "{base} and {base}/ must both be matched"
+            );
+            out.insert(base.to_owned());
+        }
+    }
+    out
+}
+
+/// Istio-style matches: a prefix `/x/` (Istio `prefix`, or `/x/*` in an
+/// AuthorizationPolicy) needs the exact `/x` beside it to mean the policy's `/x/*`.
+fn slash_prefix_patterns(prefixes: &[String], exact: &[String]) -> BTreeSet<String> {
+    for p in prefixes {
+        assert!(p.ends_with('/'), "{p}: a prefix without its '/' also matches {p}x");
+        let base = p.trim_end_matches('/');
+        assert!(exact.contains(&base.to_owned()), "{p} without the exact {base}");
+    }
+    patterns(prefixes, exact)
+}
+
+fn strings(values: impl IntoIterator<Item = Value>) -> Vec<String> {
+    values.into_iter().map(|v| v.as_str().unwrap().to_owned()).collect()
+}
+
+/// An Envoy config's listener routes and the port of its `gatehouse_http` cluster.
+fn envoy_routes(config: &Value) -> (Vec<Value>, u64) {
+    let hcm = &config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+    let routes = hcm["route_config"]["virtual_hosts"][0]["routes"].as_array().unwrap().clone();
+    let clusters = config["static_resources"]["clusters"].as_array().unwrap();
+    let http = clusters.iter().find(|c| c["name"] == "gatehouse_http").unwrap();
+    let port = http["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        ["port_value"]
+        .as_u64()
+        .unwrap();
+    (routes, port)
+}
+
+/// Every path of the policy's `gatehouse-api` rule goes to Gatehouse's HTTP
+/// port, and nowhere else, in every shipped proxy config: sent to the
+/// upstream, a login hands it the password.
+#[test]
+fn every_proxy_config_sends_gatehouse_api_paths_to_gatehouse() {
+    let want = gatehouse_api_paths();
+    let http_port = u64::from(gatehouse::config::Config::default().http_addr.port());
+    assert_eq!(http_port, 8080);
+
+    // Envoy (and its compose twin): the gatehouse_http routes come before any
+    // other, skip ext_authz, and are exactly the rule's paths plus /healthz.
+    for file in ["envoy/envoy.yaml", "envoy/envoy.compose.yaml"] {
+        let (routes, port) = envoy_routes(&yaml(file)[0]);
+        assert_eq!(port, http_port, "{file}");
+        let to_gatehouse = |r: &Value| r["route"]["cluster"] == "gatehouse_http";
+        let first_other = routes.iter().position(|r| !to_gatehouse(r)).unwrap();
+        assert!(routes[first_other..].iter().all(|r| !to_gatehouse(r)), "{file}: Gatehouse's routes come first");
+        let (mut prefixes, mut exact) = (Vec::new(), Vec::new());
+        for r in &routes[..first_other] {
+            let m = &r["match"];
+            assert_eq!(r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"], true, "{file}: {m}");
+            match (m["path_separated_prefix"].as_str(), m["path"].as_str()) {
+                (Some(p), None) => prefixes.push(p.to_owned()),
+                (None, Some("/healthz")) => {}
+                (None, Some(p)) => exact.push(p.to_owned()),
+                _ => panic!("{file}: {m}: use path_separated_prefix or path (a plain prefix matches /authx too)"),
+            }
+        }
+        assert_eq!(patterns(&prefixes, &exact), want, "{file}");
+    }
+
+    // Compose runs that Envoy config against the shipped policy.
+    let compose = &yaml("docker-compose.yml")[0]["services"];
+    let policy_file = compose["gatehouse"]["environment"]["GATEHOUSE_POLICY_FILE"].as_str().unwrap();
+    assert!(
+        compose["gatehouse"]["volumes"].as_array().unwrap().contains(&json!(format!("./policy.toml:{policy_file}:ro")))
+    );
+    let (_, compose_port) = envoy_routes(&yaml("envoy/envoy.compose.yaml")[0]);
+    assert_eq!(compose_port, http_port);
+
+    // Kubernetes: the Service's http port, which Istio and Envoy Gateway use.
+    assert_eq!(read("deploy/kubernetes/policy.toml"), read("policy.toml"));
+    let service = &yaml("deploy/kubernetes/service.yaml")[0];
+    let http = service["spec"]["ports"].as_array().unwrap().iter().find(|p| p["name"] == "http").unwrap();
+    assert_eq!(http["port"], http_port);
+    let host = format!("{}.gatehouse.svc.cluster.local", service["metadata"]["name"].as_str().unwrap());
+
+    // Istio: the ingress VirtualService routes them to Gatehouse first...
+    let vs = &yaml("deploy/istio/virtual-service.yaml")[0];
+    let routes = vs["spec"]["http"].as_array().unwrap();
+    let api = &routes[0];
+    assert_eq!(api["route"][0]["destination"]["host"], host.as_str());
+    assert_eq!(api["route"][0]["destination"]["port"]["number"], http_port);
+    let uris: Vec<&Value> = api["match"].as_array().unwrap().iter().map(|m| &m["uri"]).collect();
+    let prefixes = strings(uris.iter().filter_map(|u| u.get("prefix").cloned()));
+    let exact = strings(uris.iter().filter_map(|u| u.get("exact").cloned()));
+    assert_eq!(prefixes.len() + exact.len(), uris.len(), "only exact and prefix matches: {uris:?}");
+    assert_eq!(slash_prefix_patterns(&prefixes, &exact), want, "Istio VirtualService");
+    for r in &routes[1..] {
+        assert_ne!(r["route"][0]["destination"]["host"], host.as_str());
+    }
+    // ...and the inference workloads refuse them, should they arrive anyway.
+    let policies = yaml("deploy/istio/authorization-policy.yaml");
+    let deny = policies.iter().find(|p| p["spec"]["action"] == "DENY").expect("a DENY policy");
+    let custom = policies.iter().find(|p| p["spec"]["action"] == "CUSTOM").unwrap();
+    assert_eq!(deny["spec"]["selector"], custom["spec"]["selector"]);
+    let paths = strings(deny["spec"]["rules"][0]["to"][0]["operation"]["paths"].as_array().unwrap().clone());
+    let prefixes: Vec<String> = paths.iter().filter_map(|p| p.strip_suffix('*')).map(str::to_owned).collect();
+    let exact: Vec<String> = paths.iter().filter(|p| !p.ends_with('*')).cloned().collect();
+    assert_eq!(slash_prefix_patterns(&prefixes, &exact), want, "Istio DENY policy");
+
+    // Envoy Gateway: an HTTPRoute of their own to the Service's http port,
+    // which the SecurityPolicy does not target, and the grant to reach it.
+    let route = &yaml("deploy/envoy-gateway/httproute.yaml")[0];
+    assert_eq!(route["kind"], "HTTPRoute");
+    let rule = &route["spec"]["rules"].as_array().unwrap()[0];
+    assert_eq!(route["spec"]["rules"].as_array().unwrap().len(), 1);
+    let backend = &rule["backendRefs"][0];
+    assert_eq!((&backend["name"], &backend["namespace"]), (&service["metadata"]["name"], &json!("gatehouse")));
+    assert_eq!(backend["port"], http_port);
+    let matches = rule["matches"].as_array().unwrap();
+    let of =
+        |kind: &str| strings(matches.iter().filter(|m| m["path"]["type"] == kind).map(|m| m["path"]["value"].clone()));
+    assert_eq!(of("PathPrefix").len() + of("Exact").len(), matches.len());
+    assert_eq!(patterns(&of("PathPrefix"), &of("Exact")), want, "Envoy Gateway HTTPRoute");
+    let gateway = yaml("deploy/envoy-gateway/security-policy.yaml");
+    let security = gateway.iter().find(|d| d["kind"] == "SecurityPolicy").unwrap();
+    assert_eq!(route["metadata"]["namespace"], security["metadata"]["namespace"]);
+    let targets = security["spec"]["targetRefs"].as_array().unwrap();
+    assert!(targets.iter().all(|t| t["name"] != route["metadata"]["name"]), "no ext auth on Gatehouse's API");
+    let grant = gateway.iter().find(|d| d["kind"] == "ReferenceGrant").unwrap();
+    assert!(
+        grant["spec"]["from"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["kind"] == "HTTPRoute" && f["namespace"] == route["metadata"]["namespace"])
+    );
+}
+
+/// Through the shipped Envoy, each of Gatehouse's API prefixes reaches
+/// Gatehouse (its JSON answers), never the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gatehouse_api_aliases_reach_gatehouse_through_envoy() {
+    let gatehouse = common::TestServer::start(common::Backend::Sqlite).await;
+    let envoy = common::Envoy::start(&gatehouse, common::spawn_echo().await).await;
+    let http = reqwest::Client::new();
+    let from_upstream = |v: &Value| v.get("headers").is_some() && v.get("path").is_some();
+    let creds = json!({"email": "alias@example.com", "password": "correct horse battery"});
+    let r = http.post(envoy.url("/api/v1/auth/register")).json(&creds).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert!(!from_upstream(&body), "{body}");
+
+    for prefix in ["/auth", "/api/v1/auth", "/api/auth"] {
+        let r = http
+            .post(envoy.url(&format!("{prefix}/login")))
+            .json(&json!({"email": "alias@example.com", "password": "wrong password here"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{prefix}/login with a wrong password");
+        let body: Value = r.json().await.unwrap();
+        assert!(body["error"]["code"].is_string() && !from_upstream(&body), "{prefix}: {body}");
+
+        let token =
+            common::login(&envoy.url(&format!("{prefix}/login")), "alias@example.com", "correct horse battery").await;
+        let me: Value = http
+            .get(envoy.url(&format!("{prefix}/me")))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(me["email"], "alias@example.com", "{prefix}/me: {me}");
+
+        let r = http.post(envoy.url("/api/v1/oauth/validate")).json(&json!({"session_token": token})).send().await;
+        let body: Value = r.unwrap().json().await.unwrap();
+        assert!(!from_upstream(&body), "/api/v1/oauth/validate: {body}");
+        assert_eq!(body["valid"], true, "{body}");
+    }
+    for path in ["/.well-known/jwks.json", "/.well-known/jwks.json/", "/auth", "/api/v1/oauth"] {
+        let r = http.get(envoy.url(path)).send().await.unwrap();
+        let text = r.text().await.unwrap();
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        assert!(!from_upstream(&body), "{path} reached the upstream: {text}");
+    }
 }
 
 #[test]
@@ -67,14 +279,21 @@ fn envoy_config_has_the_settings_that_matter() {
         assert_eq!(body["allow_partial_message"], false);
         assert_eq!(body["max_request_bytes"], 10_485_760, "equal to the default GATEHOUSE_MAX_REQUEST_BYTES");
     }
-    let disabled: Vec<&Value> =
-        routes.iter().filter(|r| per_route(r)["disabled"] == true).map(|r| &r["match"]).collect();
-    assert_eq!(disabled, [&json!({"prefix": "/auth/"}), &json!({"path": "/healthz"})]);
-    let log =
-        hcm["access_log"][0]["typed_config"]["log_format"]["text_format_source"]["inline_string"].as_str().unwrap();
+    // ext_authz is off exactly where Envoy routes to Gatehouse itself.
+    for r in routes {
+        assert_eq!(per_route(r)["disabled"] == true, r["route"]["cluster"] == "gatehouse_http", "{}", r["match"]);
+    }
+    // x_auth_role would reach a CGI/WSGI upstream as HTTP_X_AUTH_ROLE.
+    assert_eq!(hcm["common_http_protocol_options"]["headers_with_underscores_action"], "REJECT_REQUEST");
+    let format = &hcm["access_log"][0]["typed_config"]["log_format"];
+    let log = format["text_format_source"]["inline_string"].as_str().unwrap();
     for field in ["decision", "reason", "route", "user_id", "group", "key_id", "model"] {
         assert!(log.contains(&format!("DYNAMIC_METADATA(envoy.filters.http.ext_authz:{field})")), "{field}");
     }
+    // The path is logged without its query string, which may hold a credential.
+    assert!(log.contains("%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%"), "{log}");
+    assert!(!log.contains("%REQ(X-ENVOY-ORIGINAL-PATH") && !log.contains("%REQ(:PATH"), "{log}");
+    assert_eq!(format["formatters"][0]["name"], "envoy.formatter.req_without_query");
 }
 
 /// The compose variant is the shipped config with the clusters pointed at the

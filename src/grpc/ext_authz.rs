@@ -25,7 +25,9 @@ use crate::policy::body::RequestBody;
 use crate::ratelimit::{Outcome, ceil_secs};
 
 /// Headers Gatehouse sets for the upstream. Any client-sent header in the
-/// `x-auth-` namespace is removed, so none of these can be spoofed.
+/// `x-auth-` namespace is removed, so none of these can be spoofed; so is one
+/// spelled with underscores (`x_auth_role`), which CGI/WSGI upstreams read as
+/// the same `HTTP_X_AUTH_ROLE`.
 pub const IDENTITY_PREFIX: &str = "x-auth-";
 
 #[derive(Clone)]
@@ -74,7 +76,7 @@ impl ExtAuthz {
             // Report-only: let it through, marked, with the credential left
             // in place (it was not accepted, so it is not consumed).
             Err(denial) if decision.report_only => {
-                let pass = Allow { credential_used: false, rate: None };
+                let pass = Allow { strip_credential: false, rate: None };
                 self.allow(http, decision, &pass, metadata, Some(denial))
             }
             Err(denial) => deny_with(denial, metadata),
@@ -95,8 +97,9 @@ impl ExtAuthz {
             identity.push(("x-auth-shadow-reason", denial.reason().to_owned()));
             identity.push(("x-auth-shadow-status", denial.kind().http_status().to_string()));
         }
-        let strip_credential = allow.credential_used && self.strip_credentials;
-        // Client-sent identity headers not overwritten below, and the credential.
+        let strip_credential = allow.strip_credential && self.strip_credentials;
+        // Client-sent identity headers not overwritten below (any spelling
+        // but the exact name set), and the credential.
         let mut remove: Vec<String> = headers(http)
             .map(|(name, _)| name)
             .filter(|name| {
@@ -179,8 +182,13 @@ fn headers(http: &HttpRequest) -> impl Iterator<Item = (&str, &str)> + '_ {
     map.chain(raw)
 }
 
+/// In the `x-auth-` namespace, with `_` read as `-` and case ignored.
 fn is_identity_header(name: &str) -> bool {
-    name.len() >= IDENTITY_PREFIX.len() && name[..IDENTITY_PREFIX.len()].eq_ignore_ascii_case(IDENTITY_PREFIX)
+    name.len() >= IDENTITY_PREFIX.len()
+        && name.bytes().zip(IDENTITY_PREFIX.bytes()).all(|(got, want)| {
+            let got = if got == b'_' { b'-' } else { got.to_ascii_lowercase() };
+            got == want
+        })
 }
 
 fn identity_headers(principal: Option<&Principal>) -> Vec<(&'static str, String)> {

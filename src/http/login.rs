@@ -49,8 +49,10 @@ pub struct Cookie {
     same_site: &'static str,
 }
 
-/// The provider login's state, nonce and PKCE verifier (signed).
-const LOGIN_COOKIE: Cookie = Cookie { name: "gatehouse_login", path: "/", same_site: "Lax" };
+/// The provider login's state, nonce and PKCE verifier (signed). Scoped to
+/// `/auth`, where the callbacks (`redirect_uri`) are, so it never travels with
+/// requests to the upstream (the gateways send `/auth/*` only to Gatehouse).
+const LOGIN_COOKIE: Cookie = Cookie { name: "gatehouse_login", path: "/auth", same_site: "Lax" };
 /// The console's one-time session hand-off (read by `/auth/refresh`).
 pub const SESSION_COOKIE: Cookie = Cookie { name: "gatehouse_session", path: "/auth/refresh", same_site: "Strict" };
 

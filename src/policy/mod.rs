@@ -264,6 +264,10 @@ pub struct Rule {
     pub report_only: bool,
     /// Where, besides the headers, this rule accepts a credential.
     pub sources: Option<Arc<ExtraSources>>,
+    /// The upstream receives the request's `authorization` and `x-api-key`
+    /// (and credential cookie) even when credentials are stripped: for
+    /// upstreams that authenticate callers themselves, like Gatehouse's own API.
+    pub forward_credentials: bool,
 }
 
 impl Rule {
@@ -271,6 +275,11 @@ impl Rule {
         (self.methods.is_empty() || self.methods.iter().any(|m| m.eq_ignore_ascii_case(method)))
             && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host)))
             && self.paths.iter().any(|p| p.matches(path))
+    }
+
+    /// The rule's path patterns, as configured.
+    pub fn paths(&self) -> &[PathPattern] {
+        &self.paths
     }
 
     /// Whether an authenticated caller meets the rule's role and permission
@@ -332,6 +341,7 @@ impl Policy {
                 body: None,
                 report_only: spec.mode == Mode::ReportOnly,
                 sources: None,
+                forward_credentials: false,
             })
             .collect();
         let defaults = BodyLimits { max_bytes: spec.max_request_bytes, max_prompt_chars: spec.max_prompt_chars };
@@ -354,6 +364,7 @@ impl Policy {
             body: None,
             report_only: spec.mode == Mode::ReportOnly,
             sources: None,
+            forward_credentials: false,
         };
         Ok(Policy { rules, default, max_request_bytes: spec.max_request_bytes })
     }

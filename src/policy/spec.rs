@@ -149,6 +149,10 @@ pub struct RouteSpec {
     pub credential_query: Option<String>,
     /// Also accept the credential from this cookie. Off unless set.
     pub credential_cookie: Option<String>,
+    /// `true`: the upstream receives the request's credentials even when
+    /// they are stripped (`GATEHOUSE_STRIP_CREDENTIALS`); for upstreams that
+    /// authenticate callers themselves. Default `false`.
+    pub forward_credentials: Option<bool>,
 }
 
 impl RouteSpec {
@@ -229,6 +233,7 @@ impl RouteSpec {
             body,
             report_only,
             sources,
+            forward_credentials: self.forward_credentials.unwrap_or(false),
         })
     }
 }
