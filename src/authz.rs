@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 
 use crate::authn::credentials::ExtraSources;
 use crate::authn::{Authenticator, credentials};
-use crate::domain::{Denial, Permission, PermissionSet, Principal};
+use crate::domain::{DEFAULT_GROUP, Denial, ModelList, Permission, PermissionSet, Principal};
 use crate::policy::body::{self, RequestBody};
 use crate::policy::{Access, Policy, normalize_host, path};
 use crate::ratelimit::{LimitPolicy, Outcome};
@@ -160,21 +160,28 @@ impl Authorizer {
             None => None,
         };
         let principal = decision.principal.as_ref();
-        if let Some(p) = principal {
-            rule.admits(p)?;
+        match principal {
+            Some(p) => rule.admits(p)?,
+            // Anonymous (REQUIRE_AUTH=false) is a caller with no role and no
+            // permissions: a rule that asks for any needs a credential.
+            None if !rule.roles.is_empty() || !rule.permissions.is_empty() => return Err(Denial::MissingCredential),
+            None => {}
         }
         request.body.check_size(policy.max_request_bytes)?;
         if let Some(limits) = rule.body {
             let inspected = body::inspect(&request.body, request.method, limits)?;
             decision.model = inspected.model;
-            if let Some(p) = principal {
-                if inspected.stream && !p.permissions.contains(Permission::UseStreaming) {
-                    return Err(Denial::MissingPermissions {
-                        missing: PermissionSet::from_iter([Permission::UseStreaming]),
-                    });
+            let streaming = PermissionSet::from_iter([Permission::UseStreaming]);
+            match principal {
+                Some(p) if inspected.stream && !p.permissions.contains(Permission::UseStreaming) => {
+                    return Err(Denial::MissingPermissions { missing: streaming });
                 }
-                self.check_model(p, decision.model.as_deref()).await?;
+                None if inspected.stream => return Err(Denial::MissingCredential),
+                _ => {}
             }
+            // Anonymous callers are held to the default group's models.
+            let (group, own) = principal.map_or((DEFAULT_GROUP, None), |p| (&*p.group, p.models.as_ref()));
+            self.check_model(group, own, decision.model.as_deref()).await?;
         }
         let rate = self.limits.check(principal, request.client_ip, rule).await?;
         Ok(Allow { strip_credential: principal.is_some() && !rule.forward_credentials, rate })
@@ -183,15 +190,15 @@ impl Authorizer {
     /// The model must be allowed by the API key's list and by the group's,
     /// where they have one. The group is read through the cache; if it cannot
     /// be read, the request is refused rather than let through unchecked.
-    async fn check_model(&self, principal: &Principal, model: Option<&str>) -> Result<(), Denial> {
-        let group = match self.groups.get(&principal.group).await {
-            Ok(group) => group,
+    async fn check_model(&self, group: &str, own: Option<&ModelList>, model: Option<&str>) -> Result<(), Denial> {
+        let group = match self.groups.get(group).await {
+            Ok(found) => found,
             Err(e) => {
-                tracing::warn!(error = %e, group = %principal.group, "cannot read the group's models");
+                tracing::warn!(error = %e, group, "cannot read the group's models");
                 return Err(Denial::BackendUnavailable);
             }
         };
-        let lists = principal.models.iter().chain(group.as_ref().and_then(|g| g.models.as_ref()));
+        let lists = own.into_iter().chain(group.as_ref().and_then(|g| g.models.as_ref()));
         for list in lists {
             match model {
                 None => {

@@ -447,7 +447,8 @@ pub fn validate_email(email: &str) -> Result<String, AccountError> {
     if is_plain_email(&email) { Ok(email) } else { Err(validation("email", "not a valid email address")) }
 }
 
-fn is_plain_email(email: &str) -> bool {
+/// Whether `email` is already in the form [`validate_email`] returns.
+pub fn is_plain_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else { return false };
     let local_ok = (1..=64).contains(&local.len())
         && local.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._+-".contains(&b))

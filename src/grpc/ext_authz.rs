@@ -197,12 +197,20 @@ fn identity_headers(principal: Option<&Principal>) -> Vec<(&'static str, String)
     };
     let mut out = vec![
         ("x-auth-user-id", p.user_id.to_string()),
-        ("x-auth-email", p.email.to_string()),
-        ("x-auth-role", p.role.as_str().to_owned()),
         ("x-auth-group", p.group.to_string()),
         ("x-auth-method", p.method.as_str().to_owned()),
         ("x-auth-permissions", p.permissions.to_string()),
     ];
+    // Emails are checked when stored; one stored before that rule (or by
+    // hand) that an upstream could split or misread is not forwarded.
+    if crate::accounts::is_plain_email(&p.email) {
+        out.push(("x-auth-email", p.email.to_string()));
+    }
+    // A key narrowed below every role carries none: no header, so no
+    // client-sent one survives either.
+    if let Some(role) = p.role {
+        out.push(("x-auth-role", role.as_str().to_owned()));
+    }
     if let Some(key_id) = &p.key_id {
         out.push(("x-auth-key-id", key_id.to_string()));
     }
@@ -340,7 +348,7 @@ fn decision_metadata(decision: &Decision) -> Struct {
         ("route", decision.rule.as_deref().unwrap_or("")),
         ("method", method),
         ("user_id", p.map_or("", |p| &p.user_id)),
-        ("role", p.map_or("", |p| p.role.as_str())),
+        ("role", p.map_or("", Principal::role_name)),
         ("group", p.map_or("", |p| &p.group)),
         ("key_id", p.and_then(|p| p.key_id.as_deref()).unwrap_or("")),
         ("model", decision.model.as_deref().unwrap_or("")),

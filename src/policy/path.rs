@@ -112,7 +112,15 @@ fn decode_segment(segment: &str, out: &mut String) -> Result<(), PathError> {
             (false, _) => return Err(PathError::ForbiddenCharacter),
             (true, b'/' | b'\\' | b'.' | b'%' | b';' | 0..=0x1f | 0x7f) => return Err(PathError::AmbiguousEncoding),
             (true, v) if v.is_ascii_alphanumeric() || v == b'-' || v == b'_' || v == b'~' => out.push(v as char),
-            // Reserved and other bytes stay encoded, in one canonical (upper-case) form.
+            // Characters a segment may hold literally (RFC 3986 pchar: `:`,
+            // `@` and the sub-delimiters other than `;`) mean the same encoded
+            // or not to an upstream that decodes them (Go, nginx, most
+            // frameworks): decode them, so `x%3Agenerate` meets a rule for
+            // `x:generate` as those upstreams would route it.
+            (true, v @ (b':' | b'@' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b'=')) => {
+                out.push(v as char)
+            }
+            // Other bytes stay encoded, in one canonical (upper-case) form.
             (true, v) => {
                 out.push('%');
                 out.push(char::from(b"0123456789ABCDEF"[(v >> 4) as usize]));
@@ -151,7 +159,10 @@ mod tests {
             ("/v1/models#frag/../;", "/v1/models"),
             ("/v1/%6dodels", "/v1/models"),
             ("/v1/a%20b", "/v1/a%20b"),
-            ("/v1/a%3ab", "/v1/a%3Ab"),
+            ("/v1/a%3ab", "/v1/a:b"),
+            ("/v1/models/ft%3Agpt%3Aorg%40x", "/v1/models/ft:gpt:org@x"),
+            ("/v1/a%2Cb%3Dc", "/v1/a,b=c"),
+            ("/v1/a%3Fb%23c", "/v1/a%3Fb%23c"),
             ("/v1/caf%C3%A9", "/v1/caf%C3%A9"),
             ("/v1/%e2%82%ac%F0%9F%98%80", "/v1/%E2%82%AC%F0%9F%98%80"),
             ("/v1/...", "/v1/..."),
