@@ -105,8 +105,13 @@ pub struct GithubConfig {
     pub client_secret: Secret,
     /// Where `/login/oauth/authorize` and `/login/oauth/access_token` live.
     pub oauth_url: String,
-    /// The REST API (`/user`, `/user/emails`).
+    /// The REST API (`/user`, `/user/emails`, memberships).
     pub api_url: String,
+    /// Organisations (`org`) and teams (`org/team`) whose active members get
+    /// an account at their first login, and without which no GitHub login is
+    /// accepted; empty: GitHub creates no accounts (it only signs in users
+    /// whose verified email is an account's verified address).
+    pub allowed_orgs: Vec<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -298,6 +303,7 @@ struct FileOidc {
     #[serde(default)]
     role_map: std::collections::HashMap<String, String>,
     default_role: Option<String>,
+    provision_users: Option<bool>,
     leeway_seconds: Option<u64>,
 }
 
@@ -472,8 +478,33 @@ fn file_issuer(index: usize, o: FileOidc) -> Result<IssuerConfig, ConfigError> {
     if let Some(role) = o.default_role {
         issuer.default_role = role.parse().map_err(|e| invalid(&key("default_role"), &role, e))?;
     }
+    set(&mut issuer.provision_users, o.provision_users);
     set(&mut issuer.leeway_seconds, o.leeway_seconds);
     Ok(issuer)
+}
+
+/// `GITHUB_ALLOWED_ORGS`: comma-separated `org` or `org/team`, lower-cased;
+/// names of letters, digits, `-` (and `_` in team slugs) only, as they go
+/// into API paths.
+fn github_orgs(list: &str) -> Result<Vec<String>, ConfigError> {
+    let name_ok = |s: &str, extra: &[u8]| {
+        (1..=100).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || extra.contains(&b))
+    };
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|rule| {
+            let ok = match rule.split_once('/') {
+                Some((org, team)) => name_ok(org, b"") && name_ok(team, b"_"),
+                None => name_ok(rule, b""),
+            };
+            if ok {
+                Ok(rule.to_ascii_lowercase())
+            } else {
+                Err(invalid("GITHUB_ALLOWED_ORGS", rule, "expected ORG or ORG/TEAM (letters, digits, '-')"))
+            }
+        })
+        .collect()
 }
 
 fn normalize_domains<'a>(items: impl Iterator<Item = &'a str>) -> Vec<String> {
@@ -761,6 +792,7 @@ impl Config {
                 issuer.group_claim = Some(claim);
             }
             set(&mut issuer.leeway_seconds, parse_var(env, "OIDC_LEEWAY_SECONDS")?);
+            set(&mut issuer.provision_users, parse_var::<Flag>(env, "OIDC_PROVISION_USERS")?.map(|f| f.0));
             // The environment's issuer replaces a file entry for the same URL.
             self.oidc.retain(|i| i.issuer_url != issuer.issuer_url);
             self.oidc.push(issuer);
@@ -798,6 +830,7 @@ impl Config {
                     client_secret: Secret::new(secret),
                     oauth_url: url("GITHUB_OAUTH_URL", "https://github.com")?,
                     api_url: url("GITHUB_API_URL", "https://api.github.com")?,
+                    allowed_orgs: github_orgs(&parse_var::<String>(env, "GITHUB_ALLOWED_ORGS")?.unwrap_or_default())?,
                 });
             }
             (None, None) => {}
@@ -1014,6 +1047,25 @@ mod tests {
         let c = Config::load_with(Some(&path), &|_| None).unwrap();
         let d = Config::default();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn provider_provisioning_settings() {
+        let github = [("GITHUB_CLIENT_ID", "id"), ("GITHUB_CLIENT_SECRET", "secret")];
+        let c = load(&github, None).unwrap();
+        assert!(c.github.unwrap().allowed_orgs.is_empty(), "GitHub provisions no one by default");
+        let c = load(&[github[0], github[1], ("GITHUB_ALLOWED_ORGS", " Acme, acme/Platform_1 ,")], None).unwrap();
+        assert_eq!(c.github.unwrap().allowed_orgs, ["acme", "acme/platform_1"]);
+        for bad in ["acme/../../user", "ac me", "acme/", "/team", "a/b/c"] {
+            let e = load(&[github[0], github[1], ("GITHUB_ALLOWED_ORGS", bad)], None).unwrap_err().to_string();
+            assert!(e.contains("GITHUB_ALLOWED_ORGS"), "{bad}: {e}");
+        }
+        let oidc = [("OIDC_ISSUER_URL", "https://idp.example"), ("OIDC_AUDIENCE", "gw")];
+        assert!(load(&oidc, None).unwrap().oidc[0].provision_users, "a configured issuer provisions by default");
+        let c = load(&[oidc[0], oidc[1], ("OIDC_PROVISION_USERS", "false")], None).unwrap();
+        assert!(!c.oidc[0].provision_users);
+        let file = "[[oidc]]\nissuer_url = \"https://idp.example\"\naudiences = [\"gw\"]\nprovision_users = false\n";
+        assert!(!load(&[], Some(file)).unwrap().oidc[0].provision_users);
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct UserView {
     pub created_at: String,
     /// `REQUESTS/SECONDS/BURST` replacing the group's limit, if any.
     pub rate_limit: Option<String>,
+    /// Whether a provider's identity with this verified email may be linked.
+    pub email_verified: bool,
 }
 
 impl From<&User> for UserView {
@@ -42,6 +44,7 @@ impl From<&User> for UserView {
             disabled: u.disabled,
             created_at: timestamp(u.created_at),
             rate_limit: u.rate_limit.map(|l| l.to_string()),
+            email_verified: u.email_verified,
         }
     }
 }

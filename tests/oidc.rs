@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 mod common;
+#[path = "oidc/provisioning.rs"]
+mod provisioning;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -19,6 +21,8 @@ use tonic::Code;
 struct Provider {
     port: u16,
     redirect_uris: String,
+    /// More environment for provider.mjs (`EXTRA_CLIENTS`, `ACCOUNTS`).
+    env: Vec<(&'static str, String)>,
     keys: PathBuf,
     child: Option<Child>,
     _dir: tempfile::TempDir,
@@ -36,6 +40,7 @@ impl Provider {
         Provider {
             port: free_port(),
             redirect_uris: String::new(),
+            env: Vec::new(),
             keys: dir.path().join("keys.json"),
             child: None,
             _dir: dir,
@@ -58,6 +63,7 @@ impl Provider {
             .arg(script())
             .args(["serve", self.keys.to_str().unwrap(), &self.port.to_string()])
             .env("REDIRECT_URIS", &self.redirect_uris)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -404,6 +410,7 @@ async fn login_through_the_provider_issues_a_gatehouse_token() {
 /// A local stand-in for GitHub's three OAuth endpoints (GitHub itself cannot
 /// be reached from here).
 async fn fake_github(verified: bool, email: &'static str) -> std::net::SocketAddr {
+    use axum::response::IntoResponse;
     use axum::routing::{get, post};
     let app = axum::Router::new()
         .route(
@@ -432,6 +439,30 @@ async fn fake_github(verified: bool, email: &'static str) -> std::net::SocketAdd
                     {"email": email, "primary": true, "verified": verified},
                 ]))
             }),
+        )
+        // octocat: an active member of acme and of its team platform, invited
+        // to (not yet in) pending-org.
+        .route(
+            "/user/memberships/orgs/{org}",
+            get(|headers: axum::http::HeaderMap, axum::extract::Path(org): axum::extract::Path<String>| async move {
+                assert_eq!(headers["authorization"], "Bearer gho_test");
+                match org.as_str() {
+                    "acme" => axum::Json(serde_json::json!({"state": "active", "role": "member"})).into_response(),
+                    "pending-org" => axum::Json(serde_json::json!({"state": "pending", "role": "member"})).into_response(),
+                    _ => axum::http::StatusCode::NOT_FOUND.into_response(),
+                }
+            }),
+        )
+        .route(
+            "/orgs/{org}/teams/{team}/memberships/{user}",
+            get(|headers: axum::http::HeaderMap, axum::extract::Path(p): axum::extract::Path<(String, String, String)>| async move {
+                assert_eq!(headers["authorization"], "Bearer gho_test");
+                if (p.0.as_str(), p.1.as_str(), p.2.as_str()) == ("acme", "platform", "octocat") {
+                    axum::Json(serde_json::json!({"state": "active", "role": "member"})).into_response()
+                } else {
+                    axum::http::StatusCode::NOT_FOUND.into_response()
+                }
+            }),
         );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -447,6 +478,7 @@ async fn github_gatehouse(fake: std::net::SocketAddr, domains: &[&str]) -> TestS
             client_secret: gatehouse::secret::Secret::new("gh-secret"),
             oauth_url: format!("http://{fake}"),
             api_url: format!("http://{fake}"),
+            allowed_orgs: vec!["acme".into()],
         });
         c.accounts.allowed_email_domains = domains;
     })

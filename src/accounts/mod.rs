@@ -6,12 +6,12 @@ mod keys;
 
 pub use keys::{Acting, Actor, Door};
 
-use crate::audit::Audit;
+use crate::audit::{Audit, event};
 use crate::authn::oidc::ExternalIdentity;
 use crate::authn::password;
 use crate::config::AccountSettings;
 use crate::domain::{
-    ApiKey, DEFAULT_GROUP, Group, ModelList, NewUser, Principal, Role, RolePermissions, User, UserUpdate,
+    ApiKey, AuditAction, DEFAULT_GROUP, Group, ModelList, NewUser, Principal, Role, RolePermissions, User, UserUpdate,
 };
 use crate::secret::Secret;
 use crate::store::bus::{Apply, Bus, Change};
@@ -28,6 +28,9 @@ pub enum AccountError {
     Conflict(String),
     #[error("{0}")]
     Forbidden(String),
+    /// A provider's identity gets no account here (one of [`refusal`]).
+    #[error("{0}")]
+    Refused(&'static str),
     /// Unknown account and wrong password share this one message.
     #[error("invalid email or password")]
     InvalidLogin,
@@ -37,6 +40,18 @@ pub enum AccountError {
 
 fn validation(field: &'static str, message: impl Into<String>) -> AccountError {
     AccountError::Validation { field, message: message.into() }
+}
+
+/// Why a provider's identity gets no account: shown to the user (403) and
+/// recorded in the audit log.
+pub mod refusal {
+    pub const NOT_PROVISIONED: &str =
+        "this sign-in provider does not create accounts for new users: ask an administrator for an account";
+    pub const DOMAIN: &str = "this account's verified email is not in an allowed domain";
+    pub const UNVERIFIED_ACCOUNT: &str = "an account with this email exists, but its address was not verified by \
+                                          Gatehouse: ask an administrator to verify it before signing in this way";
+    pub const PLACEHOLDER_TAKEN: &str =
+        "this identity has no verified email, and the address it would be given is taken: ask an administrator";
 }
 
 pub const MAX_KEY_LIFETIME_DAYS: u32 = 3650;
@@ -153,16 +168,25 @@ impl Accounts {
         if !registrable(&email) {
             return Err(validation("email", "addresses in the .invalid domain cannot register"));
         }
-        let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
-        let allowed = &self.settings.allowed_email_domains;
-        if !allowed.is_empty() && !allowed.iter().any(|d| d == domain) {
+        if !self.domain_allowed(&email) {
+            let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
             return Err(AccountError::Forbidden(format!("registration is not open to {domain} addresses")));
         }
-        self.create_user_with_password(&email, name, self.settings.default_role, DEFAULT_GROUP, Some(password)).await
+        // Gatehouse sends no mail: a self-registered address is unverified.
+        let role = self.settings.default_role;
+        self.user_with_password(&email, name, role, DEFAULT_GROUP, Some(password), false).await
     }
 
-    /// Creates a user, with a password when given (checked against the policy
-    /// and hashed before anything is written).
+    /// Whether `ALLOWED_EMAIL_DOMAINS` admits this address.
+    fn domain_allowed(&self, email: &str) -> bool {
+        let allowed = &self.settings.allowed_email_domains;
+        let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+        allowed.is_empty() || allowed.iter().any(|d| d == domain)
+    }
+
+    /// Creates a user (by an admin, the CLI or the bootstrap: the address
+    /// counts as verified), with a password when given (checked against the
+    /// policy and hashed before anything is written).
     pub async fn create_user_with_password(
         &self,
         email: &str,
@@ -171,11 +195,23 @@ impl Accounts {
         group: &str,
         password: Option<Secret>,
     ) -> Result<User, AccountError> {
+        self.user_with_password(email, name, role, group, password, true).await
+    }
+
+    async fn user_with_password(
+        &self,
+        email: &str,
+        name: Option<&str>,
+        role: Role,
+        group: &str,
+        password: Option<Secret>,
+        email_verified: bool,
+    ) -> Result<User, AccountError> {
         let password_hash = match password {
             Some(p) => Some(self.hash_password(p).await?),
             None => None,
         };
-        self.insert_user(email, name, role, group, password_hash).await
+        self.insert_user(email, name, role, group, password_hash, email_verified).await
     }
 
     async fn hash_password(&self, password: Secret) -> Result<String, AccountError> {
@@ -209,41 +245,83 @@ impl Accounts {
         }
     }
 
-    /// The user behind an external identity, created on first sight
-    /// ("just in time") so keys, groups and limits work for them too. A
-    /// verified email links to an existing user with that email. The role and
-    /// group follow the provider's claims when it sends them.
+    /// The user behind an external identity. On first sight, a verified
+    /// email links to the account with that address when Gatehouse verified
+    /// it too (refused otherwise: it may have been registered by someone
+    /// else); with no such account, one is created if the provider
+    /// provisions users. `ALLOWED_EMAIL_DOMAINS` applies to every identity.
+    /// The role and group follow the provider's claims when they map to
+    /// something here; each change is audited with the provider as actor.
     pub async fn provision(&self, identity: &ExternalIdentity) -> Result<User, AccountError> {
+        let email = usable_email(identity);
+        if !self.settings.allowed_email_domains.is_empty() && !email.as_deref().is_some_and(|e| self.domain_allowed(e))
+        {
+            return Err(self.refuse(identity, None, refusal::DOMAIN).await);
+        }
         let user = match self.store.user_by_identity(&identity.provider, &identity.subject).await? {
             Some(user) => user,
-            None => self.link_new_identity(identity).await?,
+            None => self.link_new_identity(identity, email).await?,
         };
         self.sync_claims(user, identity).await
     }
 
-    async fn link_new_identity(&self, identity: &ExternalIdentity) -> Result<User, AccountError> {
-        // A provider's email that Gatehouse could not store or forward safely
-        // is treated as no email at all: never linked, never forwarded.
-        let verified_email = identity.verified_email.as_deref().and_then(|e| validate_email(e).ok());
-        let existing = match &verified_email {
-            Some(email) => self.store.user_by_email(email).await?,
-            None => None,
+    async fn link_new_identity(
+        &self,
+        identity: &ExternalIdentity,
+        email: Option<String>,
+    ) -> Result<User, AccountError> {
+        if let Some(email) = &email
+            && let Some(user) = self.store.user_by_email(email).await?
+        {
+            return self.link_existing(identity, user).await;
+        }
+        if !identity.provision {
+            return Err(self.refuse(identity, None, refusal::NOT_PROVISIONED).await);
+        }
+        let email_verified = email.is_some();
+        let new = NewUser {
+            email: email.unwrap_or_else(|| placeholder_email(identity)),
+            // A display name Gatehouse would refuse is left out, not fatal.
+            name: identity.name.as_deref().and_then(|n| validate_text("name", n, 200).ok()),
+            role: identity.role.or(identity.default_role).unwrap_or(self.settings.default_role),
+            group: DEFAULT_GROUP.to_owned(),
+            password_hash: None,
+            email_verified,
         };
-        let user = match existing {
-            Some(user) => user,
-            None => {
-                let email = verified_email.unwrap_or_else(|| placeholder_email(identity));
-                let role = identity.role.unwrap_or(self.settings.default_role);
-                // A display name Gatehouse would refuse is left out, not fatal.
-                let name = identity.name.as_deref().filter(|n| validate_text("name", n, 200).is_ok());
-                match self.insert_user(&email, name, role, DEFAULT_GROUP, None).await {
-                    Err(AccountError::Conflict(_)) => {
-                        self.store.user_by_email(&email).await?.ok_or(AccountError::NotFound("user"))?
-                    }
-                    other => other?,
+        match self.store.create_linked_user(&new, &identity.provider, &identity.subject).await {
+            Ok(user) => {
+                let claim = identity.role.and(identity.role_claim.as_deref());
+                let detail = format!(
+                    "provisioned as {}{} for subject {}",
+                    user.role,
+                    claim.map(|c| format!(" from claim {c}")).unwrap_or_default(),
+                    identity.subject
+                );
+                self.audit_by_provider(identity, AuditAction::UserCreated, &user, detail).await;
+                tracing::info!(user_id = %user.id, provider = %identity.provider, "user provisioned");
+                Ok(user)
+            }
+            // Another request for this identity got there first, or the
+            // address is taken (never linked on that ground alone).
+            Err(StoreError::Conflict) => {
+                if let Some(user) = self.store.user_by_identity(&identity.provider, &identity.subject).await? {
+                    return Ok(user);
+                }
+                match self.store.user_by_email(&new.email).await? {
+                    Some(user) if email_verified => self.link_existing(identity, user).await,
+                    taken => Err(self.refuse(identity, taken.as_ref(), refusal::PLACEHOLDER_TAKEN).await),
                 }
             }
-        };
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Links an identity whose verified email is `user`'s address, if
+    /// Gatehouse verified that address too.
+    async fn link_existing(&self, identity: &ExternalIdentity, user: User) -> Result<User, AccountError> {
+        if !user.email_verified {
+            return Err(self.refuse(identity, Some(&user), refusal::UNVERIFIED_ACCOUNT).await);
+        }
         match self.store.link_identity(&identity.provider, &identity.subject, &user.id).await {
             // Another request linked it first: use what it linked.
             Err(StoreError::Conflict) => self
@@ -253,14 +331,34 @@ impl Accounts {
                 .ok_or(AccountError::NotFound("user")),
             Err(e) => Err(e.into()),
             Ok(()) => {
+                let detail = format!("linked to subject {} by verified email", identity.subject);
+                self.audit_by_provider(identity, AuditAction::UserUpdated, &user, detail).await;
                 tracing::info!(user_id = %user.id, provider = %identity.provider, "external identity linked");
                 Ok(user)
             }
         }
     }
 
+    /// Records why `identity` gets no account (`user`: the account in the way).
+    async fn refuse(&self, identity: &ExternalIdentity, user: Option<&User>, reason: &'static str) -> AccountError {
+        let mut e = event(AuditAction::LoginFailed)
+            .actor(provider_actor(identity))
+            .detail(format!("{reason} (subject {})", identity.subject));
+        if let Some(user) = user {
+            e = e.target(format!("user:{}", user.id));
+        }
+        self.audit.record(e).await;
+        AccountError::Refused(reason)
+    }
+
+    async fn audit_by_provider(&self, identity: &ExternalIdentity, action: AuditAction, user: &User, detail: String) {
+        let e = event(action).actor(provider_actor(identity)).target(format!("user:{}", user.id)).detail(detail);
+        self.audit.record(e).await;
+    }
+
     /// Applies the provider's role and group claims when they differ from
-    /// what is stored (a group must already exist here to be used).
+    /// what is stored (a claim with no value that maps to a role, or no group
+    /// that exists here, changes nothing); each change is audited.
     async fn sync_claims(&self, user: User, identity: &ExternalIdentity) -> Result<User, AccountError> {
         let mut update = UserUpdate::default();
         if let Some(role) = identity.role.filter(|r| *r != user.role) {
@@ -277,7 +375,18 @@ impl Accounts {
         if update.role.is_none() && update.group.is_none() {
             return Ok(user);
         }
-        self.update_user(&user.id, &update).await
+        let updated = self.update_user(&user.id, &update).await?;
+        let claim = |c: &Option<String>| c.clone().unwrap_or_default();
+        if updated.role != user.role {
+            let detail = format!("{} -> {} from claim {}", user.role, updated.role, claim(&identity.role_claim));
+            self.audit_by_provider(identity, AuditAction::RoleChanged, &updated, detail).await;
+        }
+        if updated.group != user.group {
+            let detail =
+                format!("group {} -> {} from claim {}", user.group, updated.group, claim(&identity.group_claim));
+            self.audit_by_provider(identity, AuditAction::UserUpdated, &updated, detail).await;
+        }
+        Ok(updated)
     }
 
     pub async fn set_password(&self, user_id: &str, password: Secret) -> Result<(), AccountError> {
@@ -305,7 +414,7 @@ impl Accounts {
         role: Role,
         group: &str,
     ) -> Result<User, AccountError> {
-        self.insert_user(email, name, role, group, None).await
+        self.insert_user(email, name, role, group, None, true).await
     }
 
     async fn insert_user(
@@ -315,6 +424,7 @@ impl Accounts {
         role: Role,
         group: &str,
         password_hash: Option<String>,
+        email_verified: bool,
     ) -> Result<User, AccountError> {
         let email = validate_email(email)?;
         let name = name.map(|n| validate_text("name", n, 200)).transpose()?;
@@ -322,7 +432,7 @@ impl Accounts {
         if self.store.group(group).await?.is_none() {
             return Err(validation("group", format!("group '{group}' does not exist")));
         }
-        let new = NewUser { email: email.clone(), name, role, group: group.to_owned(), password_hash };
+        let new = NewUser { email: email.clone(), name, role, group: group.to_owned(), password_hash, email_verified };
         match self.store.create_user(&new).await {
             Err(StoreError::Conflict) => {
                 Err(AccountError::Conflict(format!("a user with email {email} already exists")))
@@ -401,6 +511,18 @@ pub fn key_models(caller: &Principal, requested: Option<Vec<String>>) -> Result<
 /// A model list from a request; errors name the `allowed_models` field.
 pub fn parse_models(names: &[String]) -> Result<ModelList, AccountError> {
     ModelList::new(names).map_err(|e| validation("allowed_models", e.to_string()))
+}
+
+/// The provider's verified email as Gatehouse would store it; `None` when it
+/// has none, or one Gatehouse could not store or forward safely, or one in the
+/// reserved `.invalid` domain (never linked to a placeholder account).
+fn usable_email(identity: &ExternalIdentity) -> Option<String> {
+    identity.verified_email.as_deref().and_then(|e| validate_email(e).ok()).filter(|e| registrable(e))
+}
+
+/// The audit log's actor for changes a provider's claims make.
+fn provider_actor(identity: &ExternalIdentity) -> String {
+    format!("provider:{}", identity.provider)
 }
 
 /// An address for a provider account without a (verified) email: never

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use moka::Expiry;
 use sha2::{Digest, Sha256};
 
-use crate::accounts::Accounts;
+use crate::accounts::{AccountError, Accounts};
 use crate::domain::{AuthMethod, Denial, KeyGrant, Principal, RolePermissions, Session, User};
 use crate::ratelimit::Override;
 use crate::store::cache::{KeyCache, UserCache};
@@ -32,13 +32,21 @@ enum Verified {
     Session(Claims),
     /// A provider's token, and the user it was provisioned as.
     External { user_id: String, exp: i64 },
+    /// A provider's token whose identity gets no account here, remembered
+    /// until `until` so a retried token costs no lookup and no audit row.
+    Refused { denial: Denial, until: i64 },
 }
+
+/// How long a refused provider token stays refused without another look
+/// (an admin's fix applies after at most this long).
+const REFUSAL_MEMORY_SECONDS: i64 = 60;
 
 impl Verified {
     fn exp(&self) -> i64 {
         match self {
             Verified::Session(c) => c.exp,
             Verified::External { exp, .. } => *exp,
+            Verified::Refused { until, .. } => *until,
         }
     }
 }
@@ -156,6 +164,7 @@ impl Authenticator {
                 (claims.sub.as_str(), Some(session), AuthMethod::Jwt)
             }
             Verified::External { user_id, .. } => (user_id.as_str(), None, AuthMethod::Oidc),
+            Verified::Refused { denial, .. } => return Err(denial.clone()),
         };
         let user = match self.users.get(user_id).await {
             Ok(Some(user)) => user,
@@ -172,6 +181,9 @@ impl Authenticator {
         let cached = self.verified.get(&digest);
         TOKEN_CACHE.with(|(hit, miss)| if cached.is_some() { hit.increment(1) } else { miss.increment(1) });
         if let Some(verified) = cached {
+            if let Verified::Refused { denial, .. } = &*verified {
+                return Err(denial.clone());
+            }
             if verified.exp() + self.jwt.settings().leeway_seconds <= now {
                 return Err(Denial::Expired);
             }
@@ -182,17 +194,26 @@ impl Authenticator {
             Some(provider) if issuer.as_deref() != Some(self.jwt.settings().issuer.as_str()) => {
                 let (_, identity) = provider.verify(token, None).await?;
                 // Boxed: the cold path's future is deep, and need not be inlined.
-                let user = Box::pin(self.accounts.provision(&identity)).await.map_err(|e| {
-                    tracing::warn!(error = %e, "could not provision a provider's user");
-                    Denial::BackendUnavailable
-                })?;
-                Verified::External { user_id: user.id, exp: identity.expires_at }
+                match Box::pin(self.accounts.provision(&identity)).await {
+                    Ok(user) => Verified::External { user_id: user.id, exp: identity.expires_at },
+                    Err(AccountError::Refused(reason)) => {
+                        let until = identity.expires_at.min(now + REFUSAL_MEMORY_SECONDS);
+                        Verified::Refused { denial: Denial::NotProvisioned(reason), until }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not provision a provider's user");
+                        return Err(Denial::BackendUnavailable);
+                    }
+                }
             }
             _ => Verified::Session(self.jwt.verify(token, now)?),
         };
         let verified = Arc::new(verified);
         self.verified.insert(digest, verified.clone());
-        Ok(verified)
+        match &*verified {
+            Verified::Refused { denial, .. } => Err(denial.clone()),
+            _ => Ok(verified),
+        }
     }
 
     pub fn providers(&self) -> &Arc<Providers> {

@@ -43,7 +43,11 @@ pub struct IssuerConfig {
     /// Claim values and the role each maps to, e.g. `gateway-admin = "admin"`.
     /// The names `viewer`, `operator` and `admin` always map to themselves.
     pub role_map: HashMap<String, Role>,
+    /// A new user's role when the token has a role claim but no value maps.
     pub default_role: Role,
+    /// Whether an identity seen for the first time gets an account (one
+    /// whose verified email matches a verified account is linked either way).
+    pub provision_users: bool,
     pub leeway_seconds: u64,
     pub refresh_interval: Duration,
     pub min_refetch_interval: Duration,
@@ -61,6 +65,7 @@ impl IssuerConfig {
             group_claim: Some("groups".into()),
             role_map: HashMap::new(),
             default_role: Role::Viewer,
+            provision_users: true,
             leeway_seconds: 30,
             refresh_interval: Duration::from_secs(600),
             min_refetch_interval: Duration::from_secs(10),
@@ -120,13 +125,24 @@ struct Keys {
 pub struct ExternalIdentity {
     pub provider: String,
     pub subject: String,
-    /// `None` when the token carries no email, or says it is not verified.
+    /// `None` unless the provider vouches for the email (`email_verified`
+    /// is the JSON boolean `true`).
     pub verified_email: Option<String>,
     pub name: Option<String>,
-    /// `None` when the token has no role claim: keep the stored role.
+    /// What the role claim maps to; `None` when the token has no role claim
+    /// or none of its values maps to a role: keep the stored role.
     pub role: Option<Role>,
+    /// A new user's role when `role` is `None` (`None`: the default role of
+    /// self-registration).
+    pub default_role: Option<Role>,
     /// Candidate groups from the group claim, in claim order.
     pub groups: Vec<String>,
+    /// The claims `role` and `groups` came from, for the audit log.
+    pub role_claim: Option<String>,
+    pub group_claim: Option<String>,
+    /// Whether the provider may create an account for an identity seen for
+    /// the first time.
+    pub provision: bool,
     pub expires_at: i64,
 }
 
@@ -325,31 +341,31 @@ impl Issuer {
     fn identity(&self, claims: &Value) -> Result<ExternalIdentity, Denial> {
         let subject =
             claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(Denial::InvalidCredential)?;
-        let verified = claims.get("email_verified").and_then(Value::as_bool) != Some(false);
+        // Only the JSON boolean `true` vouches for the address: a missing
+        // claim, `false` or the string "false" leave the email unverified.
+        let verified = claims.get("email_verified") == Some(&Value::Bool(true));
         let email = claims.get("email").and_then(Value::as_str).filter(|_| verified).map(str::to_lowercase);
-        let role = self.config.role_claim.as_deref().and_then(|path| {
-            let values = strings(claim_at(claims, path));
-            (!values.is_empty()).then(|| self.map_roles(&values))
-        });
+        let role_values = self.config.role_claim.as_deref().map(|p| strings(claim_at(claims, p))).unwrap_or_default();
         let groups = self.config.group_claim.as_deref().map(|p| strings(claim_at(claims, p))).unwrap_or_default();
         Ok(ExternalIdentity {
             provider: self.config.issuer_url.clone(),
             subject: subject.to_owned(),
             verified_email: email,
             name: claims.get("name").and_then(Value::as_str).map(str::to_owned),
-            role,
+            role: self.map_roles(&role_values),
+            default_role: (!role_values.is_empty()).then_some(self.config.default_role),
             groups: groups.into_iter().map(|g| g.trim_start_matches('/').to_owned()).collect(),
+            role_claim: self.config.role_claim.clone(),
+            group_claim: self.config.group_claim.clone(),
+            provision: self.config.provision_users,
             expires_at: claims.get("exp").and_then(Value::as_i64).unwrap_or(0),
         })
     }
 
-    /// The highest role any claim value maps to; the default role otherwise.
-    fn map_roles(&self, values: &[String]) -> Role {
-        values
-            .iter()
-            .filter_map(|v| self.config.role_map.get(v).copied().or_else(|| v.parse().ok()))
-            .max()
-            .unwrap_or(self.config.default_role)
+    /// The highest role any claim value maps to; `None` when none maps
+    /// (Keycloak's `offline_access`, say), so the stored role stays.
+    fn map_roles(&self, values: &[String]) -> Option<Role> {
+        values.iter().filter_map(|v| self.config.role_map.get(v).copied().or_else(|| v.parse().ok())).max()
     }
 }
 
@@ -468,9 +484,36 @@ mod tests {
         assert_eq!(config.issuer_url, "https://idp.example/realms/x");
         config.role_map.insert("gateway-admin".into(), Role::Admin);
         let issuer = Issuer::new(config, reqwest::Client::new());
-        assert_eq!(issuer.map_roles(&["operator".into(), "viewer".into()]), Role::Operator);
-        assert_eq!(issuer.map_roles(&["gateway-admin".into()]), Role::Admin);
-        assert_eq!(issuer.map_roles(&["offline_access".into()]), Role::Viewer);
+        assert_eq!(issuer.map_roles(&["operator".into(), "viewer".into()]), Some(Role::Operator));
+        assert_eq!(issuer.map_roles(&["gateway-admin".into(), "offline_access".into()]), Some(Role::Admin));
+        assert_eq!(issuer.map_roles(&["offline_access".into()]), None, "nothing maps: keep the stored role");
+    }
+
+    #[test]
+    fn only_the_boolean_true_verifies_an_email() {
+        let issuer = Issuer::new(IssuerConfig::new("https://idp.example"), reqwest::Client::new());
+        let with = |verified: Option<Value>| {
+            let mut claims = serde_json::json!({"sub": "s", "email": "Dana@Example.com"});
+            if let Some(v) = verified {
+                claims["email_verified"] = v;
+            }
+            issuer.identity(&claims).unwrap().verified_email
+        };
+        assert_eq!(with(Some(Value::Bool(true))).as_deref(), Some("dana@example.com"));
+        for unverified in [None, Some(Value::Bool(false)), Some("false".into()), Some("true".into()), Some(1.into())] {
+            assert_eq!(with(unverified.clone()), None, "{unverified:?}");
+        }
+    }
+
+    #[test]
+    fn unmapped_role_claims_leave_the_role_alone() {
+        let issuer = Issuer::new(IssuerConfig::new("https://idp.example"), reqwest::Client::new());
+        let claims = serde_json::json!({"sub": "s", "realm_access": {"roles": ["offline_access"]}});
+        let identity = issuer.identity(&claims).unwrap();
+        assert_eq!((identity.role, identity.default_role), (None, Some(Role::Viewer)));
+        let identity = issuer.identity(&serde_json::json!({"sub": "s"})).unwrap();
+        assert_eq!((identity.role, identity.default_role), (None, None));
+        assert!(identity.provision, "a configured issuer provisions by default");
     }
 
     #[test]

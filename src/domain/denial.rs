@@ -84,6 +84,10 @@ pub enum Denial {
     /// No rule allows this request (the route table's default, or a `deny` rule).
     #[error("this route is not allowed")]
     RouteDenied,
+    /// A valid provider token whose identity gets no account here (the
+    /// provider does not provision, email domain, unverified local account).
+    #[error("{0}")]
+    NotProvisioned(&'static str),
     #[error("this route requires the role {}", .roles.join(" or "))]
     RoleRequired { roles: Vec<&'static str> },
     #[error("model '{model}' is not allowed for this caller")]
@@ -118,6 +122,7 @@ impl Denial {
             | Denial::PromptTooLong { .. } => ErrorKind::InvalidRequest,
             Denial::MissingPermissions { .. }
             | Denial::RouteDenied
+            | Denial::NotProvisioned(_)
             | Denial::RoleRequired { .. }
             | Denial::ModelNotAllowed { .. } => ErrorKind::Forbidden,
             Denial::BodyTooLarge { .. } => ErrorKind::TooLarge,
@@ -140,6 +145,7 @@ impl Denial {
             Denial::InvalidRequest(_) => "invalid_request",
             Denial::MissingPermissions { .. } => "missing_permission",
             Denial::RouteDenied => "route_denied",
+            Denial::NotProvisioned(_) => "not_provisioned",
             Denial::RoleRequired { .. } => "role_required",
             Denial::ModelNotAllowed { .. } => "model_not_allowed",
             Denial::BodyTooLarge { .. } => "body_too_large",

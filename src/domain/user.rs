@@ -21,6 +21,11 @@ pub struct User {
     pub created_at: i64,
     /// Replaces the group's limit for this user.
     pub rate_limit: Option<Limit>,
+    /// Whether Gatehouse knows the address is the holder's (made by an admin,
+    /// the CLI or the bootstrap, or from a provider's verified email; never by
+    /// self-registration). Only such accounts are linked to a provider's
+    /// identity by email.
+    pub email_verified: bool,
 }
 
 /// A user to create. `email` is stored lower-cased.
@@ -32,6 +37,7 @@ pub struct NewUser {
     pub group: String,
     /// argon2id PHC string; `None`: the user cannot log in with a password.
     pub password_hash: Option<String>,
+    pub email_verified: bool,
 }
 
 /// Changes to a user; `None` leaves a field as it is.
@@ -42,6 +48,7 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
     /// `Some(None)` removes the override.
     pub rate_limit: Option<Option<Limit>>,
+    pub email_verified: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

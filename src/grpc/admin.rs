@@ -78,7 +78,7 @@ fn account_status(e: AccountError) -> Status {
         AccountError::Validation { .. } => Status::invalid_argument(e.to_string()),
         AccountError::NotFound(_) => Status::not_found(e.to_string()),
         AccountError::Conflict(_) => Status::already_exists(e.to_string()),
-        AccountError::Forbidden(_) => Status::permission_denied(e.to_string()),
+        AccountError::Forbidden(_) | AccountError::Refused(_) => Status::permission_denied(e.to_string()),
         AccountError::InvalidLogin => Status::unauthenticated(e.to_string()),
         AccountError::Store(s) if s.is_unavailable() => Status::unavailable("database unavailable"),
         AccountError::Store(s) => {

@@ -89,6 +89,9 @@ pub struct UpdateUserBody {
     role: Option<String>,
     group: Option<String>,
     disabled: Option<bool>,
+    /// `true`: the address is known to be the holder's, so a provider's
+    /// identity with that verified email may be linked to the account.
+    email_verified: Option<bool>,
     /// `"REQUESTS/SECONDS[/BURST]"` replaces the group's limit; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     rate_limit: Option<Option<String>>,
@@ -118,6 +121,7 @@ pub async fn update_user(
         group: body.group,
         disabled: body.disabled,
         rate_limit: parse_override(body.rate_limit)?,
+        email_verified: body.email_verified,
     };
     let target = s.accounts.find_user(&id).await?;
     // An admin cannot lock themselves out.
@@ -142,6 +146,9 @@ pub async fn update_user(
     }
     if update.rate_limit.is_some() {
         changes.push("rate limit changed".to_owned());
+    }
+    if user.email_verified != target.email_verified {
+        changes.push(format!("email_verified {} -> {}", target.email_verified, user.email_verified));
     }
     if !changes.is_empty() {
         let change = event(AuditAction::UserUpdated).detail(changes.join(", "));

@@ -129,6 +129,7 @@ impl From<AccountError> for ApiError {
             AccountError::NotFound(what) => ApiError::NotFound(format!("{what} not found")),
             AccountError::Conflict(m) => ApiError::Conflict(m),
             AccountError::Forbidden(m) => ApiError::Forbidden(m),
+            AccountError::Refused(m) => ApiError::Forbidden(m.to_owned()),
             AccountError::InvalidLogin => ApiError::Unauthenticated(Denial::InvalidLogin),
             AccountError::Store(s) => s.into(),
         }

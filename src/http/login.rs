@@ -171,8 +171,9 @@ pub async fn providers(State(s): State<HttpState>) -> Response {
     super::auth::list("providers", serde_json::Value::Array(items))
 }
 
-/// Applies `ALLOWED_EMAIL_DOMAINS` to a provider's verified email, provisions
-/// the user and issues a session token.
+/// Provisions the user (which applies `ALLOWED_EMAIL_DOMAINS`, the
+/// provider's provisioning rule and the linking rules, and audits a refusal)
+/// and issues a session token.
 async fn finish(
     s: &HttpState,
     audited: &Audited,
@@ -180,14 +181,6 @@ async fn finish(
     console: bool,
 ) -> Result<Response, ApiError> {
     let via = format!("provider {}", identity.provider);
-    let allowed = &s.accounts.settings().allowed_email_domains;
-    if !allowed.is_empty() {
-        let domain = identity.verified_email.as_deref().and_then(|e| e.rsplit_once('@')).map(|(_, d)| d);
-        if !domain.is_some_and(|d| allowed.iter().any(|a| a == d)) {
-            audited.record(event(AuditAction::LoginFailed).detail(format!("{via}: email domain not allowed"))).await;
-            return Err(ApiError::Forbidden("this account's verified email is not in an allowed domain".into()));
-        }
-    }
     let user = s.accounts.provision(identity).await?;
     let subject = format!("user:{}", user.id);
     if user.disabled {
@@ -321,10 +314,12 @@ pub async fn github_login(
         console: q.console.unwrap_or(false),
     };
     let redirect_uri = format!("{}/auth/github/callback", s.public_url);
+    // Organisation and team memberships need `read:org`.
+    let scope = if gh.allowed_orgs.is_empty() { "read:user user:email" } else { "read:user user:email read:org" };
     let query = query_string(&[
         ("client_id", &gh.client_id),
         ("redirect_uri", &redirect_uri),
-        ("scope", "read:user user:email"),
+        ("scope", scope),
         ("state", &login.state),
         ("code_challenge", &pkce_challenge(&login.verifier)),
         ("code_challenge_method", "S256"),
@@ -376,16 +371,68 @@ pub async fn github_callback(
         .max_by_key(|e| e.primary)
         .map(|e| e.email.to_lowercase())
         .ok_or(ApiError::Forbidden("the GitHub account has no verified email".into()))?;
+    // Without allowed organisations, GitHub creates no accounts: anyone can
+    // have a GitHub account. With them, every login must be a member.
+    if !gh.allowed_orgs.is_empty() && !github_member(&s, &gh, &user.login, &access).await? {
+        let detail = format!("GitHub user {} is not an active member of {}", user.login, gh.allowed_orgs.join(", "));
+        audited.record(event(AuditAction::LoginFailed).actor("provider:github").detail(detail)).await;
+        return Err(ApiError::Forbidden(
+            "this GitHub account is not a member of an allowed organisation or team".into(),
+        ));
+    }
     let identity = ExternalIdentity {
         provider: "github".into(),
         subject: user.id.to_string(),
         verified_email: Some(email),
         name: user.name.or(Some(user.login)),
-        role: None,
-        groups: Vec::new(),
-        expires_at: 0,
+        provision: !gh.allowed_orgs.is_empty(),
+        ..ExternalIdentity::default()
     };
     finish(&s, &audited, &identity, login.console).await
+}
+
+#[derive(Deserialize)]
+struct GithubMembership {
+    state: String,
+}
+
+/// Whether `login` is an active member of one of `GITHUB_ALLOWED_ORGS` (an
+/// organisation, or `org/team`), asked of GitHub with the user's token. A 404
+/// or 403 (not a member, or an organisation that restricts this app) is no.
+async fn github_member(s: &HttpState, gh: &GithubConfig, login: &str, token: &str) -> Result<bool, ApiError> {
+    if login.is_empty() || !login.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Ok(false);
+    }
+    for rule in &gh.allowed_orgs {
+        let path = match rule.split_once('/') {
+            Some((org, team)) => format!("/orgs/{org}/teams/{team}/memberships/{login}"),
+            None => format!("/user/memberships/orgs/{rule}"),
+        };
+        let response = s
+            .http_client
+            .get(format!("{}{path}", gh.api_url))
+            .bearer_auth(token)
+            .header(header::ACCEPT, "application/vnd.github+json")
+            .header(header::USER_AGENT, "gatehouse")
+            .send()
+            .await
+            .map_err(|_| ApiError::Unavailable)?;
+        match response.status().as_u16() {
+            200 => {
+                let membership: GithubMembership = response.json().await.map_err(|_| ApiError::Unavailable)?;
+                if membership.state == "active" {
+                    return Ok(true);
+                }
+            }
+            403 | 404 => {}
+            401 => return Err(ApiError::Unauthenticated(Denial::InvalidCredential)),
+            status => {
+                tracing::warn!(status, "GitHub membership check failed");
+                return Err(ApiError::Unavailable);
+            }
+        }
+    }
+    Ok(false)
 }
 
 async fn github_get<T: serde::de::DeserializeOwned>(

@@ -78,6 +78,9 @@ pub trait Store: Send + Sync + 'static {
     async fn key_grant(&self, key_id: &str) -> StoreResult<Option<KeyGrant>>;
 
     async fn create_user(&self, user: &NewUser) -> StoreResult<User>;
+    /// Creates a user linked to an external account, both or neither
+    /// (`Conflict` if the email or the external account is taken).
+    async fn create_linked_user(&self, user: &NewUser, provider: &str, subject: &str) -> StoreResult<User>;
     async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>>;
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self) -> StoreResult<Vec<User>>;

@@ -115,8 +115,9 @@ pub struct PostgresStore {
     read: Option<PgPool>,
 }
 
-const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at, rate_limit";
-const USER_COLUMNS_U: &str = "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at, u.rate_limit";
+const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at, rate_limit, email_verified";
+const USER_COLUMNS_U: &str =
+    "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at, u.rate_limit, u.email_verified";
 const KEY_COLUMNS: &str = "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at, rate_limit, \
                            allowed_models, rotated_at, previous_secret_expires_at";
 const GROUP_COLUMNS: &str = "name, requests_per_period, period_seconds, burst, allowed_models";
@@ -160,6 +161,7 @@ macro_rules! sql_store {
                     disabled: r.try_get("disabled")?,
                     created_at: r.try_get("created_at")?,
                     rate_limit: parse_limit(r.try_get("rate_limit")?)?,
+                    email_verified: r.try_get("email_verified")?,
                 })
             }
 
@@ -215,6 +217,31 @@ macro_rules! sql_store {
                 })
             }
 
+            async fn insert_user<'e>(
+                on: impl sqlx::Executor<'e, Database = <$row as Row>::Database>,
+                user: &NewUser,
+            ) -> StoreResult<User> {
+                let id = uuid::Uuid::new_v4().to_string();
+                let now = now();
+                let sql = format!(
+                    "INSERT INTO users (id, email, name, role, group_name, password_hash, disabled, created_at, \
+                     updated_at, email_verified) \
+                     VALUES ($1, $2, $3, $4, $5, $7, FALSE, $6, $6, $8) RETURNING {USER_COLUMNS}"
+                );
+                let row = sqlx::query(&sql)
+                    .bind(&id)
+                    .bind(user.email.to_lowercase())
+                    .bind(&user.name)
+                    .bind(user.role.as_str())
+                    .bind(&user.group)
+                    .bind(now)
+                    .bind(&user.password_hash)
+                    .bind(user.email_verified)
+                    .fetch_one(on)
+                    .await?;
+                Self::user(&row)
+            }
+
             async fn user_where(&self, column: &str, value: &str) -> StoreResult<Option<User>> {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
                 let row = self.lookup(&sql, value).await?;
@@ -263,23 +290,23 @@ macro_rules! sql_store {
             }
 
             async fn create_user(&self, user: &NewUser) -> StoreResult<User> {
-                let id = uuid::Uuid::new_v4().to_string();
-                let now = now();
-                let sql = format!(
-                    "INSERT INTO users (id, email, name, role, group_name, password_hash, disabled, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $7, FALSE, $6, $6) RETURNING {USER_COLUMNS}"
-                );
-                let row = sqlx::query(&sql)
-                    .bind(&id)
-                    .bind(user.email.to_lowercase())
-                    .bind(&user.name)
-                    .bind(user.role.as_str())
-                    .bind(&user.group)
-                    .bind(now)
-                    .bind(&user.password_hash)
-                    .fetch_one(&self.pool)
-                    .await?;
-                Self::user(&row)
+                Self::insert_user(&self.pool, user).await
+            }
+
+            async fn create_linked_user(&self, user: &NewUser, provider: &str, subject: &str) -> StoreResult<User> {
+                let mut tx = self.pool.begin().await?;
+                let created = Self::insert_user(&mut *tx, user).await?;
+                sqlx::query(
+                    "INSERT INTO user_identities (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(provider)
+                .bind(subject)
+                .bind(&created.id)
+                .bind(created.created_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(created)
             }
 
             async fn user_by_id(&self, id: &str) -> StoreResult<Option<User>> {
@@ -324,7 +351,8 @@ macro_rules! sql_store {
                 let sql = format!(
                     "UPDATE users SET role = COALESCE($2, role), group_name = COALESCE($3, group_name), \
                      disabled = COALESCE($4, disabled), updated_at = $5, \
-                     rate_limit = CASE WHEN $6 THEN $7 ELSE rate_limit END \
+                     rate_limit = CASE WHEN $6 THEN $7 ELSE rate_limit END, \
+                     email_verified = COALESCE($8, email_verified) \
                      WHERE id = $1 RETURNING {USER_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
@@ -335,6 +363,7 @@ macro_rules! sql_store {
                     .bind(now())
                     .bind(update.rate_limit.is_some())
                     .bind(update.rate_limit.flatten().map(|l| l.to_string()))
+                    .bind(update.email_verified)
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref().map(Self::user).transpose()

@@ -8,6 +8,11 @@
 //                realm_access.roles = ["operator"], groups = ["research"]
 //   plain        client credentials; no role or group claims
 //   short-lived  client credentials; access tokens live 1 second
+//   EXTRA_CLIENTS='{"id": {claims}}' adds client-credentials clients whose
+//                access tokens carry those claims (sub = the client id)
+// Accounts (authorization code, any password): claims sub, email
+// <login>@example.com, email_verified true, name; ACCOUNTS='{"login": {claims}}'
+// replaces some of them for a login (null removes a claim).
 // Access tokens are RS256 JWTs (RFC 9068) whose aud is the requested
 // resource indicator (default https://gateway.example).
 import fs from 'node:fs';
@@ -38,6 +43,8 @@ if (keys.length === 0) {
 
 const issuer = `http://127.0.0.1:${port}`;
 const redirectUris = (process.env.REDIRECT_URIS || 'http://127.0.0.1/callback').split(',');
+const extraClients = JSON.parse(process.env.EXTRA_CLIENTS || '{}');
+const accounts = JSON.parse(process.env.ACCOUNTS || '{}');
 const client = (id, extra = {}) => ({
   client_id: id,
   client_secret: `${id}-secret`,
@@ -54,6 +61,7 @@ const provider = new Provider(issuer, {
     client('gatehouse', { grant_types: ['client_credentials', 'authorization_code'], response_types: ['code'], redirect_uris: redirectUris }),
     client('plain'),
     client('short-lived'),
+    ...Object.keys(extraClients).map((id) => client(id)),
   ],
   claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'] },
   scopes: ['openid', 'email', 'profile', 'api'],
@@ -77,10 +85,16 @@ const provider = new Provider(issuer, {
     IdToken: 600,
   },
   extraTokenClaims: (ctx, token) =>
-    token.clientId === 'gatehouse' ? { realm_access: { roles: ['operator'] }, groups: ['research'] } : {},
+    token.clientId === 'gatehouse'
+      ? { realm_access: { roles: ['operator'] }, groups: ['research'] }
+      : extraClients[token.clientId] || {},
   findAccount: (ctx, id) => ({
     accountId: id,
-    claims: () => ({ sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}` }),
+    claims: () => {
+      const claims = { sub: id, email: `${id}@example.com`, email_verified: true, name: `User ${id}`, ...accounts[id] };
+      for (const [k, v] of Object.entries(claims)) if (v === null) delete claims[k];
+      return claims;
+    },
   }),
   pkce: { required: () => true },
 });
