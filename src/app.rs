@@ -93,7 +93,7 @@ impl App {
         let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: bus.clone() };
         let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
         let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));
-        let providers = Arc::new(Providers::new(config.oidc.clone())?);
+        let providers = Arc::new(Providers::new(config.oidc.clone(), config.oidc_allow_insecure_http)?);
         let sources = Sources {
             providers: providers.clone(),
             accounts: accounts.clone(),

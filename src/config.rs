@@ -78,6 +78,10 @@ pub struct Config {
     pub oidc: Vec<IssuerConfig>,
     /// GitHub OAuth login, when configured.
     pub github: Option<GithubConfig>,
+    /// `OIDC_ALLOW_INSECURE_HTTP`: accept plain-http provider URLs (OIDC
+    /// issuers, the endpoints their discovery documents name, GitHub's URLs).
+    /// For development only; loopback gets no exception.
+    pub oidc_allow_insecure_http: bool,
     /// The URL browsers reach Gatehouse's HTTP API at; login callbacks are
     /// built from it.
     pub public_url: String,
@@ -191,6 +195,7 @@ impl Default for Config {
             change_poll_interval: Duration::from_millis(250),
             oidc: Vec::new(),
             github: None,
+            oidc_allow_insecure_http: false,
             public_url: "http://localhost:8080".to_owned(),
             redis_url: None,
             default_limit: None,
@@ -228,6 +233,7 @@ impl fmt::Debug for Config {
             .field("bootstrap_admin", &self.bootstrap_admin.as_ref().map(|(email, _)| email))
             .field("oidc", &self.oidc.iter().map(|i| &i.issuer_url).collect::<Vec<_>>())
             .field("github", &self.github.as_ref().map(|g| &g.client_id))
+            .field("oidc_allow_insecure_http", &self.oidc_allow_insecure_http)
             .field("public_url", &self.public_url)
             .field("redis_url", &self.redis_url.as_ref().map(|u| redact_url(u.expose())))
             .field("default_limit", &self.default_limit)
@@ -797,6 +803,7 @@ impl Config {
             self.oidc.retain(|i| i.issuer_url != issuer.issuer_url);
             self.oidc.push(issuer);
         }
+        set(&mut self.oidc_allow_insecure_http, parse_var::<Flag>(env, "OIDC_ALLOW_INSECURE_HTTP")?.map(|f| f.0));
         set(
             &mut self.redis_url,
             env("REDIS_URL").filter(|s| !s.trim().is_empty()).map(|s| Some(Secret::new(s.trim()))),
@@ -924,12 +931,20 @@ impl Config {
             let n = self.accounts.password_min_length.to_string();
             return Err(invalid("GATEHOUSE_PASSWORD_MIN_LENGTH", &n, "must be at least 8"));
         }
+        let insecure = self.oidc_allow_insecure_http;
         for issuer in &self.oidc {
             if !issuer.issuer_url.starts_with("https://") && !issuer.issuer_url.starts_with("http://") {
                 return Err(invalid("OIDC_ISSUER_URL", &issuer.issuer_url, "must be an http(s) URL"));
             }
+            crate::authn::oidc::check_url(&issuer.issuer_url, insecure)
+                .map_err(|e| invalid("OIDC_ISSUER_URL", &issuer.issuer_url, e))?;
             if issuer.audiences.is_empty() && issuer.client_id.is_none() {
                 return Err(invalid("OIDC_AUDIENCE", "", "set OIDC_AUDIENCE or OIDC_CLIENT_ID for each issuer"));
+            }
+        }
+        if let Some(gh) = &self.github {
+            for (name, url) in [("GITHUB_OAUTH_URL", &gh.oauth_url), ("GITHUB_API_URL", &gh.api_url)] {
+                crate::authn::oidc::check_url(url, insecure).map_err(|e| invalid(name, url, e))?;
             }
         }
         if !(10..=1000).contains(&self.change_poll_interval.as_millis()) {
@@ -1006,6 +1021,28 @@ mod tests {
         assert_eq!(c.grpc_addr.port(), 7000);
         let shown: Vec<&str> = c.public_paths.iter().map(PathPattern::as_str).collect();
         assert_eq!(shown, ["/x", "/docs/*"]);
+    }
+
+    #[test]
+    fn plain_http_providers_need_the_development_flag() {
+        let issuer = [("OIDC_ISSUER_URL", "http://idp.example/realms/x"), ("OIDC_AUDIENCE", "gw")];
+        for url in ["http://idp.example/realms/x", "http://127.0.0.1:8081", "http://localhost:8081"] {
+            let e = load(&[("OIDC_ISSUER_URL", url), ("OIDC_AUDIENCE", "gw")], None).unwrap_err().to_string();
+            assert!(e.contains("OIDC_ISSUER_URL") && e.contains("OIDC_ALLOW_INSECURE_HTTP"), "{e}");
+        }
+        let file = "[[oidc]]\nissuer_url = \"http://idp.example\"\naudiences = [\"gw\"]\n";
+        let e = load(&[], Some(file)).unwrap_err().to_string();
+        assert!(e.contains("OIDC_ALLOW_INSECURE_HTTP"), "{e}");
+        let github = [("GITHUB_CLIENT_ID", "id"), ("GITHUB_CLIENT_SECRET", "secret")];
+        for name in ["GITHUB_OAUTH_URL", "GITHUB_API_URL"] {
+            let vars = [github[0], github[1], (name, "http://ghe.example")];
+            let e = load(&vars, None).unwrap_err().to_string();
+            assert!(e.contains(name) && e.contains("OIDC_ALLOW_INSECURE_HTTP"), "{e}");
+        }
+        let allowed = [issuer[0], issuer[1], github[0], github[1], ("GITHUB_API_URL", "http://ghe.example")];
+        let c = load(&[allowed.as_slice(), &[("OIDC_ALLOW_INSECURE_HTTP", "true")]].concat(), None).unwrap();
+        assert!(c.oidc_allow_insecure_http);
+        assert!(load(&[("OIDC_ISSUER_URL", "https://idp.example"), ("OIDC_AUDIENCE", "gw")], None).is_ok());
     }
 
     #[test]

@@ -11,13 +11,19 @@
 //! Discovery and JWKS use plain HTTP + `jsonwebtoken` rather than the
 //! `openidconnect` crate: the Check path needs its own key cache with the
 //! refetch limit above, and the same cache then serves the login flow.
+//!
+//! What a provider sends is bounded: every answer is read as a stream and
+//! dropped as soon as it passes its cap ([`MAX_DOCUMENT_BYTES`],
+//! [`MAX_JWKS_BYTES`]), and at most [`MAX_JWKS_KEYS`] keys are taken from a
+//! JWKS. Plain `http://` is refused for issuers and for the endpoints a
+//! discovery document names unless `OIDC_ALLOW_INSECURE_HTTP` is set.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::jwk::{AlgorithmParameters, Jwk, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde::Deserialize;
 use serde_json::Value;
@@ -25,6 +31,16 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::domain::{Denial, Role};
 use crate::secret::Secret;
+
+/// Largest discovery document, token endpoint answer or GitHub API answer
+/// read. Real ones are a few KiB; the cap bounds what a hostile provider, or
+/// anyone on the path to it, can make Gatehouse hold per request.
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Largest JWKS read. Providers publish a handful of keys (a 4096-bit RSA
+/// JWK with its certificate chain is under 8 KiB).
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+/// Keys taken from a JWKS, in document order; the rest are ignored unparsed.
+pub const MAX_JWKS_KEYS: usize = 100;
 
 /// One configured provider.
 #[derive(Clone, Debug)]
@@ -80,6 +96,29 @@ pub struct Discovery {
     pub jwks_uri: String,
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
+    /// RFC 9207: the provider puts `iss` in its authorization responses, so
+    /// the login callback requires it.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: bool,
+}
+
+impl Discovery {
+    /// The endpoints Gatehouse calls or sends browsers to are https (or
+    /// plain http when allowed for development).
+    fn check_endpoints(&self, allow_insecure_http: bool) -> Result<(), OidcError> {
+        let endpoints = [
+            ("jwks_uri", Some(&self.jwks_uri)),
+            ("authorization_endpoint", self.authorization_endpoint.as_ref()),
+            ("token_endpoint", self.token_endpoint.as_ref()),
+        ];
+        for (field, url) in endpoints {
+            if let Some(url) = url {
+                check_url(url, allow_insecure_http)
+                    .map_err(|e| OidcError::Insecure(format!("discovery document: {field}: {e}")))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +129,10 @@ pub enum OidcError {
     IssuerMismatch { expected: String, found: String },
     #[error("{0}")]
     Invalid(String),
+    #[error("the provider's answer is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{0}")]
+    Insecure(String),
 }
 
 impl From<reqwest::Error> for OidcError {
@@ -153,11 +196,20 @@ pub struct Issuer {
     /// Held during a fetch (one at a time); holds when the last one began.
     fetching: Mutex<Option<Instant>>,
     ready: AtomicBool,
+    /// `OIDC_ALLOW_INSECURE_HTTP`: plain-http endpoints are accepted.
+    allow_insecure_http: bool,
 }
 
 impl Issuer {
     pub fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
-        Issuer { config, http, keys: RwLock::new(Keys::default()), fetching: Mutex::new(None), ready: false.into() }
+        Issuer {
+            config,
+            http,
+            keys: RwLock::new(Keys::default()),
+            fetching: Mutex::new(None),
+            ready: false.into(),
+            allow_insecure_http: false,
+        }
     }
 
     pub fn config(&self) -> &IssuerConfig {
@@ -193,10 +245,21 @@ impl Issuer {
             Some(d) => d,
             None => self.fetch_discovery().await?,
         };
-        let set: JwkSet = self.http.get(&discovery.jwks_uri).send().await?.error_for_status()?.json().await?;
+        let response = self.http.get(&discovery.jwks_uri).send().await?.error_for_status()?;
+        let body = read_capped(response, MAX_JWKS_BYTES).await?;
+        let set: CappedJwks =
+            serde_json::from_slice(&body).map_err(|e| OidcError::Invalid(format!("JWKS is not valid JSON: {e}")))?;
+        drop(body);
+        if set.keys.ignored > 0 {
+            tracing::warn!(
+                issuer = %self.config.issuer_url,
+                ignored = set.keys.ignored,
+                "the provider's JWKS has more than {MAX_JWKS_KEYS} keys; the rest are ignored"
+            );
+        }
         let mut by_kid = HashMap::new();
         let mut anonymous = Vec::new();
-        for jwk in &set.keys {
+        for jwk in &set.keys.taken {
             let Some(entry) = key_entry(jwk) else { continue };
             match &jwk.common.key_id {
                 Some(kid) => {
@@ -214,10 +277,11 @@ impl Issuer {
 
     async fn fetch_discovery(&self) -> Result<Discovery, OidcError> {
         let url = format!("{}/.well-known/openid-configuration", self.config.issuer_url);
-        let d: Discovery = self.http.get(url).send().await?.error_for_status()?.json().await?;
+        let d: Discovery = get_json(&self.http, &url, MAX_DOCUMENT_BYTES).await?;
         if d.issuer.trim_end_matches('/') != self.config.issuer_url {
             return Err(OidcError::IssuerMismatch { expected: self.config.issuer_url.clone(), found: d.issuer });
         }
+        d.check_endpoints(self.allow_insecure_http)?;
         Ok(d)
     }
 
@@ -296,6 +360,8 @@ impl Issuer {
         validation.set_issuer(&[&self.config.issuer_url]);
         validation.validate_aud = false;
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        // `nbf` is optional, and checked (with the leeway) when present.
+        validation.validate_nbf = true;
         validation.leeway = self.config.leeway_seconds;
         let data = jsonwebtoken::decode::<Value>(token, &entry.key, &validation).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => Denial::Expired,
@@ -369,6 +435,96 @@ impl Issuer {
     }
 }
 
+/// A JWKS of which at most [`MAX_JWKS_KEYS`] keys are parsed.
+#[derive(Deserialize)]
+struct CappedJwks {
+    keys: CappedKeys,
+}
+
+struct CappedKeys {
+    taken: Vec<Jwk>,
+    ignored: usize,
+}
+
+impl<'de> Deserialize<'de> for CappedKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = CappedKeys;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of JWKs")
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<CappedKeys, A::Error> {
+                let mut keys = CappedKeys { taken: Vec::new(), ignored: 0 };
+                while keys.taken.len() < MAX_JWKS_KEYS {
+                    match seq.next_element::<Jwk>()? {
+                        Some(jwk) => keys.taken.push(jwk),
+                        None => return Ok(keys),
+                    }
+                }
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    keys.ignored += 1;
+                }
+                Ok(keys)
+            }
+        }
+        deserializer.deserialize_seq(Visitor)
+    }
+}
+
+/// A response's body, read as it arrives and refused as soon as it passes
+/// `limit` bytes (or when its announced length does), so no more than
+/// `limit` bytes are ever held.
+pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, OidcError> {
+    if response.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(OidcError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let needed = body.len() + chunk.len();
+        if needed > limit {
+            return Err(OidcError::TooLarge { limit });
+        }
+        // Grow by doubling, but never past the cap.
+        if needed > body.capacity() {
+            body.reserve_exact(needed.max(body.capacity() * 2).min(limit) - body.len());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// GETs a JSON document of at most `limit` bytes.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    http: &reqwest::Client,
+    url: &str,
+    limit: usize,
+) -> Result<T, OidcError> {
+    let response = http.get(url).send().await?.error_for_status()?;
+    let body = read_capped(response, limit).await?;
+    serde_json::from_slice(&body).map_err(|e| OidcError::Invalid(format!("not a valid JSON document: {e}")))
+}
+
+/// A provider URL Gatehouse may talk to: `https://`, or `http://` only when
+/// `allow_insecure_http` (OIDC_ALLOW_INSECURE_HTTP, for development).
+pub fn check_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if allow_insecure_http => Ok(()),
+        "http" => Err(format!(
+            "{url:?} is plain http, which anyone on the path can read and rewrite: use https \
+             (or set OIDC_ALLOW_INSECURE_HTTP=true, for development only)"
+        )),
+        other => Err(format!("{url:?}: the scheme {other:?} is not supported (use https)")),
+    }
+}
+
 fn key_entry(jwk: &Jwk) -> Option<KeyEntry> {
     if jwk.common.public_key_use.as_ref().is_some_and(|u| *u != jsonwebtoken::jwk::PublicKeyUse::Signature) {
         return None;
@@ -418,9 +574,18 @@ pub struct Providers {
 }
 
 impl Providers {
-    pub fn new(configs: Vec<IssuerConfig>) -> Result<Self, OidcError> {
+    /// Refuses a plain-http issuer unless `allow_insecure_http`.
+    pub fn new(configs: Vec<IssuerConfig>, allow_insecure_http: bool) -> Result<Self, OidcError> {
         let http = http_client()?;
-        Ok(Providers { issuers: configs.into_iter().map(|c| Arc::new(Issuer::new(c, http.clone()))).collect() })
+        let mut issuers = Vec::with_capacity(configs.len());
+        for config in configs {
+            check_url(&config.issuer_url, allow_insecure_http)
+                .map_err(|e| OidcError::Insecure(format!("OIDC issuer: {e}")))?;
+            let mut issuer = Issuer::new(config, http.clone());
+            issuer.allow_insecure_http = allow_insecure_http;
+            issuers.push(Arc::new(issuer));
+        }
+        Ok(Providers { issuers })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -527,6 +692,48 @@ mod tests {
         let pinned =
             KeyEntry { key: DecodingKey::from_secret(b"x"), alg: Some(Algorithm::RS256), family: KeyFamily::Rsa };
         assert!(!algorithm_fits(Algorithm::PS256, &pinned));
+    }
+
+    #[test]
+    fn at_most_the_key_cap_is_parsed() {
+        let key = r#"{"kty":"EC","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let doc = |n: usize| format!(r#"{{"keys":[{}]}}"#, vec![key; n].join(","));
+        let few: CappedJwks = serde_json::from_str(&doc(3)).unwrap();
+        assert_eq!((few.keys.taken.len(), few.keys.ignored), (3, 0));
+        let many: CappedJwks = serde_json::from_str(&doc(MAX_JWKS_KEYS + 900)).unwrap();
+        assert_eq!((many.keys.taken.len(), many.keys.ignored), (MAX_JWKS_KEYS, 900));
+        // Past the cap, entries are skipped without being read as keys.
+        let tail = format!(r#"{{"keys":[{}, "not a key", 42]}}"#, vec![key; MAX_JWKS_KEYS].join(","));
+        assert_eq!(serde_json::from_str::<CappedJwks>(&tail).unwrap().keys.ignored, 2);
+    }
+
+    #[test]
+    fn plain_http_needs_the_development_flag() {
+        assert!(check_url("https://idp.example/realms/x", false).is_ok());
+        for url in ["http://idp.example", "http://127.0.0.1:8080", "http://[::1]/x", "http://localhost"] {
+            let e = check_url(url, false).unwrap_err();
+            assert!(e.contains("OIDC_ALLOW_INSECURE_HTTP"), "{e}");
+            assert!(check_url(url, true).is_ok());
+        }
+        for url in ["ftp://idp.example", "file:///etc/passwd", "idp.example", "https://"] {
+            assert!(check_url(url, true).is_err(), "{url}");
+        }
+        // An https issuer's discovery document cannot send Gatehouse to plain http.
+        let discovery = |jwks: &str, token: &str| Discovery {
+            issuer: "https://idp.example".into(),
+            jwks_uri: jwks.into(),
+            authorization_endpoint: Some("https://idp.example/auth".into()),
+            token_endpoint: Some(token.into()),
+            authorization_response_iss_parameter_supported: false,
+        };
+        assert!(discovery("https://idp.example/jwks", "https://idp.example/token").check_endpoints(false).is_ok());
+        for d in [
+            discovery("http://idp.example/jwks", "https://idp.example/token"),
+            discovery("https://idp.example/jwks", "http://idp.example/token"),
+        ] {
+            assert!(matches!(d.check_endpoints(false), Err(OidcError::Insecure(_))));
+            assert!(d.check_endpoints(true).is_ok());
+        }
     }
 
     #[test]

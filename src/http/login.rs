@@ -3,6 +3,11 @@
 //! * `GET /auth/oidc/login[?provider=NAME]` -> the provider (authorization
 //!   code flow with PKCE S256, `state` and `nonce`); `GET /auth/oidc/callback`
 //!   exchanges the code and verifies the ID token.
+//!   All providers share that callback, so the login state names the
+//!   provider (and its issuer) the login began with: the code goes only to
+//!   that provider's token endpoint, and an `iss` in the callback (RFC 9207)
+//!   must be that issuer — required when the provider advertises it — so a
+//!   provider cannot be handed another's code and PKCE verifier (mix-up).
 //! * `GET /auth/github` -> GitHub; `GET /auth/github/callback` exchanges the
 //!   code and reads the account's verified primary email.
 //! * `POST /api/v1/oauth/validate {session_token}` says whether a token is valid.
@@ -34,7 +39,7 @@ use super::extract::{Audited, JsonBody, QueryParams};
 use crate::app::now;
 use crate::audit::event;
 use crate::authn::api_key::random_base62;
-use crate::authn::oidc::ExternalIdentity;
+use crate::authn::oidc::{ExternalIdentity, MAX_DOCUMENT_BYTES, read_capped};
 use crate::config::GithubConfig;
 use crate::domain::{AuditAction, Denial};
 
@@ -77,6 +82,8 @@ impl Cookie {
 #[derive(Serialize, Deserialize)]
 struct LoginState {
     provider: String,
+    /// The issuer the login began with (GitHub: its OAuth URL).
+    issuer: String,
     state: String,
     nonce: String,
     verifier: String,
@@ -95,6 +102,8 @@ pub struct LoginQuery {
 pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
+    /// RFC 9207: the issuer of this authorization response.
+    iss: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
 }
@@ -219,6 +228,7 @@ pub async fn oidc_login(
     let endpoint = issuer.discovery().await.and_then(|d| d.authorization_endpoint).ok_or(ApiError::Unavailable)?;
     let login = LoginState {
         provider: name.to_owned(),
+        issuer: issuer.config().issuer_url.clone(),
         state: random_base62(32),
         nonce: random_base62(32),
         verifier: random_base62(64),
@@ -258,9 +268,21 @@ pub async fn oidc_callback(
         .authn()
         .providers()
         .by_name(&login.provider)
+        .filter(|i| i.config().issuer_url == login.issuer)
         .ok_or(ApiError::validation("state", "login state does not match: start the login again"))?;
     let config = issuer.config();
-    let endpoint = issuer.discovery().await.and_then(|d| d.token_endpoint).ok_or(ApiError::Unavailable)?;
+    let discovery = issuer.discovery().await.ok_or(ApiError::Unavailable)?;
+    let from_issuer = match q.iss.as_deref() {
+        Some(iss) => iss.trim_end_matches('/') == config.issuer_url,
+        None => !discovery.authorization_response_iss_parameter_supported,
+    };
+    if !from_issuer {
+        tracing::warn!(provider = %login.provider, "authorization response not from the login's provider");
+        let detail = format!("provider {}: authorization response from another issuer", config.issuer_url);
+        audited.record(event(AuditAction::LoginFailed).detail(detail)).await;
+        return Err(ApiError::validation("iss", "the answer is not from the provider this login began with"));
+    }
+    let endpoint = discovery.token_endpoint.ok_or(ApiError::Unavailable)?;
     let redirect_uri = format!("{}/auth/oidc/callback", s.public_url);
     let client_id = config.client_id.clone().unwrap_or_default();
     let secret = config.client_secret.as_ref().map(|s| s.expose().to_owned()).unwrap_or_default();
@@ -294,7 +316,11 @@ async fn provider_post<T: serde::de::DeserializeOwned>(
         tracing::info!(status = %response.status(), "provider refused the code exchange");
         return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
     }
-    response.json().await.map_err(|_| ApiError::Unauthenticated(Denial::InvalidCredential))
+    let body = read_capped(response, MAX_DOCUMENT_BYTES).await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot read the provider's token endpoint answer");
+        ApiError::Unavailable
+    })?;
+    serde_json::from_slice(&body).map_err(|_| ApiError::Unauthenticated(Denial::InvalidCredential))
 }
 
 fn github(s: &HttpState) -> Result<&GithubConfig, ApiError> {
@@ -308,6 +334,7 @@ pub async fn github_login(
     let gh = github(&s)?;
     let login = LoginState {
         provider: "github".into(),
+        issuer: gh.oauth_url.clone(),
         state: random_base62(32),
         nonce: String::new(),
         verifier: random_base62(64),
@@ -349,7 +376,7 @@ pub async fn github_callback(
 ) -> Result<Response, ApiError> {
     let gh = github(&s)?.clone();
     let login = take_state(&s, &headers, &q)?;
-    if login.provider != "github" {
+    if login.provider != "github" || login.issuer != gh.oauth_url {
         return Err(ApiError::validation("state", "login state does not match: start the login again"));
     }
     let code = q.code.clone().ok_or(ApiError::validation("code", "missing authorization code"))?;
@@ -365,12 +392,13 @@ pub async fn github_callback(
     let access = tokens.access_token.ok_or(ApiError::Unauthenticated(Denial::InvalidCredential))?;
     let user: GithubUser = github_get(&s, &gh, "/user", &access).await?;
     let emails: Vec<GithubEmail> = github_get(&s, &gh, "/user/emails", &access).await?;
+    // Only the primary address, and only once verified: a secondary one is
+    // not the address the account answers to.
     let email = emails
         .iter()
-        .filter(|e| e.verified)
-        .max_by_key(|e| e.primary)
+        .find(|e| e.primary && e.verified)
         .map(|e| e.email.to_lowercase())
-        .ok_or(ApiError::Forbidden("the GitHub account has no verified email".into()))?;
+        .ok_or(ApiError::Forbidden("the GitHub account's primary email is not verified".into()))?;
     // Without allowed organisations, GitHub creates no accounts: anyone can
     // have a GitHub account. With them, every login must be a member.
     if !gh.allowed_orgs.is_empty() && !github_member(&s, &gh, &user.login, &access).await? {
@@ -453,7 +481,11 @@ async fn github_get<T: serde::de::DeserializeOwned>(
     if !response.status().is_success() {
         return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
     }
-    response.json().await.map_err(|_| ApiError::Unavailable)
+    let body = read_capped(response, MAX_DOCUMENT_BYTES).await.map_err(|e| {
+        tracing::warn!(error = %e, path, "cannot read GitHub's answer");
+        ApiError::Unavailable
+    })?;
+    serde_json::from_slice(&body).map_err(|_| ApiError::Unavailable)
 }
 
 #[derive(Deserialize)]

@@ -18,5 +18,6 @@ mod hosts;
 mod identity;
 mod keys;
 mod paths;
+mod providers;
 mod revocation;
 mod upstream_headers;

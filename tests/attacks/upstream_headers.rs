@@ -155,6 +155,7 @@ async fn the_login_state_cookie_stays_on_gatehouses_paths() {
             // Never reached: the test stops at the callback's state check.
             oauth_url: "http://127.0.0.1:9".into(),
             api_url: "http://127.0.0.1:9".into(),
+            allowed_orgs: Vec::new(),
         });
     })
     .await;

@@ -72,6 +72,8 @@ pub fn test_config(database_url: &str) -> Config {
         database_url: database_url.to_owned(),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        // The suite's providers (oidc-provider, stand-ins) serve plain http on 127.0.0.1.
+        oidc_allow_insecure_http: true,
         ..Config::default()
     }
 }
