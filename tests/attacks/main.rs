@@ -18,5 +18,6 @@ mod hosts;
 mod identity;
 mod keys;
 mod paths;
+mod rest_surface;
 mod revocation;
 mod upstream_headers;
