@@ -236,4 +236,28 @@ mod tests {
         assert_eq!(missing_field("missing field `password` at line 1 column 2"), Some("password"));
         assert_eq!(missing_field("expected value"), None);
     }
+
+    #[test]
+    fn only_json_types_are_json() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(json), "{json}");
+        }
+        for other in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/json",
+            "application/json5",
+            "application/x/y+json",
+            "",
+        ] {
+            assert!(!is_json(other), "{other}");
+        }
+    }
 }
