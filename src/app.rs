@@ -168,6 +168,7 @@ impl App {
             throttle: LoginThrottle::new(self.config.login_throttle.clone()),
             trusted_proxy_hops: self.config.trusted_proxy_hops,
             max_body_bytes: self.config.max_body_bytes,
+            request_timeout: self.config.http_request_timeout,
             providers: self.providers.clone(),
             redis: self.redis.clone(),
             bus: self.bus.clone(),
@@ -178,7 +179,8 @@ impl App {
             console: self.config.console,
             secure_cookies: self.config.public_url.starts_with("https://") || self.config.tls.is_some(),
         };
-        let router = http::router(state).into_make_service_with_connect_info::<http::extract::PeerAddr>();
+        let router = http::router(state);
+        let header_timeout = self.config.http_header_timeout;
         let (grpc_tls, http_tls) = match &self.config.tls {
             Some(files) => {
                 let (grpc, http) = crate::tls::server_configs(files)?;
@@ -188,10 +190,10 @@ impl App {
         };
         let http_stopped = stopped(stop_rx.clone());
         let http: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match http_tls {
-            None => Box::pin(axum::serve(http_listener, router).with_graceful_shutdown(http_stopped).into_future()),
+            None => Box::pin(http::server::serve(http_listener, router, header_timeout, http_stopped)),
             Some(config) => {
                 let listener = crate::tls::HttpsListener::new(http_listener, config)?;
-                Box::pin(axum::serve(listener, router).with_graceful_shutdown(http_stopped).into_future())
+                Box::pin(http::server::serve(listener, router, header_timeout, http_stopped))
             }
         };
         // The admin API beside Check, or on a listener of its own.
@@ -254,7 +256,7 @@ impl App {
         if let Some(addr) = self.config.metrics_addr {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener on {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listener (no authentication)");
-            let serve = axum::serve(listener, http::metrics_router()).with_graceful_shutdown(stopped(stop_rx.clone()));
+            let serve = http::server::serve(listener, http::metrics_router(), header_timeout, stopped(stop_rx.clone()));
             tokio::spawn(async move {
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "metrics listener failed");

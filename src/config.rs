@@ -69,6 +69,12 @@ pub struct Config {
     pub trusted_proxy_hops: usize,
     /// Largest request body the REST API reads.
     pub max_body_bytes: usize,
+    /// How long an HTTP client may take to send a request's headers (and how
+    /// long an idle keep-alive connection stays open).
+    pub http_header_timeout: Duration,
+    /// How long an HTTP request may take from its headers to the answer,
+    /// reading the body included (408 past it).
+    pub http_request_timeout: Duration,
     /// How often revocations made by other replicas are loaded.
     pub revocation_poll_interval: Duration,
     /// How often the change feed is read: the bound on how long any replica
@@ -165,6 +171,8 @@ impl Default for Config {
             },
             usage_flush_interval: Duration::from_secs(10),
             shutdown_delay: Duration::ZERO,
+            http_header_timeout: Duration::from_secs(10),
+            http_request_timeout: Duration::from_secs(30),
             log_json: false,
             log_emails: false,
             metrics_addr: None,
@@ -226,11 +234,13 @@ impl fmt::Debug for Config {
             .field("strip_credentials", &self.strip_credentials)
             .field("cache", &self.cache)
             .field("shutdown_delay", &self.shutdown_delay)
+            .field("http_header_timeout", &self.http_header_timeout)
+            .field("http_request_timeout", &self.http_request_timeout)
             .field("jwt", &self.jwt)
             .field("accounts", &self.accounts)
             .field("roles", &self.roles)
             .field("login_throttle", &self.login_throttle)
-            .field("bootstrap_admin", &self.bootstrap_admin.as_ref().map(|(email, _)| email))
+            .field("bootstrap_admin", &self.bootstrap_admin.as_ref().map(|(email, _)| crate::telemetry::email(email)))
             .field("oidc", &self.oidc.iter().map(|i| &i.issuer_url).collect::<Vec<_>>())
             .field("github", &self.github.as_ref().map(|g| &g.client_id))
             .field("oidc_allow_insecure_http", &self.oidc_allow_insecure_http)
@@ -361,6 +371,8 @@ struct FileServer {
     metrics_addr: Option<SocketAddr>,
     shutdown_delay_seconds: Option<u64>,
     console: Option<bool>,
+    header_timeout_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -621,6 +633,8 @@ impl Config {
         }
         set(&mut self.shutdown_delay, file.server.shutdown_delay_seconds.map(Duration::from_secs));
         set(&mut self.console, file.server.console);
+        set(&mut self.http_header_timeout, file.server.header_timeout_ms.map(Duration::from_millis));
+        set(&mut self.http_request_timeout, file.server.request_timeout_ms.map(Duration::from_millis));
         set(&mut self.database_url, file.database.url);
         set(&mut self.auto_migrate, file.database.auto_migrate);
         set(&mut self.database_timeout, file.database.timeout_ms.map(Duration::from_millis));
@@ -705,6 +719,9 @@ impl Config {
         }
         set(&mut self.http_addr, parse_var(env, "GATEHOUSE_HTTP_ADDR")?);
         set(&mut self.shutdown_delay, secs("GATEHOUSE_SHUTDOWN_DELAY_SECONDS")?);
+        let ms = |name: &str| parse_var::<u64>(env, name).map(|v| v.map(Duration::from_millis));
+        set(&mut self.http_header_timeout, ms("GATEHOUSE_HTTP_HEADER_TIMEOUT_MS")?);
+        set(&mut self.http_request_timeout, ms("GATEHOUSE_HTTP_REQUEST_TIMEOUT_MS")?);
         set(&mut self.database_url, parse_var(env, "DATABASE_URL")?);
         set(&mut self.auto_migrate, parse_var::<Flag>(env, "GATEHOUSE_AUTO_MIGRATE")?.map(|f| f.0));
         set(
@@ -950,6 +967,12 @@ impl Config {
         if !(10..=1000).contains(&self.change_poll_interval.as_millis()) {
             let value = self.change_poll_interval.as_millis().to_string();
             return Err(invalid("GATEHOUSE_CHANGE_POLL_MS", &value, "must be between 10 and 1000"));
+        }
+        if self.http_header_timeout.is_zero() {
+            return Err(invalid("GATEHOUSE_HTTP_HEADER_TIMEOUT_MS", "0", "must be at least 1"));
+        }
+        if self.http_request_timeout.is_zero() {
+            return Err(invalid("GATEHOUSE_HTTP_REQUEST_TIMEOUT_MS", "0", "must be at least 1"));
         }
         if self.revocation_poll_interval.is_zero() {
             return Err(invalid("GATEHOUSE_REVOCATION_POLL_SECONDS", "0", "must be at least 1"));

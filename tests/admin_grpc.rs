@@ -101,11 +101,14 @@ async fn callers_without_manage_users_are_refused(b: Backend) {
         let e = c.list_keys(with_key(pb::ListKeysRequest::default(), key)).await.unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied);
     }
-    // Nothing was created by the refused calls; each refusal is audited.
+    // Nothing was created by the refused calls; each refusal is audited, a
+    // refused credential too (no actor then), but not a call without one.
     assert_eq!(s.store.list_api_keys(None).await.unwrap().len(), 3);
     let denied = AuditQuery { action: Some(AuditAction::AdminDenied), limit: 50, ..Default::default() };
     let events = s.store.audit_events(&denied).await.unwrap();
-    assert_eq!(events.len(), 4);
+    assert_eq!(events.len(), 5);
+    let refused = events.iter().find(|e| e.actor_id.is_none()).unwrap();
+    assert!(refused.detail.as_deref().unwrap().starts_with("credential refused"), "{refused:?}");
     assert!(events.iter().any(|e| e.target.as_deref() == Some("gRPC gatehouse.admin.v1.KeyAdmin/ListKeys")));
     s.finish().await;
 }

@@ -435,7 +435,7 @@ impl Accounts {
         let new = NewUser { email: email.clone(), name, role, group: group.to_owned(), password_hash, email_verified };
         match self.store.create_user(&new).await {
             Err(StoreError::Conflict) => {
-                Err(AccountError::Conflict(format!("a user with email {email} already exists")))
+                Err(AccountError::Conflict("a user with this email already exists".to_owned()))
             }
             other => Ok(other?),
         }

@@ -33,14 +33,26 @@ impl AdminService {
         pb::key_admin_server::KeyAdminServer::new(self)
     }
 
-    /// The caller, who must hold `manage_users`.
     /// The caller, who must hold `manage_users`; a refusal is audited.
     async fn admin<T>(&self, request: &Request<T>, method: &str, now: i64) -> Result<Principal, Status> {
         let headers = request.metadata().iter().filter_map(|entry| match entry {
             tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str(), v.to_str().unwrap_or("\u{0}"))),
             tonic::metadata::KeyAndValueRef::Binary(..) => None,
         });
-        let principal = self.authorizer.authenticate(headers, now).await.map_err(|d| denial_status(&d))?;
+        let principal = match self.authorizer.authenticate(headers, now).await {
+            Ok(principal) => principal,
+            Err(d) => {
+                // A credential sent and refused is audited, charged to the
+                // client address (bounded like every refusal); none sent is not.
+                if !matches!(d, Denial::MissingCredential | Denial::BackendUnavailable) {
+                    let refused = event(AuditAction::AdminDenied)
+                        .target(format!("gRPC gatehouse.admin.v1.KeyAdmin/{method}"))
+                        .detail(format!("credential refused: {}", d.reason()));
+                    self.record(request, refused).await;
+                }
+                return Err(denial_status(&d));
+            }
+        };
         if !principal.permissions.contains(Permission::ManageUsers) {
             let denied = event(AuditAction::AdminDenied)
                 .actor(&*principal.user_id)

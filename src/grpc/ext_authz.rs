@@ -396,16 +396,23 @@ fn record(decision: &Decision, started: std::time::Instant) {
 }
 
 fn log_decision(http: &HttpRequest, decision: &Decision) {
-    // The path is logged without its query string, which may carry secrets.
-    let path = http.path.split('?').next().unwrap_or("");
+    use crate::telemetry::{VALUE_CAP, escape};
+    if decision.verdict.is_ok() && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    // What the client sent is logged escaped and capped (the path without
+    // its query string, which may carry secrets, and emails redacted).
+    let path = crate::telemetry::path(&http.path);
+    let path = path.as_str();
+    let (request_id, method) = (escape(&http.id, VALUE_CAP), escape(&http.method, VALUE_CAP));
     let rule = decision.rule.as_deref();
     let user_id = decision.principal.as_ref().map(|p| &*p.user_id);
     let key_id = decision.principal.as_ref().and_then(|p| p.key_id.as_deref());
     match &decision.verdict {
-        Ok(_) => tracing::debug!(request_id = %http.id, method = %http.method, path, rule, user_id, key_id, "allow"),
+        Ok(_) => tracing::debug!(request_id = %request_id, method = %method, path, rule, user_id, key_id, "allow"),
         Err(d) => tracing::info!(
-            request_id = %http.id,
-            method = %http.method,
+            request_id = %request_id,
+            method = %method,
             path,
             rule,
             user_id,

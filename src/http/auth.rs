@@ -109,32 +109,31 @@ pub async fn login(
     let account = body.email.or(body.username).ok_or_else(|| ApiError::validation("email", "email is required"))?;
     let ip = audited.client_ip.clone();
     s.throttle.check(&account, ip.as_deref()).map_err(ApiError::RateLimited)?;
-    let user = match s.accounts.verify_password(&account, Secret::new(body.password)).await {
-        Ok(user) => user,
-        Err(e) => {
-            if matches!(e, crate::accounts::AccountError::InvalidLogin) {
-                s.throttle.record_failure(&account, ip.as_deref());
-                let shown = crate::telemetry::email(&account);
-                tracing::info!(client_ip = ip.as_deref().unwrap_or("-"), account = shown, "login failed");
-                // The account attacked, when it exists; never the password.
-                let known = s.accounts.store().user_by_email(&account.to_lowercase()).await.ok().flatten();
-                let failed = event(AuditAction::LoginFailed).detail("wrong password or unknown account");
-                audited
-                    .record(match known {
-                        Some(user) => failed.target(format!("user:{}", user.id)),
-                        None => failed,
-                    })
-                    .await;
-            }
-            return Err(e.into());
-        }
+    let verified = s.accounts.verify_password(&account, Secret::new(body.password)).await;
+    // A disabled account's right password fails like a wrong one (same
+    // answer, same work), so it does not confirm the password.
+    let failure = match &verified {
+        Err(crate::accounts::AccountError::InvalidLogin) => Some("wrong password or unknown account"),
+        Ok(user) if user.disabled => Some("account disabled"),
+        _ => None,
     };
-    s.throttle.record_success(&account);
-    if user.disabled {
-        let refused = event(AuditAction::LoginFailed).target(format!("user:{}", user.id)).detail("account disabled");
-        audited.record(refused).await;
-        return Err(Denial::AccountDisabled.into());
+    if let Some(why) = failure {
+        s.throttle.record_failure(&account, ip.as_deref());
+        let shown = crate::telemetry::email(&account);
+        tracing::info!(client_ip = ip.as_deref().unwrap_or("-"), account = shown, "login failed");
+        // The account attacked, when it exists; never the password.
+        let known = s.accounts.store().user_by_email(&account.to_lowercase()).await.ok().flatten();
+        let failed = event(AuditAction::LoginFailed).detail(why);
+        audited
+            .record(match known {
+                Some(user) => failed.target(format!("user:{}", user.id)),
+                None => failed,
+            })
+            .await;
+        return Err(Denial::InvalidLogin.into());
     }
+    let user = verified?;
+    s.throttle.record_success(&account);
     let issued = s.authorizer.authn().jwt().issue(&user, now())?;
     tracing::info!(user_id = %user.id, "login");
     let method = event(AuditAction::LoginSucceeded).detail("password");
@@ -323,7 +322,7 @@ pub async fn rotate_key(
 ) -> Result<Response, ApiError> {
     let now = now();
     let rotated = s.accounts.rotate_key(&audited.acting(&caller), &id, body.grace_seconds, now).await?;
-    tracing::info!(actor = %caller.user_id, key_id = %id, "API key rotated");
+    tracing::info!(actor = %caller.user_id, key_id = %rotated.key.id, "API key rotated");
     let view = CreatedKeyView { info: KeyView::new(&rotated.key, now), secret: rotated.secret };
     Ok(ok(StatusCode::OK, serde_json::to_value(view).map_err(|_| ApiError::Internal)?))
 }
@@ -335,6 +334,7 @@ pub async fn delete_key(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     s.accounts.revoke_key(&audited.acting(&caller), &id, now()).await?;
-    tracing::info!(actor = %caller.user_id, key_id = %id, "API key revoked");
+    let key_id = crate::telemetry::escape(&id, crate::telemetry::VALUE_CAP);
+    tracing::info!(actor = %caller.user_id, key_id = %key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

@@ -20,6 +20,9 @@ pub enum ApiError {
     NotFound(String),
     Conflict(String),
     PayloadTooLarge(usize),
+    // A body not declared as JSON; a request past the request timeout.
+    UnsupportedMediaType,
+    Timeout,
     RateLimited(Duration),
     Unavailable,
     Internal,
@@ -58,6 +61,20 @@ impl ApiError {
                 "PAYLOAD_TOO_LARGE",
                 "invalid_request_error",
                 format!("request body is larger than {limit} bytes"),
+                Value::Null,
+            ),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UNSUPPORTED_MEDIA_TYPE",
+                "invalid_request_error",
+                "the body must be JSON, sent with Content-Type: application/json".into(),
+                json!({ "field": "content-type" }),
+            ),
+            ApiError::Timeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "REQUEST_TIMEOUT",
+                "invalid_request_error",
+                "the request took too long to arrive or to answer".into(),
                 Value::Null,
             ),
             ApiError::RateLimited(_) => {

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::HttpState;
 use super::error::ApiError;
-use crate::domain::{Permission, Principal};
+use crate::domain::{Denial, Permission, Principal};
 
 /// A JSON body, read up to the configured size. A malformed body is refused
 /// with 400 naming the field at fault; an oversized one with 413.
@@ -33,18 +33,21 @@ impl<T: DeserializeOwned + Default> FromRequest<HttpState> for OptionalJsonBody<
     }
 }
 
-/// The body as `T`; `None` when it is empty.
+/// The body as `T`; `None` when it is empty. A body must be declared JSON
+/// (`application/json` or `application/*+json`): a cross-site page can send a
+/// body without a CORS preflight only as a form, as text, or with no
+/// `Content-Type` at all, and none of those is read. An empty body may come
+/// without one (endpoints whose body is optional).
 async fn read_json<T: DeserializeOwned>(req: Request, state: &HttpState) -> Result<Option<T>, ApiError> {
-    let is_json = req
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_none_or(|ct| ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")));
-    if !is_json {
-        return Err(ApiError::validation("content-type", "the body must be application/json"));
+    let declared = req.headers().get(axum::http::header::CONTENT_TYPE).map(|v| v.to_str().is_ok_and(is_json));
+    if declared == Some(false) {
+        return Err(ApiError::UnsupportedMediaType);
     }
     let limit = state.max_body_bytes;
     let bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| ApiError::PayloadTooLarge(limit))?;
+    if declared.is_none() && !bytes.is_empty() {
+        return Err(ApiError::UnsupportedMediaType);
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
@@ -55,6 +58,13 @@ async fn read_json<T: DeserializeOwned>(req: Request, state: &HttpState) -> Resu
         let field = if path == "." { missing_field(&message).unwrap_or("body").to_owned() } else { path };
         ApiError::Validation { message: format!("invalid JSON: {message}"), field: Some(field) }
     })
+}
+
+/// `application/json` or `application/<anything>+json`, parameters aside.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|s| s.ends_with("+json") && !s.contains('/'))
 }
 
 /// `missing field `email`` -> `email`.
@@ -85,11 +95,32 @@ impl FromRequestParts<HttpState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
         let headers = parts.headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("\u{0}")));
-        let principal = state.authorizer.authenticate(headers, crate::app::now()).await?;
+        let principal = match state.authorizer.authenticate(headers, crate::app::now()).await {
+            Ok(principal) => principal,
+            Err(denial) => {
+                // On administrative routes, a credential that was sent and
+                // refused (invalid, expired, revoked) is audited, charged to
+                // the client address; a request without one is not.
+                let audited = !matches!(denial, Denial::MissingCredential | Denial::BackendUnavailable);
+                if audited && parts.extensions.get::<AdminArea>().is_some() {
+                    let by = Audited::from_request_parts(parts, state).await?;
+                    let refused = crate::audit::event(crate::domain::AuditAction::AdminDenied)
+                        .target(by.endpoint.clone())
+                        .detail(format!("credential refused: {}", denial.reason()));
+                    by.record(refused).await;
+                }
+                return Err(denial.into());
+            }
+        };
         tracing::Span::current().record("user_id", &*principal.user_id);
         Ok(Caller(principal))
     }
 }
+
+/// Marks administrative routes, whose refusals are audited even when the
+/// credential itself is refused.
+#[derive(Clone, Copy, Debug)]
+pub struct AdminArea;
 
 impl Caller {
     pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
@@ -204,5 +235,29 @@ mod tests {
     fn names_the_missing_field() {
         assert_eq!(missing_field("missing field `password` at line 1 column 2"), Some("password"));
         assert_eq!(missing_field("expected value"), None);
+    }
+
+    #[test]
+    fn only_json_types_are_json() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            "application/vnd.api+json",
+            "application/merge-patch+json",
+        ] {
+            assert!(is_json(json), "{json}");
+        }
+        for other in [
+            "text/plain",
+            "text/plain;charset=UTF-8",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data; boundary=x",
+            "text/json",
+            "application/json5",
+            "application/x/y+json",
+            "",
+        ] {
+            assert!(!is_json(other), "{other}");
+        }
     }
 }

@@ -10,7 +10,8 @@
 //!   provider cannot be handed another's code and PKCE verifier (mix-up).
 //! * `GET /auth/github` -> GitHub; `GET /auth/github/callback` exchanges the
 //!   code and reads the account's verified primary email.
-//! * `POST /api/v1/oauth/validate {session_token}` says whether a token is valid.
+//! * `POST /api/v1/oauth/validate {session_token}` says whether a token is
+//!   valid, to its holder or an administrator.
 //!
 //! * `GET /auth/providers` lists the configured providers and their login URLs.
 //!
@@ -121,8 +122,11 @@ fn redirect_with_state(s: &HttpState, location: &str, login: &LoginState) -> Res
 /// The login state from the cookie, checked against the callback's `state`.
 fn take_state(s: &HttpState, headers: &HeaderMap, q: &CallbackQuery) -> Result<LoginState, ApiError> {
     if let Some(error) = &q.error {
-        let detail = q.error_description.as_deref().unwrap_or("");
-        tracing::info!(error = %error, detail, "provider refused the login");
+        // Both come from the URL: escaped and capped, never logged raw.
+        let error = crate::telemetry::escape(error, crate::telemetry::VALUE_CAP);
+        let detail =
+            crate::telemetry::escape(q.error_description.as_deref().unwrap_or(""), crate::telemetry::VALUE_CAP);
+        tracing::info!(error = %error, detail = %detail, "provider refused the login");
         return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
     }
     let cookie = LOGIN_COOKIE
@@ -494,13 +498,39 @@ pub struct ValidateBody {
     session_token: String,
 }
 
-/// Seed 001's session check: 200 with `valid` true or false.
+/// Seed 001's session check: 200 with `valid` true or false and, when
+/// valid, whose it is. Only a credential's own holder or an administrator
+/// learns anything:
+/// * a caller sending no credential of its own presents a session token in
+///   the body (seed 001's call) and learns about that token alone;
+/// * an API key is validated only for a caller that authenticates (with that
+///   key, or another credential of the same user);
+/// * validating another user's credential needs `manage_users`: refused 403
+///   (and audited) otherwise, whether that credential is valid or not.
 pub async fn validate(
     State(s): State<HttpState>,
+    audited: Audited,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<ValidateBody>,
 ) -> Result<Response, ApiError> {
-    let headers = [("authorization", format!("Bearer {}", body.session_token))];
-    let result = s.authorizer.authenticate(headers.iter().map(|(k, v)| (*k, v.as_str())), now()).await;
+    let now = now();
+    let sent = headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("\u{0}")));
+    let caller = match s.authorizer.authenticate(sent, now).await {
+        Ok(caller) => Some(caller),
+        Err(Denial::MissingCredential) => None,
+        Err(d) => return Err(d.into()),
+    };
+    if caller.is_none() && crate::authn::api_key::looks_like_key(body.session_token.trim()) {
+        return Err(ApiError::Unauthenticated(Denial::MissingCredential));
+    }
+    let presented = [("authorization", format!("Bearer {}", body.session_token))];
+    let result = s.authorizer.authenticate(presented.iter().map(|(k, v)| (*k, v.as_str())), now).await;
+    if let Some(caller) = caller {
+        let own = result.as_ref().is_ok_and(|p| p.user_id == caller.user_id);
+        if !own {
+            audited.require(&super::extract::Caller(caller), crate::domain::Permission::ManageUsers).await?;
+        }
+    }
     let value = match result {
         Ok(p) => {
             let user = s.accounts.find_user(&p.user_id).await?;

@@ -8,13 +8,14 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod login;
+pub mod server;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
@@ -37,6 +38,8 @@ pub struct HttpState {
     pub throttle: LoginThrottle,
     pub trusted_proxy_hops: usize,
     pub max_body_bytes: usize,
+    /// From a request's headers to its answer, the body read included.
+    pub request_timeout: Duration,
     /// External providers; not ready until each one's keys have loaded.
     pub providers: Arc<Providers>,
     /// The shared limiter, when Redis is configured.
@@ -74,7 +77,8 @@ fn auth_routes() -> Router<HttpState> {
         .route("/github/callback", get(login::github_callback))
         .route("/oauth/validate", post(login::validate))
         .route("/providers", get(login::providers))
-        .route("/audit", get(admin::audit_log))
+        .route("/audit", get(admin::audit_log).layer(axum::Extension(extract::AdminArea)))
+        .layer(axum::middleware::map_response(no_store))
 }
 
 fn admin_routes() -> Router<HttpState> {
@@ -84,6 +88,17 @@ fn admin_routes() -> Router<HttpState> {
         .route("/groups", get(admin::list_groups).post(admin::create_group))
         .route("/groups/{name}", patch(admin::update_group))
         .route("/keys/{id}", patch(admin::update_key))
+        .layer(axum::Extension(extract::AdminArea))
+        .layer(axum::middleware::map_response(no_store))
+}
+
+/// API answers may carry tokens, key secrets or account data: no cache
+/// (browser, proxy or CDN) keeps them.
+async fn no_store(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -98,11 +113,12 @@ pub fn router(state: HttpState) -> Router {
         .nest("/auth", auth_routes())
         .nest("/api/v1/auth", auth_routes())
         .nest("/api/auth", auth_routes())
-        .route("/api/v1/oauth/validate", post(login::validate))
+        .route("/api/v1/oauth/validate", post(login::validate).layer(axum::middleware::map_response(no_store)))
         .nest("/admin", admin_routes())
         .nest("/api/v1/admin", admin_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(logged.request_timeout, request_timeout))
         .layer(axum::middleware::from_fn_with_state(logged, access_log))
         .with_state(state)
 }
@@ -112,10 +128,28 @@ pub fn metrics_router() -> Router {
     Router::new().route("/metrics", get(|| async { render_metrics() })).fallback(not_found)
 }
 
+/// A request still unanswered `limit` after its headers arrived (a body sent
+/// slowly, say) is answered 408 and its connection closed.
+async fn request_timeout(
+    State(limit): State<Duration>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::Timeout.into_response();
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
 /// One log line per API request (seed 003: time, client IP, user, endpoint,
 /// status, duration) in a span carrying the request id, which is Envoy's
 /// `x-request-id` when present (so API and Check logs line up) and is echoed
-/// back. The path is logged without its query string; probes log at debug.
+/// back. The path is logged as [`crate::telemetry::path`] shows it: without
+/// its query string, emails redacted, escaped and capped. Probes log at debug.
 async fn access_log(
     extract::ClientIp(ip): extract::ClientIp,
     request: axum::extract::Request,
@@ -130,7 +164,7 @@ async fn access_log(
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    let path = crate::telemetry::path(request.uri().path());
     let span = tracing::info_span!("request", request_id = %request_id, user_id = tracing::field::Empty);
     let mut response = next.run(request).instrument(span.clone()).await;
     if let Ok(value) = axum::http::HeaderValue::from_str(&request_id) {

@@ -19,5 +19,6 @@ mod identity;
 mod keys;
 mod paths;
 mod providers;
+mod rest_surface;
 mod revocation;
 mod upstream_headers;
