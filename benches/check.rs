@@ -124,7 +124,11 @@ fn fixture() -> Fixture {
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         let request = KeyRequest { name: "bench", permissions: None, expires_in_days: None, models: None };
-        let (_, key) = hs.accounts.create_key(&gatehouse::accounts::Acting::operator(), Some(&user.id), request, now()).await.unwrap_or_else(|e| panic!("{e}"));
+        let (_, key) = hs
+            .accounts
+            .create_key(&gatehouse::accounts::Acting::operator(), Some(&user.id), request, now())
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
         let rs_user = rs
             .accounts
             .create_user("bench@example.com", None, Role::Operator, DEFAULT_GROUP)

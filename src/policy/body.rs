@@ -643,7 +643,7 @@ mod tests {
             format!(r#"{{"functions":[{{"name":"f","description":"{long}"}}]}}"#),
             format!(r#"{{"functions":[{{"name":"f","parameters":{schema}}}]}}"#),
             format!(r#"{{"prompt":"hi","suffix":"{long}"}}"#),
-            format!(r#"{{"prompt":[[1,2,3,4,5,6,7,8,9,10,11],[1,2,3,4,5,6,7,8,9,10]]}}"#),
+            r#"{"prompt":[[1,2,3,4,5,6,7,8,9,10,11],[1,2,3,4,5,6,7,8,9,10]]}"#.to_owned(),
             format!(r#"{{"prompt":{{"id":"pmpt_1","variables":{{"city":"{long}"}}}}}}"#),
             format!(r#"{{"prompt":{{"id":"pmpt_1","variables":{{"doc":{{"type":"input_text","text":"{long}"}}}}}}}}"#),
             format!(r#"{{"input":["a","{long}"]}}"#),
@@ -660,7 +660,7 @@ mod tests {
             ),
             format!(r#"{{"text":{{"format":{{"type":"json_schema","name":"w","schema":{schema}}}}}}}"#),
             format!(r#"{{"prediction":{{"type":"content","content":"{long}"}}}}"#),
-            format!(r#"{{"messages":[{{"content":"0123456789"}},{{"content":"0123456789X"}}]}}"#),
+            r#"{"messages":[{"content":"0123456789"},{"content":"0123456789X"}]}"#.to_owned(),
         ] {
             let denial = post(&json).unwrap_err();
             assert_eq!(denial.reason(), "prompt_too_long", "{json}");

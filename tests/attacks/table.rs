@@ -75,10 +75,10 @@ pub async fn raw_request(port: u16, a: &Attack) -> (u16, String) {
     for (k, v) in &a.headers {
         request.push_str(&format!("{k}: {v}\r\n"));
     }
-    if let Some(body) = &a.body {
-        if !a.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding")) {
-            request.push_str(&format!("content-length: {}\r\n", body.len()));
-        }
+    if let Some(body) = &a.body
+        && !a.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"))
+    {
+        request.push_str(&format!("content-length: {}\r\n", body.len()));
     }
     request.push_str("connection: close\r\n\r\n");
     if let Some(body) = &a.body {
