@@ -159,6 +159,11 @@ impl Accounts {
         &self.settings
     }
 
+    /// Where every password hash and verification of the process runs.
+    pub fn hashing(&self) -> &password::Hashing {
+        &self.hashing
+    }
+
     /// Self-service sign-up: the configured default role, the default group.
     pub async fn register(&self, email: &str, password: Secret, name: Option<&str>) -> Result<User, AccountError> {
         if !self.settings.allow_registration {

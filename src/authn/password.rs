@@ -153,6 +153,11 @@ type Job = Box<dyn FnOnce() + Send>;
 /// process past any memory limit; bounded, the work costs at most
 /// `concurrency` x 19 MiB.
 ///
+/// A refused caller gets 503 with `Retry-After` ([`HashingError::Busy`]), not
+/// 429: the server is at capacity for everyone, not this client over its own
+/// budget (that is what the per-address limits on registration and login
+/// answer with 429), and 503 tells a load balancer to try another replica.
+///
 /// The runs happen on `concurrency` threads of their own, not on tokio's
 /// blocking pool, each keeping its 19 MiB of argon2 memory for the next run
 /// (see [`MEMORY`]): spread over a pool of many threads, that would still be
@@ -203,7 +208,8 @@ impl Hashing {
         self.run(move || verify(&password, stored.as_deref())).await
     }
 
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashingError> {
+    /// Runs `work` in turn on a hashing thread.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, HashingError> {
         let permit = self.turn().await?;
         let (done, result) = oneshot::channel();
         let job: Job = Box::new(move || {

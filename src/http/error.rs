@@ -73,10 +73,13 @@ impl ApiError {
                 let (code, t) = kind(ErrorKind::Unavailable);
                 (StatusCode::SERVICE_UNAVAILABLE, code, t, "service temporarily unavailable".into(), Value::Null)
             }
-            ApiError::Busy(_) => {
-                let (code, t) = kind(ErrorKind::Unavailable);
-                (StatusCode::SERVICE_UNAVAILABLE, code, t, "server busy, try again shortly".into(), Value::Null)
-            }
+            ApiError::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER_BUSY",
+                "api_error",
+                "too many password checks at once, try again shortly".into(),
+                Value::Null,
+            ),
             ApiError::Internal => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "api_error", "internal error".into(), Value::Null)
             }
