@@ -166,6 +166,14 @@ impl App {
             accounts: self.accounts.clone(),
             authorizer: self.authorizer.clone(),
             throttle: LoginThrottle::new(self.config.login_throttle.clone()),
+            auth_limits: http::auth::AuthLimits {
+                limiter: match &self.redis {
+                    Some(redis) => Arc::new(redis.clone()),
+                    None => Arc::new(self.local.clone()),
+                },
+                register: self.config.register_limit,
+                login: self.config.login_limit,
+            },
             trusted_proxy_hops: self.config.trusted_proxy_hops,
             max_body_bytes: self.config.max_body_bytes,
             request_timeout: self.config.http_request_timeout,

@@ -13,6 +13,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
 use crate::authn::oidc::IssuerConfig;
+use crate::authn::password::HashingLimits;
 use crate::authn::throttle::ThrottleSettings;
 use crate::domain::{PermissionSet, Role, RolePermissions};
 use crate::policy::spec::{PolicyDocument, PolicySettings};
@@ -97,6 +98,11 @@ pub struct Config {
     pub default_limit: Option<Limit>,
     /// Per client address, for anonymous requests (public routes).
     pub anonymous_limit: Option<Limit>,
+    /// Per client address, for `POST /auth/register` (shared through Redis).
+    pub register_limit: Option<Limit>,
+    /// Per client address, for `POST /auth/login`, every attempt (shared
+    /// through Redis); the failure lockout is `login_throttle`.
+    pub login_limit: Option<Limit>,
     /// The route table as configured (see [`Config::compile_policy`]).
     pub policy: PolicySpec,
     /// The config file this was loaded from.
@@ -144,6 +150,9 @@ pub struct AccountSettings {
     pub allowed_email_domains: Vec<String>,
     pub default_role: Role,
     pub password_min_length: usize,
+    /// How many password hashes and verifications run at once, and how long
+    /// the rest wait.
+    pub password_hashing: HashingLimits,
 }
 
 pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/healthz", "/auth/login", "/auth/register"];
@@ -194,6 +203,7 @@ impl Default for Config {
                 allowed_email_domains: Vec::new(),
                 default_role: Role::Viewer,
                 password_min_length: 8,
+                password_hashing: HashingLimits::default(),
             },
             login_throttle: ThrottleSettings { max_per_account: 5, max_per_ip: 50, window: Duration::from_secs(900) },
             bootstrap_admin: None,
@@ -208,6 +218,8 @@ impl Default for Config {
             redis_url: None,
             default_limit: None,
             anonymous_limit: Some(Limit { requests: 120, period: Duration::from_secs(60), burst: 120 }),
+            register_limit: Some(Limit { requests: 10, period: Duration::from_secs(600), burst: 10 }),
+            login_limit: Some(Limit { requests: 30, period: Duration::from_secs(60), burst: 30 }),
             policy: PolicySpec::default(),
             config_file: None,
             policy_file: None,
@@ -248,6 +260,8 @@ impl fmt::Debug for Config {
             .field("redis_url", &self.redis_url.as_ref().map(|u| redact_url(u.expose())))
             .field("default_limit", &self.default_limit)
             .field("anonymous_limit", &self.anonymous_limit)
+            .field("register_limit", &self.register_limit)
+            .field("login_limit", &self.login_limit)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -785,6 +799,13 @@ impl Config {
         }
         set(&mut self.accounts.default_role, parse_var(env, "GATEHOUSE_DEFAULT_ROLE")?);
         set(&mut self.accounts.password_min_length, parse_var(env, "GATEHOUSE_PASSWORD_MIN_LENGTH")?);
+        let hashing = &mut self.accounts.password_hashing;
+        set(&mut hashing.concurrency, parse_var(env, "GATEHOUSE_PASSWORD_HASH_CONCURRENCY")?);
+        set(&mut hashing.queue, parse_var(env, "GATEHOUSE_PASSWORD_HASH_QUEUE")?);
+        set(
+            &mut hashing.max_wait,
+            parse_var::<u64>(env, "GATEHOUSE_PASSWORD_HASH_WAIT_MS")?.map(Duration::from_millis),
+        );
         set(&mut self.login_throttle.max_per_account, parse_var(env, "GATEHOUSE_LOGIN_MAX_FAILURES")?);
         set(&mut self.login_throttle.max_per_ip, parse_var(env, "GATEHOUSE_LOGIN_MAX_FAILURES_PER_IP")?);
         set(
@@ -828,6 +849,8 @@ impl Config {
         for (name, slot) in [
             ("GATEHOUSE_DEFAULT_RATE_LIMIT", &mut self.default_limit),
             ("GATEHOUSE_ANONYMOUS_RATE_LIMIT", &mut self.anonymous_limit),
+            ("GATEHOUSE_REGISTER_RATE_LIMIT", &mut self.register_limit),
+            ("GATEHOUSE_LOGIN_RATE_LIMIT", &mut self.login_limit),
         ] {
             match parse_var::<String>(env, name)?.as_deref() {
                 None => {}
@@ -973,6 +996,17 @@ impl Config {
         }
         if self.http_request_timeout.is_zero() {
             return Err(invalid("GATEHOUSE_HTTP_REQUEST_TIMEOUT_MS", "0", "must be at least 1"));
+        }
+        if self.accounts.password_hashing.concurrency == 0 {
+            return Err(invalid("GATEHOUSE_PASSWORD_HASH_CONCURRENCY", "0", "must be at least 1"));
+        }
+        for (name, max) in [
+            ("GATEHOUSE_LOGIN_MAX_FAILURES", self.login_throttle.max_per_account),
+            ("GATEHOUSE_LOGIN_MAX_FAILURES_PER_IP", self.login_throttle.max_per_ip),
+        ] {
+            if max == 0 {
+                return Err(invalid(name, "0", "must be at least 1"));
+            }
         }
         if self.revocation_poll_interval.is_zero() {
             return Err(invalid("GATEHOUSE_REVOCATION_POLL_SECONDS", "0", "must be at least 1"));

@@ -34,8 +34,20 @@ pub enum AccountError {
     /// Unknown account and wrong password share this one message.
     #[error("invalid email or password")]
     InvalidLogin,
+    /// Password hashing is at capacity: try again after this long.
+    #[error("too many password checks at once; retry in {0:?}")]
+    Busy(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<password::HashingError> for AccountError {
+    fn from(e: password::HashingError) -> Self {
+        match e {
+            password::HashingError::Busy(retry_after) => AccountError::Busy(retry_after),
+            password::HashingError::Failed => AccountError::Store(StoreError::Internal(e.to_string())),
+        }
+    }
 }
 
 fn validation(field: &'static str, message: impl Into<String>) -> AccountError {
@@ -135,12 +147,15 @@ pub struct Accounts {
     /// Present in a running server.
     caches: Option<Caches>,
     audit: Audit,
+    /// Every argon2id run of the process.
+    hashing: password::Hashing,
 }
 
 impl Accounts {
     pub fn new(store: DynStore, roles: RolePermissions, settings: AccountSettings, caches: Option<Caches>) -> Self {
         let audit = Audit::new(store.clone());
-        Accounts { store, roles, settings, caches, audit }
+        let hashing = password::Hashing::new(settings.password_hashing.clone());
+        Accounts { store, roles, settings, caches, audit, hashing }
     }
 
     /// Evicts what a change affects here, and tells the other replicas.
@@ -157,6 +172,11 @@ impl Accounts {
 
     pub fn settings(&self) -> &AccountSettings {
         &self.settings
+    }
+
+    /// Where every password hash and verification of the process runs.
+    pub fn hashing(&self) -> &password::Hashing {
+        &self.hashing
     }
 
     /// Self-service sign-up: the configured default role, the default group.
@@ -223,25 +243,30 @@ impl Accounts {
         if password.expose().len() > password::MAX_LEN {
             return Err(validation("password", format!("must be at most {} bytes", password::MAX_LEN)));
         }
-        tokio::task::spawn_blocking(move || password::hash(&password))
-            .await
-            .map_err(|e| AccountError::Store(StoreError::Internal(e.to_string())))
+        Ok(self.hashing.hash(password).await?)
     }
 
-    /// Checks an email and password. Unknown users cost a hash verification
+    /// Checks a login's password. Unknown users cost a hash verification
     /// too, so timing does not reveal which accounts exist.
-    pub async fn verify_password(&self, email: &str, password: Secret) -> Result<User, AccountError> {
-        let user = self.store.user_by_email(email.trim()).await?;
+    pub async fn verify_password(&self, name: &LoginName, password: Secret) -> Result<User, AccountError> {
+        let user = self.user_by_login(name).await?;
         let hash = match &user {
             Some(u) => self.store.password_hash(&u.id).await?,
             None => None,
         };
-        let ok = tokio::task::spawn_blocking(move || password::verify(&password, hash.as_deref()))
-            .await
-            .map_err(|e| AccountError::Store(StoreError::Internal(e.to_string())))?;
+        let ok = self.hashing.verify(password, hash).await?;
         match user {
             Some(u) if ok => Ok(u),
             _ => Err(AccountError::InvalidLogin),
+        }
+    }
+
+    /// The user a login names, if any: looked up by exactly the name the
+    /// login throttle counts against.
+    pub async fn user_by_login(&self, name: &LoginName) -> Result<Option<User>, AccountError> {
+        match name.email() {
+            Some(email) => Ok(self.store.user_by_email(email).await?),
+            None => Ok(None),
         }
     }
 
@@ -565,8 +590,38 @@ fn validate_limits(group: &Group) -> Result<(), AccountError> {
 /// list, an address with a display name, or a URL must see exactly one plain
 /// address, the same one Gatehouse checked.
 pub fn validate_email(email: &str) -> Result<String, AccountError> {
-    let email = email.trim().to_ascii_lowercase();
+    let email = normalize_email(email);
     if is_plain_email(&email) { Ok(email) } else { Err(validation("email", "not a valid email address")) }
+}
+
+/// An email as it is stored: surrounding (Unicode) whitespace removed, ASCII
+/// letters in lower case. Anything else is left as is, so it can never
+/// match a stored (plain ASCII) address.
+pub fn normalize_email(email: &str) -> String {
+    email.trim().to_ascii_lowercase()
+}
+
+/// The account a login attempt names, normalized once ([`normalize_email`]):
+/// the login throttle counts against it and the account is looked up by it,
+/// so no spelling (`"  Victim@Example.com"`, a no-break space) reaches the
+/// account with a budget of its own.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LoginName(String);
+
+impl LoginName {
+    pub fn new(identifier: &str) -> LoginName {
+        LoginName(normalize_email(identifier))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The stored email it can match: `None` when it is no plain address
+    /// (the store's own case folding never sees anything but ASCII).
+    pub fn email(&self) -> Option<&str> {
+        is_plain_email(&self.0).then_some(self.0.as_str())
+    }
 }
 
 /// Whether `email` is already in the form [`validate_email`] returns.
@@ -667,6 +722,23 @@ mod tests {
         for good in ["a.b+tag@mail.example.com", "o-k_1@x-y.example.org"] {
             assert!(validate_email(good).is_ok(), "{good}");
         }
+    }
+
+    #[test]
+    fn login_names_are_emails_as_stored() {
+        let victim = LoginName::new("victim@example.com");
+        for spelling in [
+            "  victim@example.com",
+            "VICTIM@Example.Com\t",
+            "\u{a0}victim@example.com\u{3000}",
+            "\u{2003}\u{85}victim@example.com\u{2028}\n",
+        ] {
+            assert_eq!(LoginName::new(spelling), victim, "{spelling:?}");
+        }
+        assert_eq!(victim.email(), Some("victim@example.com"));
+        // The Kelvin sign lower-cases to `k` in Unicode: never looked up.
+        assert_eq!(LoginName::new("\u{212a}im@example.com").email(), None);
+        assert_eq!(LoginName::new("not an email").email(), None);
     }
 
     #[test]

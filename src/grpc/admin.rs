@@ -92,6 +92,7 @@ fn account_status(e: AccountError) -> Status {
         AccountError::Conflict(_) => Status::already_exists(e.to_string()),
         AccountError::Forbidden(_) | AccountError::Refused(_) => Status::permission_denied(e.to_string()),
         AccountError::InvalidLogin => Status::unauthenticated(e.to_string()),
+        AccountError::Busy(_) => Status::unavailable(e.to_string()),
         AccountError::Store(s) if s.is_unavailable() => Status::unavailable("database unavailable"),
         AccountError::Store(s) => {
             tracing::error!(error = %s, "admin API store error");

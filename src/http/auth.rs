@@ -17,11 +17,12 @@ use super::HttpState;
 use super::error::ApiError;
 use super::extract::{Audited, Caller, JsonBody, OptionalJsonBody, QueryParams};
 use super::login::SESSION_COOKIE;
-use crate::accounts::KeyRequest;
+use crate::accounts::{AccountError, KeyRequest, LoginName};
 use crate::app::now;
 use crate::audit::event;
 use crate::authn::jwt::IssuedToken;
 use crate::domain::{AuditAction, Denial, Permission, User};
+use crate::ratelimit::{Limit, Limiter, address_bucket, ceil_secs};
 use crate::secret::Secret;
 use crate::views::{CreatedKeyView, KeyView, UserView, timestamp};
 
@@ -65,6 +66,37 @@ fn ok(status: StatusCode, value: Value) -> Response {
     (status, Json(envelope(value))).into_response()
 }
 
+/// Per-address limits on the password endpoints, counted by the limiter that
+/// Check uses: in Redis when it is configured, so every replica shares one
+/// budget per address. Every attempt counts, before any password work.
+#[derive(Clone)]
+pub struct AuthLimits {
+    pub limiter: std::sync::Arc<dyn Limiter>,
+    pub register: Option<Limit>,
+    pub login: Option<Limit>,
+}
+
+impl AuthLimits {
+    /// Counts one `endpoint` request from `client_ip`; 429 when over.
+    async fn admit(&self, endpoint: &str, limit: Option<Limit>, client_ip: Option<&str>) -> Result<(), ApiError> {
+        let Some(limit) = limit else { return Ok(()) };
+        let key = format!("{endpoint}:ip:{}", address_bucket(client_ip));
+        match self.limiter.check(&key, limit).await {
+            Ok(outcome) if !outcome.allowed => {
+                metrics::counter!("gatehouse_auth_rate_limited_total", "endpoint" => endpoint.to_owned()).increment(1);
+                Err(ApiError::RateLimited(std::time::Duration::from_secs(ceil_secs(outcome.retry_after))))
+            }
+            Ok(_) => Ok(()),
+            // As for Check: an unavailable limiter does not stop logins (the
+            // hashing pool still bounds the work).
+            Err(e) => {
+                tracing::warn!(error = %e, endpoint, "rate limiter failed; request not counted");
+                Ok(())
+            }
+        }
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
@@ -81,6 +113,7 @@ pub async fn register(
     JsonBody(body): JsonBody<RegisterBody>,
 ) -> Result<Response, ApiError> {
     let email = body.email.or(body.username).ok_or_else(|| ApiError::validation("email", "email is required"))?;
+    s.auth_limits.admit("register", s.auth_limits.register, audited.client_ip.as_deref()).await?;
     let user = s.accounts.register(&email, Secret::new(body.password), body.name.as_deref()).await?;
     tracing::info!(user_id = %user.id, "user registered");
     audited.record(event(AuditAction::Registered).actor(&user.id).target(format!("user:{}", user.id))).await;
@@ -107,22 +140,26 @@ pub async fn login(
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Response, ApiError> {
     let account = body.email.or(body.username).ok_or_else(|| ApiError::validation("email", "email is required"))?;
+    // One spelling of the account for the throttle, the lookup and the log.
+    let name = LoginName::new(&account);
     let ip = audited.client_ip.clone();
-    s.throttle.check(&account, ip.as_deref()).map_err(ApiError::RateLimited)?;
-    let verified = s.accounts.verify_password(&account, Secret::new(body.password)).await;
+    s.auth_limits.admit("login", s.auth_limits.login, ip.as_deref()).await?;
+    // The attempt takes its place before the password is checked.
+    let attempt = s.throttle.reserve(&name, ip.as_deref()).map_err(ApiError::RateLimited)?;
+    let verified = s.accounts.verify_password(&name, Secret::new(body.password)).await;
     // A disabled account's right password fails like a wrong one (same
-    // answer, same work), so it does not confirm the password.
+    // answer, same work, counted the same), so it does not confirm the password.
     let failure = match &verified {
-        Err(crate::accounts::AccountError::InvalidLogin) => Some("wrong password or unknown account"),
+        Err(AccountError::InvalidLogin) => Some("wrong password or unknown account"),
         Ok(user) if user.disabled => Some("account disabled"),
         _ => None,
     };
     if let Some(why) = failure {
-        s.throttle.record_failure(&account, ip.as_deref());
-        let shown = crate::telemetry::email(&account);
+        drop(attempt); // counted as a failure
+        let shown = crate::telemetry::email(name.as_str());
         tracing::info!(client_ip = ip.as_deref().unwrap_or("-"), account = shown, "login failed");
         // The account attacked, when it exists; never the password.
-        let known = s.accounts.store().user_by_email(&account.to_lowercase()).await.ok().flatten();
+        let known = s.accounts.user_by_login(&name).await.ok().flatten();
         let failed = event(AuditAction::LoginFailed).detail(why);
         audited
             .record(match known {
@@ -130,10 +167,16 @@ pub async fn login(
                 None => failed,
             })
             .await;
-        return Err(Denial::InvalidLogin.into());
+        return Err(AccountError::InvalidLogin.into());
     }
-    let user = verified?;
-    s.throttle.record_success(&account);
+    let user = match verified {
+        Ok(user) => user,
+        Err(e) => {
+            attempt.release();
+            return Err(e.into());
+        }
+    };
+    attempt.succeeded();
     let issued = s.authorizer.authn().jwt().issue(&user, now())?;
     tracing::info!(user_id = %user.id, "login");
     let method = event(AuditAction::LoginSucceeded).detail("password");

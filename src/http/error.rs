@@ -14,7 +14,10 @@ use crate::store::StoreError;
 
 #[derive(Debug)]
 pub enum ApiError {
-    Validation { message: String, field: Option<String> },
+    Validation {
+        message: String,
+        field: Option<String>,
+    },
     Unauthenticated(Denial),
     Forbidden(String),
     NotFound(String),
@@ -25,6 +28,8 @@ pub enum ApiError {
     Timeout,
     RateLimited(Duration),
     Unavailable,
+    /// At capacity (password hashing): 503 with `Retry-After`.
+    Busy(Duration),
     Internal,
 }
 
@@ -85,6 +90,13 @@ impl ApiError {
                 let (code, t) = kind(ErrorKind::Unavailable);
                 (StatusCode::SERVICE_UNAVAILABLE, code, t, "service temporarily unavailable".into(), Value::Null)
             }
+            ApiError::Busy(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "SERVER_BUSY",
+                "api_error",
+                "too many password checks at once, try again shortly".into(),
+                Value::Null,
+            ),
             ApiError::Internal => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "api_error", "internal error".into(), Value::Null)
             }
@@ -107,7 +119,7 @@ impl IntoResponse for ApiError {
         {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
-        if let ApiError::RateLimited(retry) = &self {
+        if let ApiError::RateLimited(retry) | ApiError::Busy(retry) = &self {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(retry.as_secs().max(1)));
         }
         response
@@ -148,6 +160,7 @@ impl From<AccountError> for ApiError {
             AccountError::Forbidden(m) => ApiError::Forbidden(m),
             AccountError::Refused(m) => ApiError::Forbidden(m.to_owned()),
             AccountError::InvalidLogin => ApiError::Unauthenticated(Denial::InvalidLogin),
+            AccountError::Busy(retry) => ApiError::Busy(retry),
             AccountError::Store(s) => s.into(),
         }
     }

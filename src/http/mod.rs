@@ -36,6 +36,8 @@ pub struct HttpState {
     pub accounts: Accounts,
     pub authorizer: Arc<Authorizer>,
     pub throttle: LoginThrottle,
+    /// Per-address limits on registration and login.
+    pub auth_limits: auth::AuthLimits,
     pub trusted_proxy_hops: usize,
     pub max_body_bytes: usize,
     /// From a request's headers to its answer, the body read included.

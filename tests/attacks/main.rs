@@ -11,6 +11,7 @@ mod common;
 
 mod table;
 
+mod abuse;
 mod anonymous;
 mod body;
 mod doors;
