@@ -185,7 +185,7 @@ fn identity_headers(principal: Option<&Principal>) -> Vec<(&'static str, String)
     let mut out = vec![
         ("x-auth-user-id", p.user_id.to_string()),
         ("x-auth-email", p.email.to_string()),
-        ("x-auth-role", p.role.as_str().to_owned()),
+        ("x-auth-role", p.role_name().to_owned()),
         ("x-auth-group", p.group.to_string()),
         ("x-auth-method", p.method.as_str().to_owned()),
         ("x-auth-permissions", p.permissions.to_string()),
@@ -319,7 +319,7 @@ fn decision_metadata(decision: &Decision) -> Struct {
         ("route", decision.rule.as_deref().unwrap_or("")),
         ("method", method),
         ("user_id", p.map_or("", |p| &p.user_id)),
-        ("role", p.map_or("", |p| p.role.as_str())),
+        ("role", p.map_or("", Principal::role_name)),
         ("group", p.map_or("", |p| &p.group)),
         ("key_id", p.and_then(|p| p.key_id.as_deref()).unwrap_or("")),
         ("model", decision.model.as_deref().unwrap_or("")),

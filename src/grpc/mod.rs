@@ -29,15 +29,15 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
-    ext_authz: ExtAuthz,
-    admin: AdminService,
+    ext_authz: Option<ExtAuthz>,
+    admin: Option<AdminService>,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let router = tonic::transport::Server::builder()
         .add_service(health)
-        .add_service(AuthorizationServer::new(ext_authz))
-        .add_service(admin.into_server());
+        .add_optional_service(ext_authz.map(AuthorizationServer::new))
+        .add_optional_service(admin.map(AdminService::into_server));
     match tls {
         None => router.serve_with_incoming_shutdown(incoming(listener), shutdown).await,
         Some(config) => {

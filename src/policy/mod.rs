@@ -211,7 +211,7 @@ impl Rule {
     /// Whether an authenticated caller meets the rule's role and permission
     /// requirements.
     pub fn admits(&self, principal: &Principal) -> Result<(), Denial> {
-        if !self.roles.is_empty() && !self.roles.contains(&principal.role) {
+        if !self.roles.is_empty() && !principal.role.is_some_and(|r| self.roles.contains(&r)) {
             return Err(Denial::RoleRequired { roles: self.roles.iter().map(|r| r.as_str()).collect() });
         }
         let missing = self.permissions.difference(principal.permissions);
