@@ -21,6 +21,10 @@ pub struct User {
     pub created_at: i64,
     /// Replaces the group's limit for this user.
     pub rate_limit: Option<Limit>,
+    /// Session tokens issued at or before this time (Unix seconds) are
+    /// refused: moved forward by a password change, disabling the user and
+    /// "sign out everywhere".
+    pub tokens_valid_after: i64,
 }
 
 /// A user to create. `email` is stored lower-cased.
