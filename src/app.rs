@@ -90,7 +90,7 @@ impl App {
             None => None,
         };
         let bus = Bus::new(redis_target.clone());
-        let revocations = Revocations::new(store.clone(), bus.clone(), jwt.usable_after_expiry());
+        let revocations = Revocations::new(store.clone(), bus.clone(), jwt.settings().leeway_seconds);
         let usage = UsageRecorder::default();
         let groups = cache::group_cache(store.clone(), &config.cache);
         let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: bus.clone() };

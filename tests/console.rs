@@ -336,11 +336,8 @@ async fn a_planted_hand_off_cookie_cannot_sign_the_console_in() {
     let attacker = handoff_cookie(&s, &"m".repeat(43)).await;
     let elsewhere = common::spawn_echo().await;
     b.goto(&format!("http://127.0.0.1:{}/", elsewhere.port())).await;
-    b.execute(
-        "document.cookie = 'gatehouse_session=' + arguments[0] + '; path=/auth/refresh';",
-        json!([attacker]),
-    )
-    .await;
+    b.execute("document.cookie = 'gatehouse_session=' + arguments[0] + '; path=/auth/refresh';", json!([attacker]))
+        .await;
     b.goto(&s.url("/")).await;
     b.find("//h1[normalize-space()='Sign in']").await;
     assert_eq!(b.count("//h1[normalize-space()='API keys']").await, 0, "not signed in as anyone");

@@ -276,24 +276,32 @@ async fn revocations_last_as_long_as_a_token_can_be_refreshed(b: Backend) {
     let api = Api::new(&s);
     let user = s.user("leaver@example.com", Role::Viewer).await;
     let jwt = s.authorizer.authn().jwt().clone();
-    // Both expired 400 s ago: past the old in-memory window (expiry + 300 s),
-    // well inside the refresh grace window (7 days).
+    // Both expired 400 s ago: past what Check accepts and past the old
+    // in-memory window (expiry + 300 s), well inside the refresh grace
+    // window (7 days).
     let t0 = now() - 3600 - 400;
     let exchanged = jwt.issue(&user, t0).unwrap();
     let logged_out = jwt.issue(&user, t0).unwrap();
     assert_eq!(refresh(&api, exchanged.token.expose()).await.status, 200);
     refresh(&api, exchanged.token.expose()).await.assert_error(401, "AUTHENTICATION_FAILED");
-    // Logged out while it was valid, an hour ago.
+    // Logged out while it was valid, an hour ago: long gone from memory, the
+    // database still refuses it.
     assert!(s.store.revoke_token(&logged_out.jti, &user.id, logged_out.expires_at, t0 + 60).await.unwrap());
+    assert!(!s.authorizer.authn().revocations().is_revoked(&logged_out.jti));
+    refresh(&api, logged_out.token.expose()).await.assert_error(401, "AUTHENTICATION_FAILED");
+    // A live session logged out now.
+    let live = user_with_password(&s, "stayer@example.com", Role::Viewer).await;
+    assert_eq!(api.post("/auth/logout", Some(&live), serde_json::json!({})).await.status, 200);
     s.finish().await;
 
-    // After a restart both are still revoked: in memory (loaded at start-up
-    // for the whole refresh window) and in the database.
+    // After a restart all three are still refused: the live one at Check
+    // (revocations of tokens Check could accept are loaded at start-up), all
+    // of them at refresh.
     let s = TestServer::start_config(shared_config(&url)).await;
     let api = Api::new(&s);
-    for token in [&exchanged, &logged_out] {
-        assert!(s.authorizer.authn().revocations().is_revoked(&token.jti), "reloaded at start-up");
-        refresh(&api, token.token.expose()).await.assert_error(401, "AUTHENTICATION_FAILED");
+    assert!(!allowed(&s, &live).await);
+    for token in [exchanged.token.expose(), logged_out.token.expose(), live.as_str()] {
+        refresh(&api, token).await.assert_error(401, "AUTHENTICATION_FAILED");
     }
     s.finish().await;
 }

@@ -201,12 +201,6 @@ impl Jwt {
         self.session_max_seconds
     }
 
-    /// How long after its `exp` a token can still be used somewhere: the
-    /// leeway, plus the refresh grace window.
-    pub fn usable_after_expiry(&self) -> i64 {
-        self.settings.leeway_seconds.max(0).saturating_add(self.settings.refresh_grace_seconds.max(0))
-    }
-
     /// A token for a new session (a login).
     pub fn issue(&self, user: &User, now: i64) -> Result<IssuedToken, Denial> {
         self.sign(user, now, now)

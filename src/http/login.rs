@@ -47,7 +47,7 @@ use crate::domain::{AuditAction, Denial};
 const STATE_TTL: i64 = 600;
 const SESSION_COOKIE_TTL: i64 = 120;
 /// The request header carrying the console's nonce at the hand-off exchange.
-pub const HANDOFF_NONCE_HEADER: &str = "x-gatehouse-handoff";
+const HANDOFF_NONCE_HEADER: &str = "x-gatehouse-handoff";
 
 /// A cookie Gatehouse sets: always HttpOnly, and Secure when browsers reach
 /// the API over https.
