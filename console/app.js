@@ -111,11 +111,26 @@
     if (location.hash === "#/login") route(); else location.hash = "#/login";
     session.notice = message;
   }
-  // After a provider login, the server left a one-time session cookie for us.
+  // A provider login started here carries a random nonce that this page keeps
+  // in sessionStorage (which no other origin, not even another port of this
+  // host, can read or write); the server binds the hand-off cookie to it.
+  const HANDOFF = "gatehouse.handoff";
+  function handoffNonce() {
+    const bytes = crypto.getRandomValues(new Uint8Array(32));
+    const nonce = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    sessionStorage.setItem(HANDOFF, nonce);
+    return nonce;
+  }
+  // After a provider login started here, the server left a one-time session
+  // cookie for us, which it hands over only with our nonce.
   async function takeHandoff() {
+    const nonce = sessionStorage.getItem(HANDOFF);
+    if (!nonce) return false;
+    sessionStorage.removeItem(HANDOFF);
     try {
       const r = await fetch("/auth/refresh", {
-        method: "POST", credentials: "same-origin", headers: { "X-Requested-With": "gatehouse-console" },
+        method: "POST", credentials: "same-origin",
+        headers: { "X-Requested-With": "gatehouse-console", "X-Gatehouse-Handoff": nonce },
       });
       if (r.ok) { await startSession(await r.json()); return true; }
     } catch (_) { /* no hand-off */ }
@@ -140,9 +155,10 @@
     show(h("h1", {}, "Sign in"), providers, form);
     try {
       const list = await api("GET", "/auth/providers");
+      const nonce = list.data.length ? handoffNonce() : "";
       for (const p of list.data) {
         const label = p.type === "github" ? "GitHub" : p.name === "default" ? "single sign-on" : p.name;
-        const url = p.login_url + (p.login_url.includes("?") ? "&" : "?") + "console=true";
+        const url = p.login_url + (p.login_url.includes("?") ? "&" : "?") + "console=true&console_nonce=" + nonce;
         providers.append(h("a", { href: url }, "Login with " + label));
       }
     } catch (_) { /* password sign-in still works */ }

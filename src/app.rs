@@ -79,7 +79,10 @@ impl App {
         let roles = config.roles;
         let keys = cache::key_cache(store.clone(), &config.cache);
         let users = cache::user_cache(store.clone(), &config.cache);
-        let jwt = Arc::new(Jwt::new(jwt_keys(&config.jwt)?, jwt_settings(&config.jwt)));
+        let jwt = Arc::new(
+            Jwt::new(jwt_keys(&config.jwt)?, jwt_settings(&config.jwt))
+                .with_session_max(config.jwt.session_max_seconds),
+        );
         let redis_target = match &config.redis_url {
             Some(url) => Some(Arc::new(
                 crate::redis_target::RedisTarget::parse(url.expose()).map_err(|e| anyhow::anyhow!("REDIS_URL: {e}"))?,
@@ -87,7 +90,7 @@ impl App {
             None => None,
         };
         let bus = Bus::new(redis_target.clone());
-        let revocations = Revocations::new(store.clone(), bus.clone());
+        let revocations = Revocations::new(store.clone(), bus.clone(), jwt.settings().leeway_seconds);
         let usage = UsageRecorder::default();
         let groups = cache::group_cache(store.clone(), &config.cache);
         let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: bus.clone() };

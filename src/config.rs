@@ -141,6 +141,8 @@ pub struct JwtConfig {
     pub expiry_seconds: i64,
     pub leeway_seconds: i64,
     pub refresh_grace_seconds: i64,
+    /// How long a session lasts from its login, however often refreshed.
+    pub session_max_seconds: i64,
 }
 
 #[derive(Clone, Debug)]
@@ -196,6 +198,7 @@ impl Default for Config {
                 expiry_seconds: 3600,
                 leeway_seconds: 30,
                 refresh_grace_seconds: 7 * 86_400,
+                session_max_seconds: crate::authn::jwt::DEFAULT_SESSION_MAX_SECONDS,
             },
             roles: RolePermissions::default(),
             accounts: AccountSettings {
@@ -347,6 +350,7 @@ struct FileJwt {
     expiry_seconds: Option<i64>,
     leeway_seconds: Option<i64>,
     refresh_grace_seconds: Option<i64>,
+    session_max_seconds: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -699,6 +703,7 @@ impl Config {
         set(&mut self.jwt.expiry_seconds, jwt.expiry_seconds);
         set(&mut self.jwt.leeway_seconds, jwt.leeway_seconds);
         set(&mut self.jwt.refresh_grace_seconds, jwt.refresh_grace_seconds);
+        set(&mut self.jwt.session_max_seconds, jwt.session_max_seconds);
         set(&mut self.accounts.allow_registration, accounts.allow_registration);
         if let Some(domains) = accounts.allowed_email_domains {
             self.accounts.allowed_email_domains = normalize_domains(domains.iter().map(String::as_str));
@@ -790,6 +795,7 @@ impl Config {
         set(&mut self.jwt.expiry_seconds, parse_var(env, "JWT_EXPIRY_SECONDS")?);
         set(&mut self.jwt.leeway_seconds, parse_var(env, "JWT_LEEWAY_SECONDS")?);
         set(&mut self.jwt.refresh_grace_seconds, parse_var(env, "JWT_REFRESH_GRACE_SECONDS")?);
+        set(&mut self.jwt.session_max_seconds, parse_var(env, "GATEHOUSE_SESSION_MAX_SECONDS")?);
         set(
             &mut self.accounts.allow_registration,
             parse_var::<Flag>(env, "GATEHOUSE_ALLOW_REGISTRATION")?.map(|f| f.0),
@@ -1033,6 +1039,7 @@ impl Config {
             ("JWT_EXPIRY_SECONDS", jwt.expiry_seconds),
             ("JWT_LEEWAY_SECONDS", jwt.leeway_seconds + 1),
             ("JWT_REFRESH_GRACE_SECONDS", jwt.refresh_grace_seconds + 1),
+            ("GATEHOUSE_SESSION_MAX_SECONDS", jwt.session_max_seconds),
         ] {
             if value <= 0 {
                 return Err(invalid(name, &value.to_string(), "must not be negative (expiry: positive)"));

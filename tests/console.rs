@@ -1,7 +1,9 @@
 //! The web console end to end in a real headless Chromium: sign in, create a
 //! key and see it exactly once, rotate it, use it through Check, revoke it in the
 //! console and see Check deny it, an admin changes a user's role; errors in
-//! words; the security headers; labelled fields and a narrow window.
+//! words; the security headers; labelled fields and a narrow window. The
+//! provider login's hand-off cookie: bound to the console page that started
+//! the login, used once.
 //!
 //! `GATEHOUSE_CONSOLE_SCREENSHOT=path.png` saves the keys page (the README's
 //! picture) along the way.
@@ -9,6 +11,9 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use common::browser::Browser;
 use common::{Backend, TestServer};
@@ -196,5 +201,154 @@ async fn console_is_served_with_a_strict_policy() {
     let s = TestServer::start_with(Backend::Sqlite, |c| c.console = false).await;
     assert_eq!(client.get(s.url("/")).send().await.unwrap().status(), 404);
     assert_eq!(client.get(s.url("/console/app.js")).send().await.unwrap().status(), 404);
+    s.finish().await;
+}
+
+/// A GitHub whose authorize page sends the browser straight back with a
+/// code, for the same account every time.
+async fn fake_github() -> std::net::SocketAddr {
+    use axum::extract::Query;
+    use axum::response::Redirect;
+    use axum::routing::{get, post};
+    let app = axum::Router::new()
+        .route(
+            "/login/oauth/authorize",
+            get(|Query(q): Query<HashMap<String, String>>| async move {
+                Redirect::to(&format!("{}?code=good&state={}", q["redirect_uri"], q["state"]))
+            }),
+        )
+        .route("/login/oauth/access_token", post(|| async { axum::Json(json!({"access_token": "gho_test"})) }))
+        .route("/user", get(|| async { axum::Json(json!({"id": 7, "login": "octo", "name": "Octo"})) }))
+        .route(
+            "/user/emails",
+            get(|| async { axum::Json(json!([{"email": "octo@example.com", "primary": true, "verified": true}])) }),
+        )
+        .route("/user/memberships/orgs/acme", get(|| async { axum::Json(json!({"state": "active"})) }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+/// A server with GitHub login, reachable at its public URL (the provider
+/// sends the browser back there).
+async fn github_server() -> TestServer {
+    let fake = fake_github().await;
+    let port = common::free_port();
+    TestServer::start_with(Backend::Sqlite, |c| {
+        c.http_addr = format!("127.0.0.1:{port}").parse().unwrap();
+        c.public_url = format!("http://127.0.0.1:{port}");
+        c.github = Some(gatehouse::config::GithubConfig {
+            client_id: "gh-client".into(),
+            client_secret: Secret::new("gh-secret"),
+            oauth_url: format!("http://{fake}"),
+            api_url: format!("http://{fake}"),
+            allowed_orgs: vec!["acme".into()],
+        });
+    })
+    .await
+}
+
+/// A console login through GitHub made by an HTTP client (someone else's
+/// browser), started with `nonce`: the hand-off cookie it ends with.
+async fn handoff_cookie(s: &TestServer, nonce: &str) -> String {
+    let client =
+        reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = client.get(s.url(&format!("/auth/github?console=true&console_nonce={nonce}"))).send().await.unwrap();
+    assert_eq!(r.status(), 302);
+    let location = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
+    let state = location.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let r = client.get(s.url(&format!("/auth/github/callback?code=good&state={state}"))).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers().get_all("set-cookie").iter().map(|v| v.to_str().unwrap().to_owned());
+    let cookie = cookie.into_iter().find_map(|c| c.strip_prefix("gatehouse_session=").map(str::to_owned)).unwrap();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+/// Presents a hand-off cookie as the console does, with `nonce` if given.
+async fn exchange(s: &TestServer, cookie: &str, nonce: Option<&str>) -> reqwest::Response {
+    let mut request = reqwest::Client::new()
+        .post(s.url("/auth/refresh"))
+        .header("cookie", format!("gatehouse_session={cookie}"))
+        .header("x-requested-with", "gatehouse-console");
+    if let Some(nonce) = nonce {
+        request = request.header("x-gatehouse-handoff", nonce);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hand_off_cookie_is_bound_to_its_login_and_used_once() {
+    const RACERS: usize = 30;
+    let s = github_server().await;
+    let r = reqwest::get(s.url("/auth/github?console=true")).await.unwrap();
+    assert_eq!(r.status(), 400, "a console login needs the console's nonce");
+
+    let nonce = "a".repeat(43);
+    let cookie = handoff_cookie(&s, &nonce).await;
+    // Without the nonce, or with another one: refused, and the cookie cleared.
+    for wrong in [None, Some("b".repeat(43).as_str())] {
+        let r = exchange(&s, &cookie, wrong).await;
+        assert_eq!(r.status(), 401, "{wrong:?}");
+        let cleared = r.headers()["set-cookie"].to_str().unwrap();
+        assert!(cleared.starts_with("gatehouse_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
+    }
+    let r = reqwest::Client::new().post(s.url("/auth/refresh")).bearer_auth(&cookie).send().await.unwrap();
+    assert_eq!(r.status(), 401, "the cookie is not a session token");
+
+    // Presented 30 times at once with the right nonce: one session.
+    let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));
+    let s = Arc::new(s);
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (s, barrier, cookie, nonce) = (s.clone(), barrier.clone(), cookie.clone(), nonce.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                let r = exchange(&s, &cookie, Some(&nonce)).await;
+                (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let mut sessions = Vec::new();
+    for task in tasks {
+        let (status, body) = task.await.unwrap();
+        match status {
+            200 => sessions.push(body["access_token"].as_str().unwrap().to_owned()),
+            401 => {}
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert_eq!(sessions.len(), 1, "the hand-off is used once, however many present it at once");
+    let c = s.check("GET", "/v1/models", &[("authorization", &format!("Bearer {}", sessions[0]))]).await;
+    assert_eq!(c.upstream_headers()["x-auth-email"], "octo@example.com");
+    Arc::into_inner(s).unwrap().finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planted_hand_off_cookie_cannot_sign_the_console_in() {
+    let s = github_server().await;
+    let b = Browser::start().await;
+    // The victim opens the console's sign-in page.
+    b.goto(&s.url("/")).await;
+    b.find("//a[normalize-space()='Login with GitHub']").await;
+
+    // A page on another port of the same host plants the attacker's own
+    // hand-off cookie (cookies do not keep ports apart), then sends the
+    // victim to the console.
+    let attacker = handoff_cookie(&s, &"m".repeat(43)).await;
+    let elsewhere = common::spawn_echo().await;
+    b.goto(&format!("http://127.0.0.1:{}/", elsewhere.port())).await;
+    b.execute("document.cookie = 'gatehouse_session=' + arguments[0] + '; path=/auth/refresh';", json!([attacker]))
+        .await;
+    b.goto(&s.url("/")).await;
+    b.find("//h1[normalize-space()='Sign in']").await;
+    assert_eq!(b.count("//h1[normalize-space()='API keys']").await, 0, "not signed in as anyone");
+
+    // The victim's own provider login still signs them in.
+    b.click("//a[normalize-space()='Login with GitHub']").await;
+    b.find("//h1[normalize-space()='API keys']").await;
+    b.click("//a[normalize-space()='Profile']").await;
+    b.wait_for_text("//main", "octo@example.com").await;
+    b.close().await;
     s.finish().await;
 }

@@ -550,7 +550,8 @@ async fn a_console_login_hands_the_session_over_in_a_one_time_cookie() {
 
     let client =
         reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap();
-    let r = client.get(s.url("/auth/github?console=true")).send().await.unwrap();
+    let nonce = "n".repeat(32);
+    let r = client.get(s.url(&format!("/auth/github?console=true&console_nonce={nonce}"))).send().await.unwrap();
     let location = reqwest::Url::parse(r.headers()["location"].to_str().unwrap()).unwrap();
     let state = location.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
     let r = client.get(s.url(&format!("/auth/github/callback?code=good&state={state}"))).send().await.unwrap();
@@ -571,7 +572,14 @@ async fn a_console_login_hands_the_session_over_in_a_one_time_cookie() {
     // Without X-Requested-With (what a cross-site form sends) the cookie is ignored.
     let r = client.post(s.url("/auth/refresh")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let r = client.post(s.url("/auth/refresh")).header("x-requested-with", "gatehouse-console").send().await.unwrap();
+    let exchange = || {
+        client
+            .post(s.url("/auth/refresh"))
+            .header("x-requested-with", "gatehouse-console")
+            .header("x-gatehouse-handoff", &nonce)
+            .send()
+    };
+    let r = exchange().await.unwrap();
     assert_eq!(r.status(), 200);
     let cleared = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(cleared.starts_with("gatehouse_session=;") && cleared.contains("Max-Age=0"), "{cleared}");
@@ -580,7 +588,7 @@ async fn a_console_login_hands_the_session_over_in_a_one_time_cookie() {
     let c = s.check("GET", "/v1/models", &[("authorization", &bearer(token))]).await;
     assert_eq!(c.upstream_headers()["x-auth-email"], "octo@company.com");
     // Once only.
-    let r = client.post(s.url("/auth/refresh")).header("x-requested-with", "gatehouse-console").send().await.unwrap();
+    let r = exchange().await.unwrap();
     assert_eq!(r.status(), 401);
     s.finish().await;
 }

@@ -414,9 +414,26 @@ impl Accounts {
         Ok(updated)
     }
 
+    /// Sets a user's password, ending every session they have (tokens
+    /// issued until now are refused by Check and by refresh).
     pub async fn set_password(&self, user_id: &str, password: Secret) -> Result<(), AccountError> {
         let hash = self.hash_password(password).await?;
-        if self.store.set_password(user_id, &hash).await? { Ok(()) } else { Err(AccountError::NotFound("user")) }
+        if !self.store.set_password(user_id, &hash).await? {
+            return Err(AccountError::NotFound("user"));
+        }
+        self.changed(Change::User(user_id.to_owned())).await;
+        Ok(())
+    }
+
+    /// Ends every session of a user ("sign out everywhere"): session tokens
+    /// issued until `now` are refused by Check and by refresh, on every
+    /// replica. API keys are not affected.
+    pub async fn end_sessions(&self, user_id: &str, now: i64) -> Result<(), AccountError> {
+        if !self.store.end_sessions(user_id, now).await? {
+            return Err(AccountError::NotFound("user"));
+        }
+        self.changed(Change::User(user_id.to_owned())).await;
+        Ok(())
     }
 
     pub async fn update_group(&self, group: Group) -> Result<Group, AccountError> {
@@ -478,6 +495,8 @@ impl Accounts {
 
     /// Changes a user's role, group or status. Cached grants are dropped so
     /// the change applies to the user's keys at once on this replica.
+    /// Disabling a user ends their sessions for good: enabling them again
+    /// does not bring their old tokens back.
     pub async fn update_user(&self, id: &str, update: &UserUpdate) -> Result<User, AccountError> {
         if let Some(group) = &update.group {
             validate_group_name(group)?;

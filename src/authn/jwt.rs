@@ -19,6 +19,9 @@ use crate::secret::Secret;
 
 /// Shortest accepted HS256 secret.
 pub const MIN_SECRET_LEN: usize = 32;
+/// How long a session lasts from its login, however often it is refreshed,
+/// unless configured.
+pub const DEFAULT_SESSION_MAX_SECONDS: i64 = 30 * 86_400;
 
 /// The claims of a Gatehouse token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +32,13 @@ pub struct Claims {
     pub role: String,
     pub group: String,
     pub jti: String,
+    /// When issued; never at or before the user's `tokens_valid_after`.
     pub iat: i64,
+    /// When the user logged in: carried unchanged through refreshes, which
+    /// stop at `auth_time` plus the session lifetime. Tokens without it (from
+    /// before it existed) cannot be refreshed.
+    #[serde(default)]
+    pub auth_time: i64,
     pub nbf: i64,
     pub exp: i64,
     pub iss: String,
@@ -160,6 +169,8 @@ pub struct Jwt {
     keys: JwtKeys,
     settings: JwtSettings,
     validation: Validation,
+    /// A session's absolute lifetime, from its login.
+    session_max_seconds: i64,
 }
 
 impl Jwt {
@@ -172,23 +183,57 @@ impl Jwt {
         // Times are checked in `check_times` against the caller's clock.
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        Jwt { keys, settings, validation }
+        Jwt { keys, settings, validation, session_max_seconds: DEFAULT_SESSION_MAX_SECONDS }
+    }
+
+    /// Sets how long a session lasts from its login, refreshes included.
+    #[must_use]
+    pub fn with_session_max(mut self, seconds: i64) -> Self {
+        self.session_max_seconds = seconds;
+        self
     }
 
     pub fn settings(&self) -> &JwtSettings {
         &self.settings
     }
 
+    pub fn session_max_seconds(&self) -> i64 {
+        self.session_max_seconds
+    }
+
+    /// A token for a new session (a login).
     pub fn issue(&self, user: &User, now: i64) -> Result<IssuedToken, Denial> {
+        self.sign(user, now, now)
+    }
+
+    /// The next token of a session that began at `auth_time`: refused once
+    /// the session's lifetime is over, and never valid past it.
+    pub fn continue_session(&self, user: &User, now: i64, auth_time: i64) -> Result<IssuedToken, Denial> {
+        if auth_time <= 0 || self.session_end(auth_time) <= now {
+            return Err(Denial::Expired);
+        }
+        self.sign(user, now, auth_time)
+    }
+
+    fn session_end(&self, auth_time: i64) -> i64 {
+        auth_time.saturating_add(self.session_max_seconds)
+    }
+
+    fn sign(&self, user: &User, now: i64, auth_time: i64) -> Result<IssuedToken, Denial> {
         let jti = uuid::Uuid::new_v4().to_string();
-        let exp = now + self.settings.expiry_seconds;
+        let exp = (now + self.settings.expiry_seconds).min(self.session_end(auth_time));
+        // After the user's sessions were ended in this very second, a new
+        // token must still be told apart from the ended ones, which were
+        // issued at or before `tokens_valid_after`.
+        let iat = now.max(user.tokens_valid_after.saturating_add(1));
         let claims = Claims {
             sub: user.id.clone(),
             email: user.email.clone(),
             role: user.role.to_string(),
             group: user.group.clone(),
             jti: jti.clone(),
-            iat: now,
+            iat,
+            auth_time,
             nbf: now,
             exp,
             iss: self.settings.issuer.clone(),
@@ -200,7 +245,7 @@ impl Jwt {
             tracing::error!(error = %e, "could not sign a token");
             Denial::BackendUnavailable
         })?;
-        Ok(IssuedToken { token: Secret::new(token), jti, expires_at: exp, expires_in: self.settings.expiry_seconds })
+        Ok(IssuedToken { token: Secret::new(token), jti, expires_at: exp, expires_in: exp - now })
     }
 
     /// Full verification: signature, algorithm, issuer, audience, times.

@@ -155,15 +155,15 @@ impl Authenticator {
 
     async fn bearer(&self, token: &str, now: i64) -> Result<Principal, Denial> {
         let verified = self.verified_token(token, now).await?;
-        let (user_id, session, method) = match &*verified {
+        let (user_id, session, method, issued_at) = match &*verified {
             Verified::Session(claims) => {
                 if self.revocations.is_revoked(&claims.jti) {
                     return Err(Denial::Revoked);
                 }
                 let session = Session { jti: Arc::from(claims.jti.as_str()), expires_at: claims.exp };
-                (claims.sub.as_str(), Some(session), AuthMethod::Jwt)
+                (claims.sub.as_str(), Some(session), AuthMethod::Jwt, Some(claims.iat))
             }
-            Verified::External { user_id, .. } => (user_id.as_str(), None, AuthMethod::Oidc),
+            Verified::External { user_id, .. } => (user_id.as_str(), None, AuthMethod::Oidc, None),
             Verified::Refused { denial, .. } => return Err(denial.clone()),
         };
         let user = match self.users.get(user_id).await {
@@ -171,6 +171,11 @@ impl Authenticator {
             Ok(None) => return Err(Denial::InvalidCredential),
             Err(e) => return Err(unavailable(&e)),
         };
+        // The user's sessions were ended (password change, disabled, "sign
+        // out everywhere") after this token was issued.
+        if issued_at.is_some_and(|iat| iat <= user.tokens_valid_after) && !user.disabled {
+            return Err(Denial::Revoked);
+        }
         self.user_principal(&user, method, session)
     }
 

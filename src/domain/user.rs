@@ -26,6 +26,10 @@ pub struct User {
     /// self-registration). Only such accounts are linked to a provider's
     /// identity by email.
     pub email_verified: bool,
+    /// Session tokens issued at or before this time (Unix seconds) are
+    /// refused: moved forward by a password change, disabling the user and
+    /// "sign out everywhere".
+    pub tokens_valid_after: i64,
 }
 
 /// A user to create. `email` is stored lower-cased.

@@ -208,23 +208,46 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 }
 
 /// Exchanges a session token, even one expired within the grace window (but
-/// never a revoked one), for a new token; the old one is revoked.
+/// never a revoked one), for a new token; the old one is revoked. The
+/// revocation comes first and the database decides it: of concurrent
+/// exchanges of one token, on any replicas, exactly one gets a new token, the
+/// others a 401. Tokens issued at or before the user's `tokens_valid_after`
+/// are refused, and a session is never refreshed past its absolute lifetime
+/// (counted from its login, the `auth_time` each new token carries on).
 ///
 /// The token comes from `Authorization: Bearer`, or, for the web console after
 /// a provider login, from the one-time `gatehouse_session` cookie; that cookie
 /// is honoured only with an `X-Requested-With` header (which a cross-site form
 /// cannot send, and a cross-site script cannot without a CORS preflight that
-/// Gatehouse never grants) and is cleared by the answer.
-pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// Gatehouse never grants) and the nonce the console started the login with
+/// (see [`super::login::open_handoff`]), and is cleared by the answer, whatever
+/// it is.
+pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     let now = now();
-    let authn = s.authorizer.authn();
     let cookie_allowed =
         !headers.contains_key(axum::http::header::AUTHORIZATION) && headers.contains_key("x-requested-with");
     let from_cookie = cookie_allowed.then(|| SESSION_COOKIE.read(&headers)).flatten();
-    let token = match from_cookie {
-        Some(token) => token,
-        None => bearer(&headers)?,
+    let result = match from_cookie {
+        Some(cookie) => match super::login::open_handoff(&s, cookie, &headers, now) {
+            Ok(token) => exchange(&s, &token, now).await,
+            Err(e) => Err(e),
+        },
+        None => match bearer(&headers) {
+            Ok(token) => exchange(&s, token, now).await,
+            Err(e) => Err(e),
+        },
     };
+    let mut response = result.into_response();
+    if from_cookie.is_some()
+        && let Ok(clear) = SESSION_COOKIE.set(&s, "", 0)
+    {
+        response.headers_mut().append(axum::http::header::SET_COOKIE, clear);
+    }
+    response
+}
+
+async fn exchange(s: &HttpState, token: &str, now: i64) -> Result<Response, ApiError> {
+    let authn = s.authorizer.authn();
     let claims = authn.jwt().verify_for_refresh(token, now)?;
     if authn.revocations().is_revoked(&claims.jti) {
         return Err(Denial::Revoked.into());
@@ -233,14 +256,22 @@ pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<R
     if user.disabled {
         return Err(Denial::AccountDisabled.into());
     }
-    let issued = authn.jwt().issue(&user, now)?;
-    authn.revocations().revoke(&claims.jti, &claims.sub, claims.exp, now).await?;
-    tracing::info!(user_id = %user.id, "token refreshed");
-    let mut response = ok(StatusCode::OK, token_body(&issued, &user));
-    if from_cookie.is_some() {
-        response.headers_mut().append(axum::http::header::SET_COOKIE, SESSION_COOKIE.set(&s, "", 0)?);
+    if claims.iat <= user.tokens_valid_after {
+        return Err(Denial::Revoked.into());
     }
-    Ok(response)
+    let session_over =
+        claims.auth_time <= 0 || claims.auth_time.saturating_add(authn.jwt().session_max_seconds()) <= now;
+    if session_over {
+        tracing::info!(user_id = %user.id, "refresh refused: the session's lifetime is over");
+        return Err(Denial::Expired.into());
+    }
+    if !authn.revocations().revoke(&claims.jti, &claims.sub, claims.exp, now).await? {
+        tracing::info!(user_id = %user.id, "refresh refused: the token was already exchanged or revoked");
+        return Err(Denial::Revoked.into());
+    }
+    let issued = authn.jwt().continue_session(&user, now, claims.auth_time)?;
+    tracing::info!(user_id = %user.id, "token refreshed");
+    Ok(ok(StatusCode::OK, token_body(&issued, &user)))
 }
 
 pub async fn logout(
@@ -258,6 +289,27 @@ pub async fn logout(
     tracing::info!(user_id = %caller.user_id, "logout");
     audited.record(event(AuditAction::Logout).actor(&*caller.user_id).target(format!("user:{}", caller.user_id))).await;
     Ok(Json(json!({ "success": true, "message": "Logged out successfully" })).into_response())
+}
+
+/// `POST /auth/logout/all`: "sign out everywhere". Every session token of
+/// the caller's user issued until now, this one included, is refused from now
+/// on by Check and by refresh, on every replica. API keys keep working.
+pub async fn logout_all(
+    State(s): State<HttpState>,
+    Caller(caller): Caller,
+    audited: Audited,
+) -> Result<Response, ApiError> {
+    if caller.session.is_none() {
+        return Err(ApiError::validation(
+            "authorization",
+            "signing out everywhere needs a session token; revoke API keys with DELETE /auth/keys/{id}",
+        ));
+    }
+    s.accounts.end_sessions(&caller.user_id, now()).await?;
+    tracing::info!(user_id = %caller.user_id, "signed out everywhere");
+    let ended = event(AuditAction::Logout).detail("every session (sign out everywhere)");
+    audited.record(ended.actor(&*caller.user_id).target(format!("user:{}", caller.user_id))).await;
+    Ok(Json(json!({ "success": true, "message": "Signed out of every session" })).into_response())
 }
 
 pub async fn me(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Response, ApiError> {

@@ -19,11 +19,17 @@
 //! SameSite=Lax cookie (10 minutes), never in a URL, so the callback may land
 //! on any replica.
 //!
-//! A login started with `?console=true` (the web console's buttons) ends with
-//! a redirect to the console instead of a JSON body: the session token goes
-//! into an HttpOnly, SameSite=Strict cookie scoped to `/auth/refresh` for two
-//! minutes, which the console exchanges once for a token it keeps in memory
-//! (see [`super::auth::refresh`]). No token ever appears in a URL.
+//! A login started with `?console=true&console_nonce=N` (the web console's
+//! buttons) ends with a redirect to the console instead of a JSON body: the
+//! session token goes into an HttpOnly, SameSite=Strict cookie scoped to
+//! `/auth/refresh` for two minutes, which the console exchanges once for a
+//! token it keeps in memory (see [`super::auth::refresh`]). No token ever
+//! appears in a URL. The cookie is bound to the login that started it: it
+//! carries the SHA-256 of the console's nonce, and the exchange needs the
+//! nonce itself, which only the console page that started the login holds (in
+//! its `sessionStorage`, which pages of other origins cannot reach, unlike
+//! cookies, which any port of the same host can set). So a cookie planted by
+//! another page cannot sign the console in as someone else.
 
 use axum::Json;
 use axum::extract::State;
@@ -46,6 +52,8 @@ use crate::domain::{AuditAction, Denial};
 
 const STATE_TTL: i64 = 600;
 const SESSION_COOKIE_TTL: i64 = 120;
+/// The request header carrying the console's nonce at the hand-off exchange.
+const HANDOFF_NONCE_HEADER: &str = "x-gatehouse-handoff";
 
 /// A cookie Gatehouse sets: always HttpOnly, and Secure when browsers reach
 /// the API over https.
@@ -88,15 +96,67 @@ struct LoginState {
     state: String,
     nonce: String,
     verifier: String,
-    /// Started from the web console: finish with a redirect to it.
+    /// Started from the web console: finish with a redirect to it, handing
+    /// the session over in a cookie bound to this (see [`handoff_binding`]).
     #[serde(default)]
-    console: bool,
+    console: Option<String>,
 }
 
 #[derive(Deserialize)]
 pub struct LoginQuery {
     provider: Option<String>,
     console: Option<bool>,
+    /// With `console=true`: a random value the console keeps; the hand-off
+    /// cookie is exchanged only together with it.
+    console_nonce: Option<String>,
+}
+
+impl LoginQuery {
+    /// For a console login, the binding its hand-off cookie will carry.
+    fn console_binding(&self) -> Result<Option<String>, ApiError> {
+        if !self.console.unwrap_or(false) {
+            return Ok(None);
+        }
+        let nonce = self.console_nonce.as_deref().unwrap_or("");
+        let well_formed =
+            (22..=128).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b));
+        if !well_formed {
+            return Err(ApiError::validation(
+                "console_nonce",
+                "a console login needs console_nonce: 22 to 128 letters, digits, '-' or '_'",
+            ));
+        }
+        Ok(Some(handoff_binding(nonce)))
+    }
+}
+
+/// The console's hand-off: a session token, bound to the login that started
+/// it (the SHA-256 of the console's nonce), signed like the login state.
+#[derive(Serialize, Deserialize)]
+struct Handoff {
+    handoff_token: String,
+    binding: String,
+}
+
+fn handoff_binding(nonce: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(nonce.as_bytes()))
+}
+
+/// The session token in a hand-off cookie, when the request also presents
+/// the nonce of the console login the cookie was made for. Anything else (a
+/// cookie planted by another page, a forged or stale one, no nonce) is a 401.
+pub fn open_handoff(s: &HttpState, cookie: &str, headers: &HeaderMap, now: i64) -> Result<String, ApiError> {
+    let refused = || ApiError::Unauthenticated(Denial::InvalidCredential);
+    let handoff: Handoff = s.authorizer.authn().jwt().verify_state(cookie, now).map_err(|_| refused())?;
+    let nonce = headers.get(HANDOFF_NONCE_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(refused)?;
+    let matches: bool =
+        subtle::ConstantTimeEq::ct_eq(handoff_binding(nonce).as_bytes(), handoff.binding.as_bytes()).into();
+    if !matches {
+        tracing::info!("console hand-off refused: not presented by the page that started the login");
+        return Err(refused());
+    }
+    Ok(handoff.handoff_token)
 }
 
 #[derive(Deserialize)]
@@ -191,7 +251,7 @@ async fn finish(
     s: &HttpState,
     audited: &Audited,
     identity: &ExternalIdentity,
-    console: bool,
+    console: Option<String>,
 ) -> Result<Response, ApiError> {
     let via = format!("provider {}", identity.provider);
     let user = s.accounts.provision(identity).await?;
@@ -202,12 +262,15 @@ async fn finish(
             .await;
         return Err(Denial::AccountDisabled.into());
     }
-    let issued = s.authorizer.authn().jwt().issue(&user, now())?;
+    let now = now();
+    let issued = s.authorizer.authn().jwt().issue(&user, now)?;
     tracing::info!(user_id = %user.id, provider = %identity.provider, "login through provider");
     audited.record(event(AuditAction::LoginSucceeded).actor(&user.id).target(subject).detail(via)).await;
-    let mut response = if console {
+    let mut response = if let Some(binding) = console {
+        let handoff = Handoff { handoff_token: issued.token.expose().to_owned(), binding };
+        let cookie = s.authorizer.authn().jwt().sign_state(&handoff, now, SESSION_COOKIE_TTL)?;
         let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/#/keys")]).into_response();
-        r.headers_mut().append(header::SET_COOKIE, SESSION_COOKIE.set(s, issued.token.expose(), SESSION_COOKIE_TTL)?);
+        r.headers_mut().append(header::SET_COOKIE, SESSION_COOKIE.set(s, &cookie, SESSION_COOKIE_TTL)?);
         r
     } else {
         (StatusCode::OK, Json(envelope(token_body(&issued, &user)))).into_response()
@@ -236,7 +299,7 @@ pub async fn oidc_login(
         state: random_base62(32),
         nonce: random_base62(32),
         verifier: random_base62(64),
-        console: q.console.unwrap_or(false),
+        console: q.console_binding()?,
     };
     let redirect_uri = format!("{}/auth/oidc/callback", s.public_url);
     let query = query_string(&[
@@ -342,7 +405,7 @@ pub async fn github_login(
         state: random_base62(32),
         nonce: String::new(),
         verifier: random_base62(64),
-        console: q.console.unwrap_or(false),
+        console: q.console_binding()?,
     };
     let redirect_uri = format!("{}/auth/github/callback", s.public_url);
     // Organisation and team memberships need `read:org`.

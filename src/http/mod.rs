@@ -70,6 +70,7 @@ fn auth_routes() -> Router<HttpState> {
         .route("/login", post(auth::login))
         .route("/refresh", post(auth::refresh))
         .route("/logout", post(auth::logout))
+        .route("/logout/all", post(auth::logout_all))
         .route("/me", get(auth::me))
         .nest("/keys", keys.clone())
         .nest("/api-keys", keys)

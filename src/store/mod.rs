@@ -93,8 +93,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// The user's argon2id hash; `None` when the user has no password.
     async fn password_hash(&self, user_id: &str) -> StoreResult<Option<String>>;
+    /// Replaces the password and ends the user's sessions (moves
+    /// `tokens_valid_after` past every token issued so far), in one statement.
     /// Returns whether the user exists.
     async fn set_password(&self, user_id: &str, hash: &str) -> StoreResult<bool>;
+    /// Ends the user's sessions: tokens issued until `at` are refused from now
+    /// on. Returns whether the user exists.
+    async fn end_sessions(&self, user_id: &str, at: i64) -> StoreResult<bool>;
 
     async fn create_group(&self, group: &Group) -> StoreResult<()>;
     /// Replaces a group's limits. Returns whether the group exists.
@@ -119,10 +124,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<ApiKey>>;
     /// Sets `revoked_at` unless already revoked. Returns whether a key changed.
     async fn revoke_api_key(&self, id: &str, at: i64) -> StoreResult<bool>;
-    /// Records a revoked token id (idempotent).
-    async fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64, at: i64) -> StoreResult<()>;
-    /// Token ids revoked at or after `since` that have not expired by `now`.
-    async fn revoked_tokens_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>>;
+    /// Records a revoked token id. Returns whether this call revoked it
+    /// (`false`: it already was), atomically across replicas.
+    async fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64, at: i64) -> StoreResult<bool>;
+    /// Token ids revoked at or after `since` whose token expires after
+    /// `expired_after`, with that expiry.
+    async fn revoked_tokens_since(&self, since: i64, expired_after: i64) -> StoreResult<Vec<(String, i64)>>;
 
     /// Records when keys were last used (batched off the Check path).
     async fn touch_api_keys(&self, used: &[(String, i64)]) -> StoreResult<()>;

@@ -115,9 +115,10 @@ pub struct PostgresStore {
     read: Option<PgPool>,
 }
 
-const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at, rate_limit, email_verified";
-const USER_COLUMNS_U: &str =
-    "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at, u.rate_limit, u.email_verified";
+const USER_COLUMNS: &str =
+    "id, email, name, role, group_name, disabled, created_at, rate_limit, email_verified, tokens_valid_after";
+const USER_COLUMNS_U: &str = "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at, u.rate_limit, \
+                              u.email_verified, u.tokens_valid_after";
 const KEY_COLUMNS: &str = "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at, rate_limit, \
                            allowed_models, rotated_at, previous_secret_expires_at";
 const GROUP_COLUMNS: &str = "name, requests_per_period, period_seconds, burst, allowed_models";
@@ -162,6 +163,7 @@ macro_rules! sql_store {
                     created_at: r.try_get("created_at")?,
                     rate_limit: parse_limit(r.try_get("rate_limit")?)?,
                     email_verified: r.try_get("email_verified")?,
+                    tokens_valid_after: r.try_get("tokens_valid_after")?,
                 })
             }
 
@@ -348,11 +350,16 @@ macro_rules! sql_store {
             }
 
             async fn update_user(&self, id: &str, update: &UserUpdate) -> StoreResult<Option<User>> {
+                // Disabling ends the user's sessions for good: enabling them
+                // again does not bring the old tokens back.
                 let sql = format!(
                     "UPDATE users SET role = COALESCE($2, role), group_name = COALESCE($3, group_name), \
                      disabled = COALESCE($4, disabled), updated_at = $5, \
                      rate_limit = CASE WHEN $6 THEN $7 ELSE rate_limit END, \
-                     email_verified = COALESCE($8, email_verified) \
+                     email_verified = COALESCE($8, email_verified), \
+                     tokens_valid_after = CASE WHEN $4 THEN \
+                     (CASE WHEN tokens_valid_after >= $5 THEN tokens_valid_after + 1 ELSE $5 END) \
+                     ELSE tokens_valid_after END \
                      WHERE id = $1 RETURNING {USER_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
@@ -412,17 +419,26 @@ macro_rules! sql_store {
             }
 
             async fn set_password(&self, user_id: &str, hash: &str) -> StoreResult<bool> {
-                let done = sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
-                    .bind(user_id)
-                    .bind(hash)
-                    .bind(now())
-                    .execute(&self.pool)
-                    .await?;
+                let sql = "UPDATE users SET password_hash = $2, updated_at = $3, tokens_valid_after = \
+                           CASE WHEN tokens_valid_after >= $3 THEN tokens_valid_after + 1 ELSE $3 END WHERE id = $1";
+                let done = sqlx::query(sql).bind(user_id).bind(hash).bind(now()).execute(&self.pool).await?;
                 Ok(done.rows_affected() > 0)
             }
 
-            async fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64, at: i64) -> StoreResult<()> {
-                sqlx::query(
+            async fn end_sessions(&self, user_id: &str, at: i64) -> StoreResult<bool> {
+                // Past every token issued so far: to now, or one second past
+                // the last move when that was this very second (tokens issued
+                // since then carry the second after it; see `Jwt::issue`).
+                let sql = "UPDATE users SET updated_at = $2, tokens_valid_after = \
+                           CASE WHEN tokens_valid_after >= $2 THEN tokens_valid_after + 1 ELSE $2 END WHERE id = $1";
+                let done = sqlx::query(sql).bind(user_id).bind(at).execute(&self.pool).await?;
+                Ok(done.rows_affected() > 0)
+            }
+
+            async fn revoke_token(&self, jti: &str, user_id: &str, expires_at: i64, at: i64) -> StoreResult<bool> {
+                // The affected-row count decides: of concurrent revocations of
+                // one token (on any replica), exactly one inserts the row.
+                let done = sqlx::query(
                     "INSERT INTO revoked_tokens (jti, user_id, expires_at, revoked_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (jti) DO NOTHING",
                 )
@@ -432,15 +448,15 @@ macro_rules! sql_store {
                 .bind(at)
                 .execute(&self.pool)
                 .await?;
-                Ok(())
+                Ok(done.rows_affected() == 1)
             }
 
-            async fn revoked_tokens_since(&self, since: i64, now: i64) -> StoreResult<Vec<(String, i64)>> {
+            async fn revoked_tokens_since(&self, since: i64, expired_after: i64) -> StoreResult<Vec<(String, i64)>> {
                 let rows = sqlx::query(
                     "SELECT jti, expires_at FROM revoked_tokens WHERE revoked_at >= $1 AND expires_at > $2",
                 )
                 .bind(since)
-                .bind(now)
+                .bind(expired_after)
                 .fetch_all(&self.pool)
                 .await?;
                 rows.iter().map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?))).collect()

@@ -369,27 +369,41 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(gatehouse: &TestServer, upstream: SocketAddr) -> Envoy {
-        let port = free_port();
-        let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
-            .unwrap()
-            .replace("port_value: 10000", &format!("port_value: {port}"))
-            .replace("port_value: 9901", &format!("port_value: {}", free_port()))
-            .replace("port_value: 9191", &format!("port_value: {}", gatehouse.grpc.port()))
-            .replace("port_value: 8080", &format!("port_value: {}", gatehouse.http.port()))
-            .replace("port_value: 9000", &format!("port_value: {}", upstream.port()))
-            .replace("address: 0.0.0.0", "address: 127.0.0.1");
-        Envoy::run(port, &config).await
+        // Free ports are picked before Envoy binds them, so another process
+        // may take one first: Envoy then exits, and a fresh set is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
+                .unwrap()
+                .replace("port_value: 10000", &format!("port_value: {port}"))
+                .replace("port_value: 9901", &format!("port_value: {}", free_port()))
+                .replace("port_value: 9191", &format!("port_value: {}", gatehouse.grpc.port()))
+                .replace("port_value: 8080", &format!("port_value: {}", gatehouse.http.port()))
+                .replace("port_value: 9000", &format!("port_value: {}", upstream.port()))
+                .replace("address: 0.0.0.0", "address: 127.0.0.1");
+            if let Ok(envoy) = Envoy::try_run(port, &config).await {
+                return envoy;
+            }
+        }
+        panic!("Envoy did not start on five sets of free ports");
     }
 
     /// Runs `config`, whose listener is on `port` and answers `/healthz`
     /// with 200 once up.
     pub async fn run(port: u16, config: &str) -> Envoy {
+        Envoy::try_run(port, config).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Envoy::run`]; an error (with Envoy's own words) when it exits
+    /// before it is ready, or is not ready within 30 s.
+    pub async fn try_run(port: u16, config: &str) -> Result<Envoy, String> {
         let binary = std::env::var("GATEHOUSE_TEST_ENVOY")
             .expect("GATEHOUSE_TEST_ENVOY is not set: run the suite with scripts/test, which installs Envoy");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("envoy.yaml");
         std::fs::write(&path, config).unwrap();
         let log = dir.path().join("access.log");
+        let errors = dir.path().join("envoy.log");
         let child = std::process::Command::new(binary)
             .args([
                 "-c",
@@ -403,24 +417,25 @@ impl Envoy {
                 "50",
             ])
             .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(&errors).unwrap())
             .spawn()
             .unwrap();
-        let envoy = Envoy { port, child, log, _dir: dir };
-        envoy.wait_ready().await;
-        envoy
-    }
-
-    async fn wait_ready(&self) {
+        let mut envoy = Envoy { port, child, log, _dir: dir };
         let client = reqwest::Client::new();
         for _ in 0..600 {
-            if let Ok(r) = client.get(self.url("/healthz")).send().await
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                let said = std::fs::read_to_string(&errors).unwrap_or_default();
+                return Err(format!("Envoy exited ({status}) before it was ready:\n{said}"));
+            }
+            if let Ok(r) = client.get(envoy.url("/healthz")).send().await
                 && r.status() == 200
             {
-                return;
+                return Ok(envoy);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("Envoy did not become ready");
+        let said = std::fs::read_to_string(&errors).unwrap_or_default();
+        Err(format!("Envoy did not become ready within 30 s:\n{said}"))
     }
 
     pub fn url(&self, path: &str) -> String {
