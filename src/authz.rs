@@ -31,6 +31,36 @@ pub struct RequestView<'a> {
     pub client_ip: Option<&'a str>,
     /// Empty unless the proxy forwards bodies.
     pub body: RequestBody<'a>,
+    /// Headers that restate the method or the host for the upstream
+    /// (see [`RESTATING_HEADERS`]), as received.
+    pub restated: &'a [(&'a str, &'a str)],
+}
+
+/// Headers an upstream may act on instead of the method or `Host` that
+/// Gatehouse decides on: method overrides (`X-HTTP-Method-Override` and its
+/// variants, honoured by many frameworks) and `X-Forwarded-Host`. A request
+/// whose restatement differs is refused, so the decision and the upstream's
+/// action cannot part ways.
+pub const RESTATING_HEADERS: [&str; 4] =
+    ["x-http-method-override", "x-method-override", "x-http-method", "x-forwarded-host"];
+
+/// Refuses a request whose method override or forwarded host says something
+/// else than what the decision is made on. The `_method` query parameter
+/// counts as a method override too.
+fn check_restatements(request: &RequestView<'_>, host: &str) -> Result<(), Denial> {
+    let query_overrides = credentials::query_values(request.path, "_method").map(|v| ("_method", v));
+    for (name, value) in request.restated.iter().copied().chain(query_overrides) {
+        if name.eq_ignore_ascii_case("x-forwarded-host") {
+            for forwarded in value.split(',') {
+                if normalize_host(forwarded.trim()).ok().as_deref() != Some(host) {
+                    return Err(Denial::InvalidRequest("X-Forwarded-Host names another host than Host"));
+                }
+            }
+        } else if !value.trim().eq_ignore_ascii_case(request.method) {
+            return Err(Denial::InvalidRequest("a method override names another method than the request's"));
+        }
+    }
+    Ok(())
 }
 
 /// A verdict and what led to it, for the response, logs and metadata.
@@ -120,7 +150,12 @@ impl Authorizer {
         H: IntoIterator<Item = (&'a str, &'a str)>,
     {
         let credential = credentials::extract(headers)?.ok_or(Denial::MissingCredential)?;
-        self.authn.authenticate(credential, now).await
+        let principal = self.authn.authenticate(credential, now).await?;
+        // Gatehouse's own APIs manage things; a replaced secret manages nothing.
+        if principal.previous_secret {
+            return Err(Denial::ReplacedSecret);
+        }
+        Ok(principal)
     }
 
     async fn evaluate<'a, H>(
@@ -137,6 +172,7 @@ impl Authorizer {
         decision.report_only = policy.report_only_by_default();
         let path = path::normalize(request.path).map_err(|_| Denial::InvalidRequest("ambiguous or malformed path"))?;
         let host = normalize_host(request.host).map_err(|_| Denial::InvalidRequest("malformed host"))?;
+        check_restatements(&request, &host)?;
         let rule = policy.route(request.method, &host, &path);
         decision.rule = Some(rule.name.clone());
         decision.report_only = rule.report_only;

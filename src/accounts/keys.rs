@@ -73,7 +73,7 @@ impl<'a> Acting<'a> {
         Acting { actor: Actor::Caller(principal), door, client_ip }
     }
 
-    fn principal(&self) -> Option<&'a Principal> {
+    pub(super) fn principal(&self) -> Option<&'a Principal> {
         match self.actor {
             Actor::Operator => None,
             Actor::Caller(p) => Some(p),
@@ -81,7 +81,7 @@ impl<'a> Acting<'a> {
     }
 
     /// An audit event attributed to this actor.
-    fn event(&self, action: AuditAction, target: String, detail: String) -> NewAuditEvent {
+    pub(super) fn event(&self, action: AuditAction, target: String, detail: String) -> NewAuditEvent {
         let actor = self.principal().map_or_else(|| "operator".to_owned(), |p| p.user_id.to_string());
         event(action)
             .actor(actor)
@@ -255,6 +255,16 @@ impl Accounts {
             return Err(validation("rate_limit", "set rate_limit or allowed_models"));
         }
         self.may_manage_key(by, id, KeyAction::Update).await?;
+        if let Some(caller) = by.principal()
+            && caller.key_id.as_deref() == Some(id)
+        {
+            let refused = "a key cannot change its own limits or models".to_owned();
+            self.audit.record(by.event(AuditAction::AdminDenied, format!("key:{id}"), refused.clone())).await;
+            return Err(AccountError::Forbidden(refused));
+        }
+        if let Some(models) = &update.models {
+            self.may_set_models(by, &format!("key:{id}"), models.as_ref()).await?;
+        }
         let key = self.store.update_api_key(id, update).await?.ok_or(AccountError::NotFound("API key"))?;
         self.changed(Change::Key(id.to_owned())).await;
         let changed: Vec<&str> =

@@ -2,6 +2,7 @@
 //! CLI and the REST API. Every invalid input is refused before anything is
 //! written.
 
+mod authority;
 mod keys;
 
 pub use keys::{Acting, Actor, Door};

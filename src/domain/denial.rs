@@ -88,6 +88,13 @@ pub enum Denial {
     /// provider does not provision, email domain, unverified local account).
     #[error("{0}")]
     NotProvisioned(&'static str),
+    /// A key's replaced secret, in its rotation grace period: it keeps
+    /// calls through the gateway working while clients switch, and does
+    /// nothing else (a leaked old secret must not outlive the rotation).
+    #[error(
+        "this is a key's replaced secret: it works for calls through the gateway only until its grace period ends; use the new secret"
+    )]
+    ReplacedSecret,
     #[error("this route requires the role {}", .roles.join(" or "))]
     RoleRequired { roles: Vec<&'static str> },
     #[error("model '{model}' is not allowed for this caller")]
@@ -123,6 +130,7 @@ impl Denial {
             Denial::MissingPermissions { .. }
             | Denial::RouteDenied
             | Denial::NotProvisioned(_)
+            | Denial::ReplacedSecret
             | Denial::RoleRequired { .. }
             | Denial::ModelNotAllowed { .. } => ErrorKind::Forbidden,
             Denial::BodyTooLarge { .. } => ErrorKind::TooLarge,
@@ -146,6 +154,7 @@ impl Denial {
             Denial::MissingPermissions { .. } => "missing_permission",
             Denial::RouteDenied => "route_denied",
             Denial::NotProvisioned(_) => "not_provisioned",
+            Denial::ReplacedSecret => "replaced_secret",
             Denial::RoleRequired { .. } => "role_required",
             Denial::ModelNotAllowed { .. } => "model_not_allowed",
             Denial::BodyTooLarge { .. } => "body_too_large",

@@ -19,7 +19,7 @@ use envoy_types::pb::google::rpc;
 use tonic::{Request, Response, Status};
 
 use crate::authn::credentials;
-use crate::authz::{Allow, Authorizer, Decision, RequestView};
+use crate::authz::{Allow, Authorizer, Decision, RESTATING_HEADERS, RequestView};
 use crate::domain::{Denial, ErrorKind, Principal};
 use crate::policy::body::RequestBody;
 use crate::ratelimit::{Outcome, ceil_secs};
@@ -54,12 +54,15 @@ impl ExtAuthz {
         };
         let started = std::time::Instant::now();
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let restated: Vec<(&str, &str)> =
+            headers(http).filter(|(k, _)| RESTATING_HEADERS.iter().any(|r| k.eq_ignore_ascii_case(r))).collect();
         let view = RequestView {
             method: &http.method,
             host: &http.host,
             path: &http.path,
             client_ip: client_ip(request),
             body: request_body(http),
+            restated: &restated,
         };
         let decision = self.authorizer.decide(view, headers(http), now).await;
         log_decision(http, &decision);

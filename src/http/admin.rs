@@ -67,6 +67,7 @@ pub async fn create_user(
 ) -> Result<Response, ApiError> {
     admin(&audited, &caller).await?;
     let role = body.role.as_deref().map(parse_role).transpose()?.unwrap_or(Role::Viewer);
+    s.accounts.may_manage_user(&audited.acting(&caller.0), None, Some(role)).await?;
     let group = body.group.as_deref().unwrap_or(DEFAULT_GROUP);
     let password = body.password.map(Secret::new);
     let user = s.accounts.create_user_with_password(&body.email, body.name.as_deref(), role, group, password).await?;
@@ -124,6 +125,7 @@ pub async fn update_user(
         email_verified: body.email_verified,
     };
     let target = s.accounts.find_user(&id).await?;
+    s.accounts.may_manage_user(&audited.acting(&caller.0), Some(&target), update.role).await?;
     // An admin cannot lock themselves out.
     if target.id == *caller.0.user_id
         && (update.disabled == Some(true) || update.role.is_some_and(|r| r != Role::Admin))
@@ -236,7 +238,11 @@ pub async fn create_group(
 ) -> Result<Response, ApiError> {
     admin(&audited, &caller).await?;
     let name = body.name.clone().ok_or_else(|| ApiError::validation("name", "name is required"))?;
-    let group = s.accounts.create_group(body.into_group(name, None)?).await?;
+    let group = body.into_group(name, None)?;
+    s.accounts
+        .may_set_models(&audited.acting(&caller.0), &format!("group:{}", group.name), group.models.as_ref())
+        .await?;
+    let group = s.accounts.create_group(group).await?;
     tracing::info!(actor = %caller.0.user_id, group = %group.name, "group created");
     audited
         .record(event(AuditAction::GroupCreated).actor(&*caller.0.user_id).target(format!("group:{}", group.name)))
@@ -256,7 +262,12 @@ pub async fn update_group(
         return Err(ApiError::validation("name", "a group cannot be renamed"));
     }
     let current = s.accounts.store().group(&name).await?.ok_or_else(|| ApiError::NotFound("group not found".into()))?;
-    let group = s.accounts.update_group(body.into_group(name, Some(&current))?).await?;
+    let group = body.into_group(name, Some(&current))?;
+    if group.models != current.models {
+        let subject = format!("group:{}", group.name);
+        s.accounts.may_set_models(&audited.acting(&caller.0), &subject, group.models.as_ref()).await?;
+    }
+    let group = s.accounts.update_group(group).await?;
     tracing::info!(actor = %caller.0.user_id, group = %group.name, "group limits changed");
     audited
         .record(event(AuditAction::GroupUpdated).actor(&*caller.0.user_id).target(format!("group:{}", group.name)))

@@ -132,6 +132,9 @@ pub fn inspect(body: &RequestBody<'_>, method: &str, limits: BodyLimits) -> Resu
     if prompt_chars > limits.max_prompt_chars {
         return Err(Denial::PromptTooLong { chars: prompt_chars, max_chars: limits.max_prompt_chars });
     }
+    if let Some(model) = &fields.model {
+        check_model_name(model)?;
+    }
     Ok(Inspected { model: fields.model, stream: fields.stream.unwrap_or(false), prompt_chars })
 }
 
@@ -139,6 +142,27 @@ pub fn inspect(body: &RequestBody<'_>, method: &str, limits: BodyLimits) -> Resu
 fn is_json_media_type(value: &str) -> bool {
     let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// The longest model name accepted.
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// A model name the upstream cannot read as another: printable, no
+/// whitespace, no `..` or empty path segment, no `\` or `%` (an upstream that
+/// routes by model name, or joins it into a path, must see the name the
+/// model lists matched). `gpt-4o`, `meta-llama/Llama-3-8B`, `ft:gpt-4o:org::x`
+/// and `llama3:8b` pass; `llama-3\u{0}gpt-4` and `llama-3/../gpt-4` do not.
+fn check_model_name(model: &str) -> Result<(), Denial> {
+    let printable = model.chars().all(|c| !c.is_control() && !c.is_whitespace() && c != '\\' && c != '%');
+    let segments_ok = model.split('/').all(|s| !s.is_empty() && s != "." && s != "..");
+    if model.is_empty() || model.chars().count() > MAX_MODEL_NAME || !printable || !segments_ok {
+        return Err(Denial::InvalidBody(
+            "`model` must be a plain model name: printable, without spaces, `\\`, `%` or empty, `.` or `..` path \
+             segments"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// Something whose model-visible characters can be counted.
@@ -584,6 +608,20 @@ mod tests {
 
     fn post(json: &str) -> Result<Inspected, Denial> {
         inspect(&body(json), "POST", LIMITS)
+    }
+
+    #[test]
+    fn model_names_cannot_disguise_another() {
+        for bad in
+            ["", "llama-3\u{0}gpt-4", "llama-3/../gpt-4", "a//b", "/gpt-4", "gpt 4", "gpt-4\n", "a\\b", "a%2Fb", "./x"]
+        {
+            let json = serde_json::json!({ "model": bad }).to_string();
+            assert_eq!(inspect(&body(&json), "POST", LIMITS).unwrap_err().reason(), "invalid_body", "{bad:?}");
+        }
+        for good in ["gpt-4o", "meta-llama/Llama-3-8B", "ft:gpt-4o:org::x", "llama3:8b", "mistral-7b@v1"] {
+            let json = serde_json::json!({ "model": good }).to_string();
+            assert_eq!(inspect(&body(&json), "POST", LIMITS).unwrap().model.as_deref(), Some(good));
+        }
     }
 
     #[test]

@@ -17,6 +17,8 @@ backend_tests! {
     narrow_keys_cannot_manage_broader_keys,
     a_replaced_secret_manages_nothing,
     manage_users_alone_does_not_mint_or_take_over_broader_keys,
+    manage_users_alone_does_not_make_or_promote_accounts_beyond_itself,
+    a_model_restricted_key_cannot_lift_model_restrictions,
 }
 
 fn id(key: &str) -> &str {
@@ -90,6 +92,27 @@ async fn a_replaced_secret_manages_nothing(b: Backend) {
         .assert_error(403, "PERMISSION_DENIED");
     api.post("/auth/keys", Some(&old), json!({"name": "backdoor"})).await.assert_error(403, "PERMISSION_DENIED");
     assert!(allowed(&s, &new).await, "the new secret survives");
+
+    // Nor anything else Gatehouse's own APIs do: accounts, groups, the audit log.
+    let (_, admin_old) = s.user_with_key("root@example.com", Role::Admin, None).await;
+    let r = api.post(&format!("/auth/keys/{}/rotate", id(&admin_old)), Some(&admin_old), json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    for (method, path, body) in [
+        (
+            "POST",
+            "/admin/users",
+            Some(json!({"email": "evil@example.com", "role": "admin", "password": "evil password 123"})),
+        ),
+        ("PATCH", "/admin/groups/default", Some(json!({"allowed_models": null}))),
+        ("GET", "/admin/users", None),
+        ("GET", "/auth/audit", None),
+        ("GET", "/auth/me", None),
+    ] {
+        let r = api.send(method, path, Some(&admin_old), body).await;
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
+    }
+    assert!(s.store.user_by_email("evil@example.com").await.unwrap().is_none());
+    assert!(allowed(&s, &admin_old).await, "the replaced secret still works at Check in its grace period");
     s.finish().await;
 }
 
@@ -134,5 +157,76 @@ async fn manage_users_alone_does_not_mint_or_take_over_broader_keys(b: Backend) 
     let r = api.send("DELETE", &format!("/auth/keys/{}", id(&admin_full)), Some(&helpdesk), None).await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert!(!allowed(&s, &admin_full).await);
+    s.finish().await;
+}
+
+async fn manage_users_alone_does_not_make_or_promote_accounts_beyond_itself(b: Backend) {
+    let s = TestServer::start(b).await;
+    let api = Api::new(&s);
+    let (_, helpdesk) = s.user_with_key("helpdesk@example.com", Role::Admin, Some(&["manage_users"])).await;
+    let victim = s.user("victim@example.com", Role::Viewer).await;
+    let boss = s.user("boss@example.com", Role::Admin).await;
+
+    let r = api
+        .post(
+            "/admin/users",
+            Some(&helpdesk),
+            json!({"email": "evil@example.com", "password": "evil password 123", "role": "admin"}),
+        )
+        .await;
+    r.assert_error(403, "PERMISSION_DENIED");
+    assert!(s.store.user_by_email("evil@example.com").await.unwrap().is_none());
+    // Not even a viewer: that role's permissions are not the caller's either.
+    let r = api.post("/admin/users", Some(&helpdesk), json!({"email": "v2@example.com", "role": "viewer"})).await;
+    r.assert_error(403, "PERMISSION_DENIED");
+    let r = api
+        .send("PATCH", &format!("/admin/users/{}", victim.id), Some(&helpdesk), Some(json!({"role": "admin"})))
+        .await;
+    r.assert_error(403, "PERMISSION_DENIED");
+    let r =
+        api.send("PATCH", &format!("/admin/users/{}", boss.id), Some(&helpdesk), Some(json!({"disabled": true}))).await;
+    r.assert_error(403, "PERMISSION_DENIED");
+    assert_eq!(s.accounts.find_user(&victim.id).await.unwrap().role, Role::Viewer);
+    assert!(!s.accounts.find_user(&boss.id).await.unwrap().disabled);
+
+    // A full admin credential may.
+    let (_, admin) = s.user_with_key("root@example.com", Role::Admin, None).await;
+    let r = api
+        .send("PATCH", &format!("/admin/users/{}", victim.id), Some(&admin), Some(json!({"role": "operator"})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    s.finish().await;
+}
+
+async fn a_model_restricted_key_cannot_lift_model_restrictions(b: Backend) {
+    let s = TestServer::start(b).await;
+    let api = Api::new(&s);
+    let (_, admin) = s.user_with_key("root@example.com", Role::Admin, None).await;
+    let r = api.post("/auth/keys", Some(&admin), json!({"name": "restricted", "allowed_models": ["llama-3"]})).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let restricted = r.body["key"].as_str().unwrap().to_owned();
+    let other = s.key_for(&s.accounts.find_user("root@example.com").await.unwrap(), None).await;
+
+    // Its own list, another key's list, a group's list: never wider than its own.
+    for (path, body) in [
+        (format!("/admin/keys/{}", id(&restricted)), json!({"allowed_models": null})),
+        (format!("/admin/keys/{}", id(&restricted)), json!({"rate_limit": "100000/1"})),
+        (format!("/admin/keys/{}", id(&other)), json!({"allowed_models": ["*"]})),
+        (format!("/admin/keys/{}", id(&other)), json!({"allowed_models": ["gpt-4"]})),
+        ("/admin/groups/default".to_owned(), json!({"allowed_models": ["gpt-4"]})),
+    ] {
+        let r = api.send("PATCH", &path, Some(&restricted), Some(body.clone())).await;
+        assert_eq!(r.status, 403, "PATCH {path} {body}: {}", r.body);
+    }
+    // Within its own list is fine.
+    let r = api
+        .send(
+            "PATCH",
+            &format!("/admin/keys/{}", id(&other)),
+            Some(&restricted),
+            Some(json!({"allowed_models": ["llama-3"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
     s.finish().await;
 }

@@ -21,5 +21,6 @@ mod keys;
 mod paths;
 mod providers;
 mod rest_surface;
+mod restated;
 mod revocation;
 mod upstream_headers;

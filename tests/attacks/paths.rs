@@ -51,6 +51,9 @@ async fn dot_parameters_never_reach_a_privileged_prefix() {
         Attack::new("control: the key reads models", "GET", "/v1/models", 200).header("x-api-key", &key),
         Attack::new("control: one model", "GET", "/v1/models/gpt-4o", 200).header("x-api-key", &key),
         Attack::new("control: a trailing slash", "GET", "/v1/models/", 200).header("x-api-key", &key),
+        // `/healthz` is public for every method; its trailing-slash spelling
+        // must reach Gatehouse (which has no such page), not the upstream.
+        Attack::new("health path with a slash and a body", "POST", "/healthz/", 404).body("{}"),
         Attack::new("control: the key is no admin", "GET", "/admin/users", 403).header("x-api-key", &key),
         Attack::new("control: no credential", "GET", "/v1/models", 401),
         Attack::new("plain .. is resolved by Envoy first", "GET", "/admin/x/../v1/models", 403)
