@@ -312,6 +312,51 @@ pub async fn logout_all(
     Ok(Json(json!({ "success": true, "message": "Signed out of every session" })).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePasswordBody {
+    current_password: String,
+    new_password: String,
+}
+
+/// `POST /auth/password`: the caller changes their own password, proving
+/// the current one. Every session token issued until now is refused from then
+/// on (this one included), on every replica; the answer carries a new one.
+/// API keys keep working.
+pub async fn change_password(
+    State(s): State<HttpState>,
+    Caller(caller): Caller,
+    audited: Audited,
+    JsonBody(body): JsonBody<ChangePasswordBody>,
+) -> Result<Response, ApiError> {
+    if caller.session.is_none() {
+        return Err(ApiError::validation("authorization", "changing the password needs a session token"));
+    }
+    let user = s.accounts.find_user(&caller.user_id).await?;
+    let name = LoginName::new(&user.email);
+    let attempt = s.throttle.reserve(&name, audited.client_ip.as_deref()).map_err(ApiError::RateLimited)?;
+    match s.accounts.verify_password(&name, Secret::new(body.current_password)).await {
+        Ok(verified) if verified.id == user.id => attempt.succeeded(),
+        Ok(_) | Err(AccountError::InvalidLogin) => {
+            drop(attempt); // counted as a failure
+            let failed = event(AuditAction::LoginFailed).detail("wrong current password (password change)");
+            audited.record(failed.actor(&*caller.user_id).target(format!("user:{}", user.id))).await;
+            return Err(ApiError::validation("current_password", "the current password is not correct"));
+        }
+        Err(e) => {
+            attempt.release();
+            return Err(e.into());
+        }
+    }
+    s.accounts.set_password(&user.id, Secret::new(body.new_password)).await?;
+    let user = s.accounts.find_user(&user.id).await?;
+    let issued = s.authorizer.authn().jwt().issue(&user, now())?;
+    tracing::info!(user_id = %user.id, "password changed");
+    let changed = event(AuditAction::UserUpdated).detail("password changed; every session ended");
+    audited.record(changed.actor(&*caller.user_id).target(format!("user:{}", user.id))).await;
+    Ok(ok(StatusCode::OK, token_body(&issued, &user)))
+}
+
 pub async fn me(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Response, ApiError> {
     let user = s.accounts.find_user(&caller.user_id).await?;
     let mut value = serde_json::to_value(UserView::from(&user)).map_err(|_| ApiError::Internal)?;

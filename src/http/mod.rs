@@ -71,6 +71,7 @@ fn auth_routes() -> Router<HttpState> {
         .route("/refresh", post(auth::refresh))
         .route("/logout", post(auth::logout))
         .route("/logout/all", post(auth::logout_all))
+        .route("/password", post(auth::change_password))
         .route("/me", get(auth::me))
         .nest("/keys", keys.clone())
         .nest("/api-keys", keys)

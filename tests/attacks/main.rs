@@ -18,6 +18,7 @@ mod doors;
 mod hosts;
 mod identity;
 mod keys;
+mod password_change;
 mod paths;
 mod providers;
 mod rest_surface;
