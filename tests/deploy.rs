@@ -101,7 +101,8 @@ fn every_proxy_config_sends_gatehouse_api_paths_to_gatehouse() {
     assert_eq!(http_port, 8080);
 
     // Envoy (and its compose twin): the gatehouse_http routes come before any
-    // other, skip ext_authz, and are exactly the rule's paths plus /healthz.
+    // other, skip ext_authz, and are exactly the rule's paths plus /healthz
+    // (and /healthz/, which Gatehouse reads as /healthz).
     for file in ["envoy/envoy.yaml", "envoy/envoy.compose.yaml"] {
         let (routes, port) = envoy_routes(&yaml(file)[0]);
         assert_eq!(port, http_port, "{file}");
@@ -114,7 +115,8 @@ fn every_proxy_config_sends_gatehouse_api_paths_to_gatehouse() {
             assert_eq!(r["typed_per_filter_config"]["envoy.filters.http.ext_authz"]["disabled"], true, "{file}: {m}");
             match (m["path_separated_prefix"].as_str(), m["path"].as_str()) {
                 (Some(p), None) => prefixes.push(p.to_owned()),
-                (None, Some("/healthz")) => {}
+                // Gatehouse's health page, in both spellings Gatehouse reads alike.
+                (None, Some("/healthz" | "/healthz/")) => {}
                 (None, Some(p)) => exact.push(p.to_owned()),
                 _ => panic!("{file}: {m}: use path_separated_prefix or path (a plain prefix matches /authx too)"),
             }

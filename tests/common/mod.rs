@@ -427,8 +427,12 @@ impl Envoy {
                 let said = std::fs::read_to_string(&errors).unwrap_or_default();
                 return Err(format!("Envoy exited ({status}) before it was ready:\n{said}"));
             }
+            // Another test's server may have taken the port first (ephemeral
+            // ports are reused): only an answer relayed by Envoy counts.
             if let Ok(r) = client.get(envoy.url("/healthz")).send().await
                 && r.status() == 200
+                && r.headers().get("server").is_some_and(|v| v == "envoy")
+                && matches!(envoy.child.try_wait(), Ok(None))
             {
                 return Ok(envoy);
             }
