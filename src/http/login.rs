@@ -503,18 +503,10 @@ async fn github_member(s: &HttpState, gh: &GithubConfig, login: &str, token: &st
             Some((org, team)) => format!("/orgs/{org}/teams/{team}/memberships/{login}"),
             None => format!("/user/memberships/orgs/{rule}"),
         };
-        let response = s
-            .http_client
-            .get(format!("{}{path}", gh.api_url))
-            .bearer_auth(token)
-            .header(header::ACCEPT, "application/vnd.github+json")
-            .header(header::USER_AGENT, "gatehouse")
-            .send()
-            .await
-            .map_err(|_| ApiError::Unavailable)?;
+        let response = github_send(s, gh, &path, token).await?;
         match response.status().as_u16() {
             200 => {
-                let membership: GithubMembership = response.json().await.map_err(|_| ApiError::Unavailable)?;
+                let membership: GithubMembership = github_body(response, &path).await?;
                 if membership.state == "active" {
                     return Ok(true);
                 }
@@ -536,18 +528,27 @@ async fn github_get<T: serde::de::DeserializeOwned>(
     path: &str,
     token: &str,
 ) -> Result<T, ApiError> {
-    let response = s
-        .http_client
+    let response = github_send(s, gh, path, token).await?;
+    if !response.status().is_success() {
+        return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
+    }
+    github_body(response, path).await
+}
+
+/// A GET of GitHub's API with the user's token.
+async fn github_send(s: &HttpState, gh: &GithubConfig, path: &str, token: &str) -> Result<reqwest::Response, ApiError> {
+    s.http_client
         .get(format!("{}{path}", gh.api_url))
         .bearer_auth(token)
         .header(header::ACCEPT, "application/vnd.github+json")
         .header(header::USER_AGENT, "gatehouse")
         .send()
         .await
-        .map_err(|_| ApiError::Unavailable)?;
-    if !response.status().is_success() {
-        return Err(ApiError::Unauthenticated(Denial::InvalidCredential));
-    }
+        .map_err(|_| ApiError::Unavailable)
+}
+
+/// GitHub's answer as JSON, read no further than the document cap.
+async fn github_body<T: serde::de::DeserializeOwned>(response: reqwest::Response, path: &str) -> Result<T, ApiError> {
     let body = read_capped(response, MAX_DOCUMENT_BYTES).await.map_err(|e| {
         tracing::warn!(error = %e, path, "cannot read GitHub's answer");
         ApiError::Unavailable
