@@ -175,6 +175,7 @@ impl App {
                     None => Arc::new(self.local.clone()),
                 },
                 register: self.config.register_limit,
+                refresh: self.config.refresh_limit,
                 login: self.config.login_limit,
             },
             trusted_proxy_hops: self.config.trusted_proxy_hops,

@@ -103,6 +103,10 @@ pub struct Config {
     /// Per client address, for `POST /auth/login`, every attempt (shared
     /// through Redis); the failure lockout is `login_throttle`.
     pub login_limit: Option<Limit>,
+    /// Per user, for `POST /auth/refresh` (shared through Redis): each
+    /// refresh stores a revocation, so an unbounded loop would grow memory
+    /// and the database.
+    pub refresh_limit: Option<Limit>,
     /// The route table as configured (see [`Config::compile_policy`]).
     pub policy: PolicySpec,
     /// The config file this was loaded from.
@@ -223,6 +227,7 @@ impl Default for Config {
             anonymous_limit: Some(Limit { requests: 120, period: Duration::from_secs(60), burst: 120 }),
             register_limit: Some(Limit { requests: 10, period: Duration::from_secs(600), burst: 10 }),
             login_limit: Some(Limit { requests: 30, period: Duration::from_secs(60), burst: 30 }),
+            refresh_limit: Some(Limit { requests: 30, period: Duration::from_secs(60), burst: 30 }),
             policy: PolicySpec::default(),
             config_file: None,
             policy_file: None,
@@ -265,6 +270,7 @@ impl fmt::Debug for Config {
             .field("anonymous_limit", &self.anonymous_limit)
             .field("register_limit", &self.register_limit)
             .field("login_limit", &self.login_limit)
+            .field("refresh_limit", &self.refresh_limit)
             .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
@@ -857,6 +863,7 @@ impl Config {
             ("GATEHOUSE_ANONYMOUS_RATE_LIMIT", &mut self.anonymous_limit),
             ("GATEHOUSE_REGISTER_RATE_LIMIT", &mut self.register_limit),
             ("GATEHOUSE_LOGIN_RATE_LIMIT", &mut self.login_limit),
+            ("GATEHOUSE_REFRESH_RATE_LIMIT", &mut self.refresh_limit),
         ] {
             match parse_var::<String>(env, name)?.as_deref() {
                 None => {}

@@ -295,6 +295,13 @@ async fn the_hand_off_cookie_is_bound_to_its_login_and_used_once() {
     }
     let r = reqwest::Client::new().post(s.url("/auth/refresh")).bearer_auth(&cookie).send().await.unwrap();
     assert_eq!(r.status(), 401, "the cookie is not a session token");
+    // Nor does it carry one inside: whoever reads it (a service on another
+    // port of this host receives it too) finds nothing to present.
+    use base64::Engine;
+    let payload = cookie.split('.').nth(1).unwrap();
+    let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let payload = String::from_utf8(payload).unwrap();
+    assert!(!payload.contains("eyJ"), "no token inside the hand-off cookie: {payload}");
 
     // Presented 30 times at once with the right nonce: one session.
     let barrier = Arc::new(tokio::sync::Barrier::new(RACERS));

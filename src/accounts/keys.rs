@@ -27,6 +27,11 @@ use super::{
     MAX_ROTATION_GRACE_SECONDS, RotatedKey, key_models, parse_models, validate_text, validation,
 };
 
+/// The most unrevoked, unexpired keys one user may hold: keys are rows,
+/// audit events and list entries, and a stolen session should not mint them
+/// by the thousand.
+pub const MAX_ACTIVE_KEYS_PER_USER: usize = 100;
+
 /// Who asks for a management action.
 #[derive(Debug, Clone, Copy)]
 pub enum Actor<'a> {
@@ -180,6 +185,13 @@ impl Accounts {
                 return Err(validation("expires_in_days", format!("must be between 1 and {MAX_KEY_LIFETIME_DAYS}")));
             }
         };
+        let active = self.store.list_api_keys(Some(&owner.id)).await?;
+        let active = active.iter().filter(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now)).count();
+        if active >= MAX_ACTIVE_KEYS_PER_USER {
+            return Err(AccountError::Conflict(format!(
+                "a user holds at most {MAX_ACTIVE_KEYS_PER_USER} active keys: revoke one first"
+            )));
+        }
         let generated = api_key::generate();
         let new = NewApiKey {
             id: generated.id,

@@ -5,7 +5,9 @@
 mod authority;
 mod keys;
 
-pub use keys::{Acting, Actor, Door};
+pub use keys::{Acting, Actor, Door, MAX_ACTIVE_KEYS_PER_USER};
+
+use sha2::Digest;
 
 use crate::audit::{Audit, event};
 use crate::authn::oidc::ExternalIdentity;
@@ -583,7 +585,18 @@ fn placeholder_email(identity: &ExternalIdentity) -> String {
     let host = identity.provider.split("://").nth(1).unwrap_or(&identity.provider);
     let host = host.split(['/', ':']).next().unwrap_or("idp");
     let host: Vec<String> = host.split('.').map(|label| clean(label, 63)).collect();
-    format!("{}@{}.idp.invalid", clean(&identity.subject, 64), host.join("."))
+    // Subjects are case-sensitive and may hold any character: when cleaning
+    // changed the subject, a digest of the exact subject keeps `NoEmail` and
+    // `noemail` (or `a.b` and `a-b`) from sharing an address.
+    let local = clean(&identity.subject, 50);
+    let local = if local == identity.subject {
+        local
+    } else {
+        let digest = sha2::Sha256::digest(identity.subject.as_bytes());
+        let tag: String = digest[..5].iter().map(|b| format!("{b:02x}")).collect();
+        format!("{local}-{tag}")
+    };
+    format!("{local}@{}.idp.invalid", host.join("."))
 }
 
 fn validate_limits(group: &Group) -> Result<(), AccountError> {
@@ -778,6 +791,8 @@ mod tests {
         };
         let email = placeholder_email(&identity);
         assert!(validate_email(&email).is_ok(), "{email}");
+        let twin = ExternalIdentity { subject: identity.subject.to_uppercase(), ..identity.clone() };
+        assert_ne!(placeholder_email(&twin), email, "subjects differing in case get different addresses");
         assert!(!registrable(&email));
     }
 

@@ -74,13 +74,23 @@ pub struct AuthLimits {
     pub limiter: std::sync::Arc<dyn Limiter>,
     pub register: Option<Limit>,
     pub login: Option<Limit>,
+    /// Per user.
+    pub refresh: Option<Limit>,
 }
 
 impl AuthLimits {
     /// Counts one `endpoint` request from `client_ip`; 429 when over.
     async fn admit(&self, endpoint: &str, limit: Option<Limit>, client_ip: Option<&str>) -> Result<(), ApiError> {
+        self.admit_key(endpoint, limit, format!("{endpoint}:ip:{}", address_bucket(client_ip))).await
+    }
+
+    /// Counts one `endpoint` request by `user_id`; 429 when over.
+    async fn admit_user(&self, endpoint: &str, limit: Option<Limit>, user_id: &str) -> Result<(), ApiError> {
+        self.admit_key(endpoint, limit, format!("{endpoint}:user:{user_id}")).await
+    }
+
+    async fn admit_key(&self, endpoint: &str, limit: Option<Limit>, key: String) -> Result<(), ApiError> {
         let Some(limit) = limit else { return Ok(()) };
-        let key = format!("{endpoint}:ip:{}", address_bucket(client_ip));
         match self.limiter.check(&key, limit).await {
             Ok(outcome) if !outcome.allowed => {
                 metrics::counter!("gatehouse_auth_rate_limited_total", "endpoint" => endpoint.to_owned()).increment(1);
@@ -229,7 +239,7 @@ pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Response
     let from_cookie = cookie_allowed.then(|| SESSION_COOKIE.read(&headers)).flatten();
     let result = match from_cookie {
         Some(cookie) => match super::login::open_handoff(&s, cookie, &headers, now) {
-            Ok(token) => exchange(&s, &token, now).await,
+            Ok(handoff) => exchange_handoff(&s, &handoff, now).await,
             Err(e) => Err(e),
         },
         None => match bearer(&headers) {
@@ -246,12 +256,35 @@ pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Response
     response
 }
 
+/// The console's hand-off ticket for a session: once (the ticket is
+/// consumed in the database, so across replicas too), for a user who is
+/// still enabled and has not ended their sessions since.
+async fn exchange_handoff(s: &HttpState, handoff: &super::login::Handoff, now: i64) -> Result<Response, ApiError> {
+    let authn = s.authorizer.authn();
+    s.auth_limits.admit_user("refresh", s.auth_limits.refresh, &handoff.user_id).await?;
+    let user = s.accounts.store().user_by_id(&handoff.user_id).await?.ok_or(Denial::InvalidCredential)?;
+    if user.disabled {
+        return Err(Denial::AccountDisabled.into());
+    }
+    if handoff.auth_time <= user.tokens_valid_after {
+        return Err(Denial::Revoked.into());
+    }
+    if !authn.revocations().revoke(&handoff.ticket, &user.id, handoff.expires_at, now).await? {
+        tracing::info!(user_id = %user.id, "console hand-off refused: already exchanged");
+        return Err(Denial::Revoked.into());
+    }
+    let issued = authn.jwt().continue_session(&user, now, handoff.auth_time)?;
+    tracing::info!(user_id = %user.id, "console hand-off exchanged");
+    Ok(ok(StatusCode::OK, token_body(&issued, &user)))
+}
+
 async fn exchange(s: &HttpState, token: &str, now: i64) -> Result<Response, ApiError> {
     let authn = s.authorizer.authn();
     let claims = authn.jwt().verify_for_refresh(token, now)?;
     if authn.revocations().is_revoked(&claims.jti) {
         return Err(Denial::Revoked.into());
     }
+    s.auth_limits.admit_user("refresh", s.auth_limits.refresh, &claims.sub).await?;
     let user = s.accounts.store().user_by_id(&claims.sub).await?.ok_or(Denial::InvalidCredential)?;
     if user.disabled {
         return Err(Denial::AccountDisabled.into());
@@ -274,20 +307,32 @@ async fn exchange(s: &HttpState, token: &str, now: i64) -> Result<Response, ApiE
     Ok(ok(StatusCode::OK, token_body(&issued, &user)))
 }
 
-pub async fn logout(
-    State(s): State<HttpState>,
-    Caller(caller): Caller,
-    audited: Audited,
-) -> Result<Response, ApiError> {
-    let Some(session) = &caller.session else {
+/// The session token a logout names: any token refresh would still accept
+/// (one expired within the grace window too, or logging out after a nap
+/// would leave it refreshable), never an API key.
+fn session_to_end(s: &HttpState, headers: &HeaderMap, now: i64) -> Result<crate::authn::jwt::Claims, ApiError> {
+    if !headers.contains_key(axum::http::header::AUTHORIZATION) && headers.contains_key("x-api-key") {
         return Err(ApiError::validation(
             "authorization",
             "logout needs a session token; revoke API keys with DELETE /auth/keys/{id}",
         ));
-    };
-    s.authorizer.authn().revocations().revoke(&session.jti, &caller.user_id, session.expires_at, now()).await?;
-    tracing::info!(user_id = %caller.user_id, "logout");
-    audited.record(event(AuditAction::Logout).actor(&*caller.user_id).target(format!("user:{}", caller.user_id))).await;
+    }
+    let token = bearer(headers)?;
+    let claims = s.authorizer.authn().jwt().verify_for_refresh(token, now)?;
+    if s.authorizer.authn().revocations().is_revoked(&claims.jti) {
+        return Err(Denial::Revoked.into());
+    }
+    Ok(claims)
+}
+
+pub async fn logout(State(s): State<HttpState>, audited: Audited, headers: HeaderMap) -> Result<Response, ApiError> {
+    let now = now();
+    let claims = session_to_end(&s, &headers, now)?;
+    if !s.authorizer.authn().revocations().revoke(&claims.jti, &claims.sub, claims.exp, now).await? {
+        return Err(Denial::Revoked.into());
+    }
+    tracing::info!(user_id = %claims.sub, "logout");
+    audited.record(event(AuditAction::Logout).actor(&claims.sub).target(format!("user:{}", claims.sub))).await;
     Ok(Json(json!({ "success": true, "message": "Logged out successfully" })).into_response())
 }
 
@@ -296,19 +341,19 @@ pub async fn logout(
 /// on by Check and by refresh, on every replica. API keys keep working.
 pub async fn logout_all(
     State(s): State<HttpState>,
-    Caller(caller): Caller,
     audited: Audited,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if caller.session.is_none() {
-        return Err(ApiError::validation(
-            "authorization",
-            "signing out everywhere needs a session token; revoke API keys with DELETE /auth/keys/{id}",
-        ));
+    let now = now();
+    let claims = session_to_end(&s, &headers, now)?;
+    let user = s.accounts.store().user_by_id(&claims.sub).await?.ok_or(Denial::InvalidCredential)?;
+    if claims.iat <= user.tokens_valid_after {
+        return Err(Denial::Revoked.into());
     }
-    s.accounts.end_sessions(&caller.user_id, now()).await?;
-    tracing::info!(user_id = %caller.user_id, "signed out everywhere");
+    s.accounts.end_sessions(&user.id, now).await?;
+    tracing::info!(user_id = %user.id, "signed out everywhere");
     let ended = event(AuditAction::Logout).detail("every session (sign out everywhere)");
-    audited.record(ended.actor(&*caller.user_id).target(format!("user:{}", caller.user_id))).await;
+    audited.record(ended.actor(&user.id).target(format!("user:{}", user.id))).await;
     Ok(Json(json!({ "success": true, "message": "Signed out of every session" })).into_response())
 }
 

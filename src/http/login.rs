@@ -130,11 +130,19 @@ impl LoginQuery {
     }
 }
 
-/// The console's hand-off: a session token, bound to the login that started
-/// it (the SHA-256 of the console's nonce), signed like the login state.
+/// The console's hand-off: a one-time ticket for a session, bound to the
+/// login that started it (the SHA-256 of the console's nonce), signed like
+/// the login state. It holds no session token: whoever reads the cookie (a
+/// service on another port of the same host receives it too) holds nothing
+/// usable without the nonce, which only the console page has.
 #[derive(Serialize, Deserialize)]
-struct Handoff {
-    handoff_token: String,
+pub struct Handoff {
+    pub user_id: String,
+    /// Consumed (as a revoked token id) by the one exchange that succeeds.
+    pub ticket: String,
+    /// When the person signed in: the session's lifetime counts from here.
+    pub auth_time: i64,
+    pub expires_at: i64,
     binding: String,
 }
 
@@ -143,10 +151,10 @@ fn handoff_binding(nonce: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(nonce.as_bytes()))
 }
 
-/// The session token in a hand-off cookie, when the request also presents
-/// the nonce of the console login the cookie was made for. Anything else (a
-/// cookie planted by another page, a forged or stale one, no nonce) is a 401.
-pub fn open_handoff(s: &HttpState, cookie: &str, headers: &HeaderMap, now: i64) -> Result<String, ApiError> {
+/// The ticket in a hand-off cookie, when the request also presents the nonce
+/// of the console login the cookie was made for. Anything else (a cookie
+/// planted by another page, a forged or stale one, no nonce) is a 401.
+pub fn open_handoff(s: &HttpState, cookie: &str, headers: &HeaderMap, now: i64) -> Result<Handoff, ApiError> {
     let refused = || ApiError::Unauthenticated(Denial::InvalidCredential);
     let handoff: Handoff = s.authorizer.authn().jwt().verify_state(cookie, now).map_err(|_| refused())?;
     let nonce = headers.get(HANDOFF_NONCE_HEADER).and_then(|v| v.to_str().ok()).ok_or_else(refused)?;
@@ -156,7 +164,7 @@ pub fn open_handoff(s: &HttpState, cookie: &str, headers: &HeaderMap, now: i64) 
         tracing::info!("console hand-off refused: not presented by the page that started the login");
         return Err(refused());
     }
-    Ok(handoff.handoff_token)
+    Ok(handoff)
 }
 
 #[derive(Deserialize)]
@@ -263,16 +271,22 @@ async fn finish(
         return Err(Denial::AccountDisabled.into());
     }
     let now = now();
-    let issued = s.authorizer.authn().jwt().issue(&user, now)?;
     tracing::info!(user_id = %user.id, provider = %identity.provider, "login through provider");
     audited.record(event(AuditAction::LoginSucceeded).actor(&user.id).target(subject).detail(via)).await;
     let mut response = if let Some(binding) = console {
-        let handoff = Handoff { handoff_token: issued.token.expose().to_owned(), binding };
+        let handoff = Handoff {
+            user_id: user.id.clone(),
+            ticket: uuid::Uuid::new_v4().to_string(),
+            auth_time: now,
+            expires_at: now + SESSION_COOKIE_TTL,
+            binding,
+        };
         let cookie = s.authorizer.authn().jwt().sign_state(&handoff, now, SESSION_COOKIE_TTL)?;
         let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/#/keys")]).into_response();
         r.headers_mut().append(header::SET_COOKIE, SESSION_COOKIE.set(s, &cookie, SESSION_COOKIE_TTL)?);
         r
     } else {
+        let issued = s.authorizer.authn().jwt().issue(&user, now)?;
         (StatusCode::OK, Json(envelope(token_body(&issued, &user)))).into_response()
     };
     response.headers_mut().append(header::SET_COOKIE, LOGIN_COOKIE.set(s, "", 0)?);

@@ -24,4 +24,5 @@ mod providers;
 mod rest_surface;
 mod restated;
 mod revocation;
+mod sessions;
 mod upstream_headers;

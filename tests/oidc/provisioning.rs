@@ -253,23 +253,32 @@ async fn pre_hijacked_accounts_are_never_linked(b: Backend) {
     s.finish().await;
 }
 
-/// Two subjects whose placeholder addresses coincide (`twin.a` and `twin-a`
-/// both become `twin-a@127.0.0.1.idp.invalid`): the second is refused, never
-/// linked to the first's account.
+/// Subjects whose cleaned forms coincide (`twin.a` and `twin-a`, or ones
+/// differing only in case) get different placeholder addresses; and a
+/// placeholder address that is taken (here by an account an operator made) is
+/// refused, never linked to that account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_placeholder_address_is_never_linked() {
-    let provider = provider_with(json!({"twin.a": {}, "twin-a": {}}), json!({}), "").await;
+    let provider = provider_with(json!({"twin.a": {}, "twin-a": {}, "Twin-A": {}}), json!({}), "").await;
     let s = gatehouse_for(&provider, free_port(), Backend::Sqlite, |_| {}).await;
     let first = provider.token("twin.a", None).await;
     let c = s.check("GET", "/v1/models", &[("authorization", &bearer(&first))]).await;
-    assert_eq!(c.upstream_headers()["x-auth-email"], "twin-a@127.0.0.1.idp.invalid");
+    let first_email = c.upstream_headers()["x-auth-email"].clone();
+    assert!(first_email.starts_with("twin-a-") && first_email.ends_with("@127.0.0.1.idp.invalid"), "{first_email}");
     let owner = c.upstream_headers()["x-auth-user-id"].clone();
+    let upper = provider.token("Twin-A", None).await;
+    let c = s.check("GET", "/v1/models", &[("authorization", &bearer(&upper))]).await;
+    assert!(c.allowed(), "{c:?}");
+    assert_ne!(c.upstream_headers()["x-auth-email"], first_email);
+
+    let squatter = s.user("twin-a@127.0.0.1.idp.invalid", Role::Viewer).await;
     let second = provider.token("twin-a", None).await;
     let c = s.check("GET", "/v1/models", &[("authorization", &bearer(&second))]).await;
     c.assert_denied(403, Code::PermissionDenied, "PERMISSION_DENIED");
     assert_eq!(c.metadata("reason").as_deref(), Some("not_provisioned"));
     assert_eq!(linked(&s, &provider, "twin-a").await, None);
     assert_eq!(linked(&s, &provider, "twin.a").await, Some(owner));
+    assert_ne!(linked(&s, &provider, "Twin-A").await, Some(squatter.id.clone()));
     // Refused again without another verification or audit row.
     let refusals = audit(&s, AuditAction::LoginFailed).await.len();
     assert_eq!(refusals, 1);
