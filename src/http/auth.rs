@@ -97,7 +97,7 @@ impl AuthLimits {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     email: Option<String>,
@@ -107,6 +107,11 @@ pub struct RegisterBody {
     name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterBody, responses(
+    (status = 201, description = "registered", body = super::openapi::RegisteredEnvelope),
+    (status = 403, description = "registration closed, or the email domain not allowed", body = super::openapi::ErrorEnvelope),
+    (status = 409, description = "the address is registered", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn register(
     State(s): State<HttpState>,
     audited: Audited,
@@ -126,7 +131,7 @@ pub async fn register(
     Ok(ok(StatusCode::CREATED, value))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     email: Option<String>,
@@ -134,6 +139,11 @@ pub struct LoginBody {
     password: String,
 }
 
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody, responses(
+    (status = 200, description = "a session token", body = super::openapi::TokenEnvelope),
+    (status = 401, description = "wrong password or unknown account", body = super::openapi::ErrorEnvelope),
+    (status = 429, description = "locked out or rate limited (Retry-After)", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn login(
     State(s): State<HttpState>,
     audited: Audited,
@@ -215,6 +225,10 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 /// is honoured only with an `X-Requested-With` header (which a cross-site form
 /// cannot send, and a cross-site script cannot without a CORS preflight that
 /// Gatehouse never grants) and is cleared by the answer.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, description = "a new session token; the old one is revoked", body = super::openapi::TokenEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let now = now();
     let authn = s.authorizer.authn();
@@ -243,6 +257,11 @@ pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Result<R
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, description = "the session token is revoked", body = super::openapi::LogoutBody),
+    (status = 400, description = "not a session token", body = super::openapi::ErrorEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn logout(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -260,6 +279,10 @@ pub async fn logout(
     Ok(Json(json!({ "success": true, "message": "Logged out successfully" })).into_response())
 }
 
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, description = "the caller's profile", body = super::openapi::MeEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn me(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Response, ApiError> {
     let user = s.accounts.find_user(&caller.user_id).await?;
     let mut value = serde_json::to_value(UserView::from(&user)).map_err(|_| ApiError::Internal)?;
@@ -272,11 +295,14 @@ pub async fn me(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Re
     Ok(ok(StatusCode::OK, value))
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses(
+    (status = 200, description = "the public signing keys", body = super::openapi::Jwks),
+))]
 pub async fn jwks(State(s): State<HttpState>) -> Response {
     Json(s.authorizer.authn().jwt().jwks()).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     name: String,
@@ -289,6 +315,10 @@ pub struct CreateKeyBody {
     allowed_models: Option<Vec<String>>,
 }
 
+#[utoipa::path(post, path = "/auth/keys", tag = "keys", security(("bearer" = []), ("api_key" = [])), request_body = CreateKeyBody, responses(
+    (status = 201, description = "the key, shown only here", body = super::openapi::CreatedKeyEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, description = "no such user", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn create_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -314,7 +344,8 @@ pub async fn create_key(
     Ok(ok(StatusCode::CREATED, value))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeysQuery {
     /// Another user's keys (id or email); needs `manage_users`.
@@ -323,6 +354,10 @@ pub struct ListKeysQuery {
     all: Option<bool>,
 }
 
+#[utoipa::path(get, path = "/auth/keys", tag = "keys", security(("bearer" = []), ("api_key" = [])), params(ListKeysQuery), responses(
+    (status = 200, description = "keys, without secrets", body = super::openapi::KeyList),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn list_keys(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -346,7 +381,7 @@ pub async fn list_keys(
     Ok(list("keys", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyBody {
     /// How long the old secret keeps working (default 24 h; 0: stops at once).
@@ -356,6 +391,11 @@ pub struct RotateKeyBody {
 
 /// `POST /auth/keys/{id}/rotate`: a new secret for the same key; the old one
 /// works for the grace period. Who may: see [`crate::accounts::Accounts::rotate_key`].
+#[utoipa::path(post, path = "/auth/keys/{id}/rotate", tag = "keys", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the key id")), request_body(content = Option<RotateKeyBody>), responses(
+    (status = 200, description = "the new secret, shown only here", body = super::openapi::CreatedKeyEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope), (status = 409, description = "revoked or expired", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn rotate_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -370,6 +410,11 @@ pub async fn rotate_key(
     Ok(ok(StatusCode::OK, serde_json::to_value(view).map_err(|_| ApiError::Internal)?))
 }
 
+#[utoipa::path(delete, path = "/auth/keys/{id}", tag = "keys", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the key id")), responses(
+    (status = 204, description = "revoked"),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn delete_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
