@@ -43,6 +43,7 @@ impl PolicyReloader {
             metrics::counter!("gatehouse_policy_reloads_total", "result" => result).increment(0);
         }
         metrics::gauge!(LAST_RELOAD_OK).set(1.0);
+        metrics::gauge!("gatehouse_policy_rules").set(self.authorizer.policy().rules().len() as f64);
         let mut last = self.read_watched().await;
         // Without a file there is nothing to watch, and SIGHUP has nothing to read.
         let interval = if self.watched.is_some() { self.interval } else { Duration::ZERO };

@@ -441,6 +441,7 @@ async fn a_real_prometheus_scrapes_gatehouse_and_raises_the_alerts() {
         "gatehouse_redis_duration_seconds_bucket",
         "gatehouse_policy_last_reload_successful",
         "gatehouse_policy_reloads_total",
+        "gatehouse_policy_rules",
         "gatehouse_login_lockouts_total",
         "gatehouse_tls_certificate_expiry_timestamp_seconds",
         "gatehouse_cache_requests_total",
