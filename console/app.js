@@ -152,7 +152,8 @@
       }, submit);
     } }, field("Email", email), field("Password", password), submit);
     const providers = h("div", { class: "providers" });
-    show(h("h1", {}, "Sign in"), providers, form);
+    show(h("h1", {}, "Sign in"), providers, form,
+      h("p", { class: "muted" }, "Building a client? See the ", h("a", { href: "#/api" }, "API reference"), "."));
     try {
       const list = await api("GET", "/auth/providers");
       const nonce = list.data.length ? handoffNonce() : "";
@@ -373,12 +374,89 @@
     await attempt(() => load(null));
   }
 
+  // --- API reference (the OpenAPI document at /openapi.json) -----------------
+  function schemaType(doc, schema, depth) {
+    if (!schema) return "";
+    if (schema.$ref) {
+      const name = schema.$ref.split("/").pop();
+      const target = (doc.components.schemas || {})[name];
+      return depth > 0 && target ? h("span", {}, h("code", {}, name), schemaFields(doc, target, depth - 1)) : h("code", {}, name);
+    }
+    if (schema.allOf) return h("span", {}, schema.allOf.map((s) => schemaType(doc, s, depth)));
+    if (schema.oneOf || schema.anyOf) {
+      const parts = (schema.oneOf || schema.anyOf).map((s) => schemaType(doc, s, 0));
+      return h("span", {}, parts.map((p, i) => [i ? " or " : "", p]));
+    }
+    const type = [].concat(schema.type || "any").join(" or ");
+    if (type.startsWith("array")) return h("span", {}, "array of ", schemaType(doc, schema.items, depth));
+    if (schema.properties) return h("span", {}, "object", schemaFields(doc, schema, depth));
+    return h("code", {}, type + (schema.format ? " (" + schema.format + ")" : ""));
+  }
+  function schemaFields(doc, schema, depth) {
+    const props = Object.entries(schema.properties || {});
+    const parts = (schema.allOf || []).map((s) => schemaType(doc, s, depth));
+    if (!props.length && !parts.length) return null;
+    const required = new Set(schema.required || []);
+    return h("ul", { class: "fields" }, parts.map((p) => h("li", {}, p)), props.map(([name, s]) =>
+      h("li", {}, h("code", {}, name), required.has(name) ? "" : h("span", { class: "muted" }, " (optional)"), ": ",
+        schemaType(doc, s, depth), s.description ? h("span", { class: "muted" }, " — " + s.description) : "")));
+  }
+  function operationView(doc, method, path, op) {
+    const auth = (op.security || []).map((r) => Object.keys(r)).flat();
+    const params = (op.parameters || []).map((p) => h("tr", {},
+      h("td", {}, h("code", {}, p.name)), h("td", {}, p.in), h("td", {}, p.required ? "yes" : "no"),
+      h("td", {}, schemaType(doc, p.schema, 0)), h("td", {}, p.description || "")));
+    const body = op.requestBody && (op.requestBody.content || {})["application/json"];
+    const responses = Object.entries(op.responses || {}).map(([status, r]) => {
+      const content = r.content || {};
+      const type = Object.keys(content)[0];
+      return h("li", {}, h("strong", {}, status), " ", r.description || "",
+        type ? h("div", {}, h("span", { class: "muted" }, type + ": "), schemaType(doc, content[type].schema, 1)) : null);
+    });
+    return h("details", { class: "operation" },
+      h("summary", {}, h("span", { class: "method " + method }, method.toUpperCase()), " ", h("code", {}, path),
+        op.summary ? h("span", { class: "muted" }, " " + op.summary) : ""),
+      op.description ? h("p", {}, op.description) : null,
+      h("p", {}, "Authentication: ", auth.length ? auth.join(" or ") : "none"),
+      params.length ? h("div", { class: "table-wrap" }, h("table", {},
+        h("thead", {}, h("tr", {}, ["Parameter", "In", "Required", "Type", ""].map((t) => h("th", {}, t)))),
+        h("tbody", {}, params))) : null,
+      body ? h("div", {}, h("h3", {}, "Request body"), schemaType(doc, body.schema, 2)) : null,
+      h("h3", {}, "Responses"), h("ul", {}, responses));
+  }
+  async function apiPage() {
+    const doc = await api("GET", "/openapi.json");
+    const aliases = h("input", { type: "checkbox" });
+    const list = h("div", {});
+    function render() {
+      const sections = (doc.tags || []).map((tag) => {
+        if (tag.name === "seed aliases" && !aliases.checked) return null;
+        const ops = [];
+        for (const [path, item] of Object.entries(doc.paths)) {
+          for (const [method, op] of Object.entries(item)) {
+            if ((op.tags || []).includes(tag.name)) ops.push(operationView(doc, method, path, op));
+          }
+        }
+        return ops.length ? h("section", {}, h("h2", {}, tag.name), h("p", { class: "muted" }, tag.description || ""), ops) : null;
+      });
+      list.replaceChildren(...sections.filter(Boolean));
+    }
+    aliases.addEventListener("change", render);
+    render();
+    show(h("h1", {}, "API reference"),
+      h("p", {}, doc.info.title + " " + doc.info.version + ". ", doc.info.description || ""),
+      h("p", {}, "The document: ", h("a", { href: "/openapi.json" }, "/openapi.json"), " (OpenAPI " + doc.openapi + ")."),
+      h("label", { class: "check" }, aliases, "Show the seed aliases"), list);
+  }
+
   // --- routing ---------------------------------------------------------------
-  const PAGES = { "#/keys": keysPage, "#/profile": profilePage, "#/users": usersPage, "#/groups": groupsPage, "#/audit": auditPage };
+  const PAGES = { "#/keys": keysPage, "#/profile": profilePage, "#/users": usersPage, "#/groups": groupsPage, "#/audit": auditPage, "#/api": apiPage };
   async function route() {
     const notice = session.notice;
     session.notice = "";
     const hash = location.hash || "#/keys";
+    // The API reference is public, like the document it shows.
+    if (!session.token && hash === "#/api") { await attempt(apiPage); return; }
     if (!session.token) {
       if (hash !== "#/login") { session.notice = notice; location.hash = "#/login"; return; }
       await attempt(loginPage);

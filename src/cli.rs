@@ -43,6 +43,17 @@ pub enum Command {
     /// Send one Check to a running gatehouse and print the decision
     /// (exit status 0: allowed, 3: denied).
     Check(CheckArgs),
+    /// Check the configuration and what it points at (database, Redis,
+    /// OpenID providers, TLS files, the policy, an Envoy config), one line
+    /// per check with a hint (exit status 1 when a check fails).
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// An Envoy bootstrap (YAML or JSON) to check against the policy.
+    #[arg(long)]
+    pub envoy: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

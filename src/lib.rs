@@ -18,6 +18,7 @@ pub mod authn;
 pub mod authz;
 pub mod cli;
 pub mod config;
+pub mod doctor;
 pub mod domain;
 #[doc(hidden)]
 pub mod fuzz;

@@ -29,6 +29,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let allowed = cli::run_check(cli.json, args).await?;
         return Ok(if allowed { ExitCode::SUCCESS } else { ExitCode::from(DENIED) });
     }
+    if let Command::Doctor(args) = &cli.command {
+        // Reports a configuration that does not load instead of stopping at it.
+        let report = gatehouse::doctor::run(cli.config.as_deref(), args.envoy.as_deref()).await;
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.text());
+        }
+        return Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
     run_command(cli).await.map(|()| ExitCode::SUCCESS)
 }
 
@@ -60,6 +70,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Groups(cmd) => cli::run_groups(accounts(&config).await?, json, cmd).await,
         Command::Keys(cmd) => cli::run_keys(accounts(&config).await?, json, cmd).await,
         Command::Check(_) => anyhow::bail!("check is a client command"),
+        Command::Doctor(_) => anyhow::bail!("doctor runs before the configuration is loaded"),
     }
 }
 

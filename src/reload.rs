@@ -15,6 +15,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::authz::Authorizer;
 use crate::config::Config;
 
+/// 1 when the last reload installed the file's policy (or none was tried),
+/// 0 while the file on disk is refused and an older policy serves.
+const LAST_RELOAD_OK: &str = "gatehouse_policy_last_reload_successful";
+
 pub struct PolicyReloader {
     pub authorizer: Arc<Authorizer>,
     /// The config file to load again (`None`: environment only).
@@ -34,6 +38,12 @@ impl PolicyReloader {
                 None
             }
         };
+        // Present from the start, so the first failure shows in rate().
+        for result in ["ok", "error"] {
+            metrics::counter!("gatehouse_policy_reloads_total", "result" => result).increment(0);
+        }
+        metrics::gauge!(LAST_RELOAD_OK).set(1.0);
+        metrics::gauge!("gatehouse_policy_rules").set(self.authorizer.policy().rules().len() as f64);
         let mut last = self.read_watched().await;
         // Without a file there is nothing to watch, and SIGHUP has nothing to read.
         let interval = if self.watched.is_some() { self.interval } else { Duration::ZERO };
@@ -74,11 +84,13 @@ impl PolicyReloader {
                 }
                 metrics::counter!("gatehouse_policy_reloads_total", "result" => "ok").increment(1);
                 metrics::gauge!("gatehouse_policy_rules").set(rules as f64);
+                metrics::gauge!(LAST_RELOAD_OK).set(1.0);
                 tracing::info!(trigger, rules, changed, "policy loaded");
                 true
             }
             Err(e) => {
                 metrics::counter!("gatehouse_policy_reloads_total", "result" => "error").increment(1);
+                metrics::gauge!(LAST_RELOAD_OK).set(0.0);
                 tracing::error!(trigger, error = %e, "policy rejected; the running policy stays in force");
                 false
             }

@@ -51,6 +51,13 @@ pub fn server_configs(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<Server
         return Err(file_error(&files.cert_file, "no certificate in the file"));
     }
     let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| file_error(&files.key_file, e))?;
+    match not_after(&certs[0]) {
+        Some(at) => {
+            metrics::gauge!("gatehouse_tls_certificate_expiry_timestamp_seconds", "certificate" => "server")
+                .set(at as f64);
+        }
+        None => tracing::warn!(file = %files.cert_file.display(), "cannot read the certificate's expiry date"),
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = || ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions();
 
@@ -58,8 +65,18 @@ pub fn server_configs(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<Server
         None => WebPkiClientVerifier::no_client_auth(),
         Some(path) => {
             let mut roots = RootCertStore::empty();
+            let mut earliest: Option<i64> = None;
             for cert in CertificateDer::pem_file_iter(path).map_err(|e| file_error(path, e))? {
-                roots.add(cert.map_err(|e| file_error(path, e))?).map_err(|e| file_error(path, e))?;
+                let cert = cert.map_err(|e| file_error(path, e))?;
+                earliest = match (earliest, not_after(&cert)) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                roots.add(cert).map_err(|e| file_error(path, e))?;
+            }
+            if let Some(at) = earliest {
+                metrics::gauge!("gatehouse_tls_certificate_expiry_timestamp_seconds", "certificate" => "client_ca")
+                    .set(at as f64);
             }
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
@@ -72,6 +89,68 @@ pub fn server_configs(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<Server
     let mut http = builder()?.with_no_client_auth().with_single_cert(certs, key)?;
     http.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok((Arc::new(grpc), Arc::new(http)))
+}
+
+/// A DER certificate's `notAfter`, in Unix seconds (`None` if it does not
+/// parse as X.509). Walks `Certificate.tbsCertificate` to `validity` only.
+pub fn not_after(cert: &[u8]) -> Option<i64> {
+    // One TLV: (tag, contents, rest). Definite lengths only, as DER has them.
+    fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+        let (&tag, rest) = input.split_first()?;
+        let (&first, mut rest) = rest.split_first()?;
+        let len = if first < 0x80 {
+            usize::from(first)
+        } else {
+            let n = usize::from(first & 0x7f);
+            if n == 0 || n > 4 || rest.len() < n {
+                return None;
+            }
+            let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+            rest = &rest[n..];
+            len
+        };
+        (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+    }
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, certificate, _) = tlv(cert)? else { return None };
+    let (SEQUENCE, tbs, _) = tlv(certificate)? else { return None };
+    let mut fields = tbs;
+    // [0] version, when present.
+    if fields.first() == Some(&0xa0) {
+        fields = tlv(fields)?.2;
+    }
+    let (_, _, fields) = tlv(fields)?; // serialNumber
+    let (_, _, fields) = tlv(fields)?; // signature
+    let (_, _, fields) = tlv(fields)?; // issuer
+    let (SEQUENCE, validity, _) = tlv(fields)? else { return None };
+    let (_, _, validity) = tlv(validity)?; // notBefore
+    let (tag, value, _) = tlv(validity)?;
+    let text = std::str::from_utf8(value).ok()?;
+    let text = match tag {
+        // UTCTime: YYMMDDHHMMSSZ, years 1950-2049 (RFC 5280).
+        0x17 if text.len() == 13 => {
+            let yy: u32 = text[..2].parse().ok()?;
+            format!("{}{text}", if yy >= 50 { "19" } else { "20" })
+        }
+        // GeneralizedTime: YYYYMMDDHHMMSSZ.
+        0x18 if text.len() == 15 => text.to_owned(),
+        _ => return None,
+    };
+    let digits = text.strip_suffix('Z')?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n = |range: std::ops::Range<usize>| digits[range].parse::<u16>().ok();
+    let date = time::Date::from_calendar_date(
+        i32::from(n(0..4)?),
+        time::Month::try_from(u8::try_from(n(4..6)?).ok()?).ok()?,
+        u8::try_from(n(6..8)?).ok()?,
+    )
+    .ok()?;
+    let at = date
+        .with_hms(u8::try_from(n(8..10)?).ok()?, u8::try_from(n(10..12)?).ok()?, u8::try_from(n(12..14)?).ok()?)
+        .ok()?;
+    Some(at.assume_utc().unix_timestamp())
 }
 
 /// Longest a client may take to finish the handshake.
@@ -166,5 +245,14 @@ mod tests {
         assert!(server_configs(&swapped).is_err());
         let wrong_key = TlsFiles { key_file: fixture("tls-client.key"), ..good };
         assert!(server_configs(&wrong_key).is_err());
+    }
+
+    #[test]
+    fn reads_a_certificates_expiry() {
+        let cert = CertificateDer::from_pem_file(fixture("tls-server.pem")).unwrap();
+        // openssl x509 -enddate: notAfter=Oct 31 18:24:47 2126 GMT (GeneralizedTime).
+        assert_eq!(not_after(&cert), Some(4_949_144_687));
+        assert_eq!(not_after(b"not a certificate"), None);
+        assert_eq!(not_after(&cert[..cert.len() / 2]), None);
     }
 }

@@ -18,7 +18,7 @@ fn opt_timestamp(unix: Option<i64>) -> Option<String> {
     unix.map(timestamp)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub email: String,
@@ -49,7 +49,7 @@ impl From<&User> for UserView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct GroupView {
     pub name: String,
     pub requests_per_period: Option<i64>,
@@ -71,7 +71,7 @@ impl From<&Group> for GroupView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: String,
     /// The non-secret start of the key, to recognise it in a list.
@@ -86,6 +86,7 @@ pub struct KeyView {
     pub revoked_at: Option<String>,
     pub created_at: String,
     pub last_used_at: Option<String>,
+    #[schema(value_type = String, pattern = "^(active|revoked|expired)$")]
     pub status: &'static str,
     /// `REQUESTS/SECONDS/BURST` replacing the owner's limit, if any.
     pub rate_limit: Option<String>,
@@ -128,12 +129,13 @@ impl KeyView {
 }
 
 /// A key just created: the only time its secret is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKeyView {
     #[serde(flatten)]
     pub info: KeyView,
     /// The full key: `gk_<id>_<secret>`.
     #[serde(rename = "key", serialize_with = "expose")]
+    #[schema(value_type = String)]
     pub secret: Secret,
 }
 
@@ -142,7 +144,7 @@ fn expose<S: serde::Serializer>(s: &Secret, ser: S) -> Result<S::Ok, S::Error> {
 }
 
 /// A security event as `GET /auth/audit` lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     pub id: i64,
     pub time: String,

@@ -67,8 +67,16 @@ fn release(w: &Window) {
     let _ = w.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
 }
 
+/// Login attempts refused because an account's or an address's failures
+/// are spent, by `scope` (`account`, `ip`).
+const LOCKOUTS: &str = "gatehouse_login_lockouts_total";
+
 impl LoginThrottle {
     pub fn new(settings: ThrottleSettings) -> Self {
+        // Present from the start, so the first lockout shows in rate().
+        for scope in ["account", "ip"] {
+            metrics::counter!(LOCKOUTS, "scope" => scope).increment(0);
+        }
         // Bounded: an attacker cycling through addresses cannot grow it without limit.
         let windows = Cache::builder().max_capacity(100_000).time_to_live(settings.window).build();
         LoginThrottle { settings, windows }
@@ -83,19 +91,22 @@ impl LoginThrottle {
     pub fn reserve(&self, account: &LoginName, ip: Option<&str>) -> Result<Attempt, Duration> {
         let account_key = format!("account:{}", account.as_str());
         let account_window = self.window(&account_key);
-        self.take(&account_window, self.settings.max_per_account)?;
+        self.take(&account_window, self.settings.max_per_account, "account")?;
         let ip_window = self.window(&format!("ip:{}", address_bucket(ip)));
-        if let Err(retry) = self.take(&ip_window, self.settings.max_per_ip) {
+        if let Err(retry) = self.take(&ip_window, self.settings.max_per_ip, "ip") {
             release(&account_window);
             return Err(retry);
         }
         Ok(Attempt { account_key, account: account_window, ip: ip_window, windows: self.windows.clone() })
     }
 
-    fn take(&self, w: &Window, max: u32) -> Result<(), Duration> {
+    fn take(&self, w: &Window, max: u32, scope: &'static str) -> Result<(), Duration> {
         match w.used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1)) {
             Ok(_) => Ok(()),
-            Err(_) => Err(self.settings.window.saturating_sub(w.started.elapsed()).max(Duration::from_secs(1))),
+            Err(_) => {
+                metrics::counter!(LOCKOUTS, "scope" => scope).increment(1);
+                Err(self.settings.window.saturating_sub(w.started.elapsed()).max(Duration::from_secs(1)))
+            }
         }
     }
 }

@@ -32,6 +32,9 @@ fn parse_role(role: &str) -> Result<Role, ApiError> {
     role.parse().map_err(|e: crate::domain::UnknownRole| ApiError::validation("role", e.to_string()))
 }
 
+#[utoipa::path(get, path = "/admin/users", tag = "admin", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, body = super::openapi::UserList), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn list_users(State(s): State<HttpState>, caller: Caller, audited: Audited) -> Result<Response, ApiError> {
     admin(&audited, &caller).await?;
     let users = s.accounts.store().list_users().await?;
@@ -39,6 +42,10 @@ pub async fn list_users(State(s): State<HttpState>, caller: Caller, audited: Aud
     Ok(list("users", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
 
+#[utoipa::path(get, path = "/admin/users/{id}", tag = "admin", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "user id or email")), responses(
+    (status = 200, body = super::openapi::UserEnvelope), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn get_user(
     State(s): State<HttpState>,
     caller: Caller,
@@ -49,7 +56,7 @@ pub async fn get_user(
     respond(StatusCode::OK, UserView::from(&s.accounts.find_user(&id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserBody {
     email: String,
@@ -59,6 +66,9 @@ pub struct CreateUserBody {
     group: Option<String>,
 }
 
+#[utoipa::path(post, path = "/admin/users", tag = "admin", security(("bearer" = []), ("api_key" = [])), request_body = CreateUserBody, responses(
+    (status = 201, body = super::openapi::UserEnvelope), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 409, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn create_user(
     State(s): State<HttpState>,
     caller: Caller,
@@ -84,7 +94,7 @@ pub async fn create_user(
     respond(StatusCode::CREATED, UserView::from(&user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserBody {
     role: Option<String>,
@@ -109,6 +119,10 @@ fn parse_override(value: Option<Option<String>>) -> Result<Option<Option<Limit>>
         .transpose()
 }
 
+#[utoipa::path(patch, path = "/admin/users/{id}", tag = "admin", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "user id or email")), request_body = UpdateUserBody, responses(
+    (status = 200, body = super::openapi::UserEnvelope), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn update_user(
     State(s): State<HttpState>,
     caller: Caller,
@@ -159,7 +173,7 @@ pub async fn update_user(
     respond(StatusCode::OK, UserView::from(&user))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateKeyBody {
     #[serde(default, deserialize_with = "present")]
@@ -179,6 +193,10 @@ fn parse_model_change(value: Option<Option<Vec<String>>>) -> Result<Option<Optio
 
 /// Sets or clears an API key's own limit (its own budget, replacing the
 /// owner's) or its model list.
+#[utoipa::path(patch, path = "/admin/keys/{id}", tag = "admin", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the key id")), request_body = UpdateKeyBody, responses(
+    (status = 200, body = super::openapi::KeyEnvelope), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn update_key(
     State(s): State<HttpState>,
     caller: Caller,
@@ -194,6 +212,9 @@ pub async fn update_key(
     respond(StatusCode::OK, KeyView::new(&key, crate::app::now()))
 }
 
+#[utoipa::path(get, path = "/admin/groups", tag = "admin", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, body = super::openapi::GroupList), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn list_groups(State(s): State<HttpState>, caller: Caller, audited: Audited) -> Result<Response, ApiError> {
     admin(&audited, &caller).await?;
     let groups = s.accounts.store().list_groups().await?;
@@ -201,7 +222,7 @@ pub async fn list_groups(State(s): State<HttpState>, caller: Caller, audited: Au
     Ok(list("groups", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupBody {
     name: Option<String>,
@@ -230,6 +251,9 @@ impl GroupBody {
     }
 }
 
+#[utoipa::path(post, path = "/admin/groups", tag = "admin", security(("bearer" = []), ("api_key" = [])), request_body = GroupBody, responses(
+    (status = 201, body = super::openapi::GroupEnvelope), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 409, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn create_group(
     State(s): State<HttpState>,
     caller: Caller,
@@ -250,6 +274,10 @@ pub async fn create_group(
     respond(StatusCode::CREATED, GroupView::from(&group))
 }
 
+#[utoipa::path(patch, path = "/admin/groups/{name}", tag = "admin", security(("bearer" = []), ("api_key" = [])),
+    params(("name" = String, Path, description = "the group")), request_body = GroupBody, responses(
+    (status = 200, body = super::openapi::GroupEnvelope), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn update_group(
     State(s): State<HttpState>,
     caller: Caller,
@@ -275,7 +303,8 @@ pub async fn update_group(
     respond(StatusCode::OK, GroupView::from(&group))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditLogQuery {
     action: Option<String>,
@@ -306,6 +335,9 @@ fn parse_time(field: &str, value: Option<&str>) -> Result<Option<i64>, ApiError>
 }
 
 /// `GET /auth/audit`: security events, newest first, filtered and paged.
+#[utoipa::path(get, path = "/auth/audit", tag = "admin", security(("bearer" = []), ("api_key" = [])), params(AuditLogQuery), responses(
+    (status = 200, body = super::openapi::AuditPage), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn audit_log(
     State(s): State<HttpState>,
     caller: Caller,

@@ -107,7 +107,7 @@ impl AuthLimits {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     email: Option<String>,
@@ -117,6 +117,11 @@ pub struct RegisterBody {
     name: Option<String>,
 }
 
+#[utoipa::path(post, path = "/auth/register", tag = "auth", request_body = RegisterBody, responses(
+    (status = 201, description = "registered", body = super::openapi::RegisteredEnvelope),
+    (status = 403, description = "registration closed, or the email domain not allowed", body = super::openapi::ErrorEnvelope),
+    (status = 409, description = "the address is registered", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn register(
     State(s): State<HttpState>,
     audited: Audited,
@@ -136,7 +141,7 @@ pub async fn register(
     Ok(ok(StatusCode::CREATED, value))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     email: Option<String>,
@@ -144,6 +149,11 @@ pub struct LoginBody {
     password: String,
 }
 
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginBody, responses(
+    (status = 200, description = "a session token", body = super::openapi::TokenEnvelope),
+    (status = 401, description = "wrong password or unknown account", body = super::openapi::ErrorEnvelope),
+    (status = 429, description = "locked out or rate limited (Retry-After)", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn login(
     State(s): State<HttpState>,
     audited: Audited,
@@ -232,6 +242,10 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
 /// Gatehouse never grants) and the nonce the console started the login with
 /// (see [`super::login::open_handoff`]), and is cleared by the answer, whatever
 /// it is.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, description = "a new session token; the old one is revoked", body = super::openapi::TokenEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Response {
     let now = now();
     let cookie_allowed =
@@ -325,6 +339,11 @@ fn session_to_end(s: &HttpState, headers: &HeaderMap, now: i64) -> Result<crate:
     Ok(claims)
 }
 
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", security(("bearer" = [])), responses(
+    (status = 200, description = "the session token is revoked", body = super::openapi::LogoutBody),
+    (status = 400, description = "not a session token", body = super::openapi::ErrorEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn logout(State(s): State<HttpState>, audited: Audited, headers: HeaderMap) -> Result<Response, ApiError> {
     let now = now();
     let claims = session_to_end(&s, &headers, now)?;
@@ -339,6 +358,11 @@ pub async fn logout(State(s): State<HttpState>, audited: Audited, headers: Heade
 /// `POST /auth/logout/all`: "sign out everywhere". Every session token of
 /// the caller's user issued until now, this one included, is refused from now
 /// on by Check and by refresh, on every replica. API keys keep working.
+#[utoipa::path(post, path = "/auth/logout/all", tag = "auth", security(("bearer" = [])), responses(
+    (status = 200, description = "every session of the user is ended", body = super::openapi::LogoutBody),
+    (status = 400, description = "not a session token", body = super::openapi::ErrorEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn logout_all(
     State(s): State<HttpState>,
     audited: Audited,
@@ -357,7 +381,7 @@ pub async fn logout_all(
     Ok(Json(json!({ "success": true, "message": "Signed out of every session" })).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePasswordBody {
     current_password: String,
@@ -368,6 +392,12 @@ pub struct ChangePasswordBody {
 /// the current one. Every session token issued until now is refused from then
 /// on (this one included), on every replica; the answer carries a new one.
 /// API keys keep working.
+#[utoipa::path(post, path = "/auth/password", tag = "auth", security(("bearer" = [])), request_body = ChangePasswordBody, responses(
+    (status = 200, description = "the password is changed; a new session token", body = super::openapi::TokenEnvelope),
+    (status = 400, body = super::openapi::ErrorEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope),
+    (status = 429, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn change_password(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -402,6 +432,10 @@ pub async fn change_password(
     Ok(ok(StatusCode::OK, token_body(&issued, &user)))
 }
 
+#[utoipa::path(get, path = "/auth/me", tag = "auth", security(("bearer" = []), ("api_key" = [])), responses(
+    (status = 200, description = "the caller's profile", body = super::openapi::MeEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn me(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Response, ApiError> {
     let user = s.accounts.find_user(&caller.user_id).await?;
     let mut value = serde_json::to_value(UserView::from(&user)).map_err(|_| ApiError::Internal)?;
@@ -414,11 +448,14 @@ pub async fn me(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Re
     Ok(ok(StatusCode::OK, value))
 }
 
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth", responses(
+    (status = 200, description = "the public signing keys", body = super::openapi::Jwks),
+))]
 pub async fn jwks(State(s): State<HttpState>) -> Response {
     Json(s.authorizer.authn().jwt().jwks()).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     name: String,
@@ -431,6 +468,10 @@ pub struct CreateKeyBody {
     allowed_models: Option<Vec<String>>,
 }
 
+#[utoipa::path(post, path = "/auth/keys", tag = "keys", security(("bearer" = []), ("api_key" = [])), request_body = CreateKeyBody, responses(
+    (status = 201, description = "the key, shown only here", body = super::openapi::CreatedKeyEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, description = "no such user", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn create_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -456,7 +497,8 @@ pub async fn create_key(
     Ok(ok(StatusCode::CREATED, value))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListKeysQuery {
     /// Another user's keys (id or email); needs `manage_users`.
@@ -465,6 +507,10 @@ pub struct ListKeysQuery {
     all: Option<bool>,
 }
 
+#[utoipa::path(get, path = "/auth/keys", tag = "keys", security(("bearer" = []), ("api_key" = [])), params(ListKeysQuery), responses(
+    (status = 200, description = "keys, without secrets", body = super::openapi::KeyList),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn list_keys(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -488,7 +534,7 @@ pub async fn list_keys(
     Ok(list("keys", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RotateKeyBody {
     /// How long the old secret keeps working (default 24 h; 0: stops at once).
@@ -498,6 +544,11 @@ pub struct RotateKeyBody {
 
 /// `POST /auth/keys/{id}/rotate`: a new secret for the same key; the old one
 /// works for the grace period. Who may: see [`crate::accounts::Accounts::rotate_key`].
+#[utoipa::path(post, path = "/auth/keys/{id}/rotate", tag = "keys", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the key id")), request_body(content = Option<RotateKeyBody>), responses(
+    (status = 200, description = "the new secret, shown only here", body = super::openapi::CreatedKeyEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope), (status = 409, description = "revoked or expired", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn rotate_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,
@@ -512,6 +563,11 @@ pub async fn rotate_key(
     Ok(ok(StatusCode::OK, serde_json::to_value(view).map_err(|_| ApiError::Internal)?))
 }
 
+#[utoipa::path(delete, path = "/auth/keys/{id}", tag = "keys", security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "the key id")), responses(
+    (status = 204, description = "revoked"),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn delete_key(
     State(s): State<HttpState>,
     Caller(caller): Caller,

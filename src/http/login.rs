@@ -102,7 +102,8 @@ struct LoginState {
     console: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct LoginQuery {
     provider: Option<String>,
     console: Option<bool>,
@@ -167,7 +168,8 @@ pub fn open_handoff(s: &HttpState, cookie: &str, headers: &HeaderMap, now: i64) 
     Ok(handoff)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
@@ -233,6 +235,9 @@ fn urlencode(s: &str) -> String {
 }
 
 /// `GET /auth/providers`: the external providers a user can log in with.
+#[utoipa::path(get, path = "/auth/providers", tag = "providers", responses(
+    (status = 200, description = "the configured login providers", body = super::openapi::ProviderList),
+))]
 pub async fn providers(State(s): State<HttpState>) -> Response {
     let mut items: Vec<serde_json::Value> = s
         .authorizer
@@ -293,6 +298,10 @@ async fn finish(
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/auth/oidc/login", tag = "providers", params(LoginQuery), responses(
+    (status = 302, description = "to the provider's authorization endpoint"),
+    (status = 404, description = "no such provider", body = super::openapi::ErrorEnvelope), (status = 503, description = "the provider's discovery document has not loaded", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn oidc_login(
     State(s): State<HttpState>,
     QueryParams(q): QueryParams<LoginQuery>,
@@ -336,6 +345,11 @@ struct TokenResponse {
     access_token: Option<String>,
 }
 
+#[utoipa::path(get, path = "/auth/oidc/callback", tag = "providers", params(CallbackQuery), responses(
+    (status = 200, description = "a session token", body = super::openapi::TokenEnvelope),
+    (status = 303, description = "to the web console, for a login it started"),
+    (status = 400, body = super::openapi::ErrorEnvelope), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn oidc_callback(
     State(s): State<HttpState>,
     audited: Audited,
@@ -408,6 +422,9 @@ fn github(s: &HttpState) -> Result<&GithubConfig, ApiError> {
     s.github.as_ref().ok_or(ApiError::NotFound("GitHub login is not configured".into()))
 }
 
+#[utoipa::path(get, path = "/auth/github", tag = "providers", params(LoginQuery), responses(
+    (status = 302, description = "to GitHub"), (status = 404, description = "GitHub login is not configured", body = super::openapi::ErrorEnvelope),
+))]
 pub async fn github_login(
     State(s): State<HttpState>,
     QueryParams(q): QueryParams<LoginQuery>,
@@ -449,6 +466,11 @@ struct GithubEmail {
     verified: bool,
 }
 
+#[utoipa::path(get, path = "/auth/github/callback", tag = "providers", params(CallbackQuery), responses(
+    (status = 200, description = "a session token", body = super::openapi::TokenEnvelope),
+    (status = 303, description = "to the web console, for a login it started"),
+    (status = 400, body = super::openapi::ErrorEnvelope), (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope), (status = 404, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn github_callback(
     State(s): State<HttpState>,
     audited: Audited,
@@ -570,7 +592,7 @@ async fn github_body<T: serde::de::DeserializeOwned>(response: reqwest::Response
     serde_json::from_slice(&body).map_err(|_| ApiError::Unavailable)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateBody {
     session_token: String,
@@ -585,6 +607,10 @@ pub struct ValidateBody {
 ///   key, or another credential of the same user);
 /// * validating another user's credential needs `manage_users`: refused 403
 ///   (and audited) otherwise, whether that credential is valid or not.
+#[utoipa::path(post, path = "/auth/oauth/validate", tag = "auth", security(("bearer" = []), ("api_key" = [])), request_body = ValidateBody, responses(
+    (status = 200, description = "whether the token is valid, and whose", body = super::openapi::ValidationEnvelope),
+    (status = 401, body = super::openapi::ErrorEnvelope), (status = 403, body = super::openapi::ErrorEnvelope),
+))]
 pub async fn validate(
     State(s): State<HttpState>,
     audited: Audited,

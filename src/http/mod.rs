@@ -8,6 +8,7 @@ pub mod console;
 pub mod error;
 pub mod extract;
 pub mod login;
+pub mod openapi;
 pub mod server;
 
 use std::sync::Arc;
@@ -114,6 +115,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/.well-known/jwks.json", get(auth::jwks))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(|| async { Json(openapi::document().clone()) }))
         .nest("/auth", auth_routes())
         .nest("/api/v1/auth", auth_routes())
         .nest("/api/auth", auth_routes())

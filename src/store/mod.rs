@@ -20,6 +20,7 @@ pub use sql::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_STATEMENT_TIMEOUT, DatabaseSettings, PostgresStore, SqliteStore, connect,
     connect_with,
 };
+pub use sql::{SchemaStatus, schema_status};
 
 /// What went wrong, classified where the driver's error is converted.
 #[derive(Debug, thiserror::Error)]

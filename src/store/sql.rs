@@ -103,6 +103,76 @@ pub async fn connect_with(settings: &DatabaseSettings, migrate: bool) -> anyhow:
     }
 }
 
+/// The database's schema next to this build's migrations.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Migrations this build carries.
+    pub known: usize,
+    /// Migrations recorded as applied.
+    pub applied: usize,
+    /// This build's migrations not yet applied, as `VERSION description`.
+    pub pending: Vec<String>,
+    /// Applied versions this build does not know (a newer build migrated it).
+    pub unknown: Vec<i64>,
+    /// Applied migrations whose text differs from this build's, or that failed.
+    pub broken: Vec<i64>,
+    /// A SQLite file that does not exist yet (`serve` or `migrate` creates it).
+    pub missing_file: bool,
+}
+
+/// Reads the schema's state at `url` without changing anything (a SQLite
+/// file is opened read-only, never created).
+pub async fn schema_status(url: &str, timeout: Duration) -> anyhow::Result<SchemaStatus> {
+    use sqlx::Connection;
+    type Applied = Vec<(i64, Vec<u8>, bool)>;
+    const APPLIED: &str = "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version";
+    let connect_timeout = |what: &str| anyhow::anyhow!("no answer from the {what} database in {timeout:?}");
+    let (migrator, applied): (sqlx::migrate::Migrator, Option<Applied>) =
+        if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?.application_name("gatehouse doctor");
+            let mut conn = tokio::time::timeout(timeout, sqlx::PgConnection::connect_with(&options))
+                .await
+                .map_err(|_| connect_timeout("Postgres"))??;
+            let exists: bool =
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL").fetch_one(&mut conn).await?;
+            let applied = if exists { Some(sqlx::query_as(APPLIED).fetch_all(&mut conn).await?) } else { None };
+            let _ = conn.close().await;
+            (sqlx::migrate!("./migrations/postgres"), applied)
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?.create_if_missing(false).read_only(true);
+            if !options.get_filename().exists() && !url.contains(":memory:") {
+                let known =
+                    sqlx::migrate!("./migrations/sqlite").iter().filter(|m| m.migration_type.is_up_migration()).count();
+                return Ok(SchemaStatus { known, missing_file: true, ..SchemaStatus::default() });
+            }
+            let mut conn = tokio::time::timeout(timeout, sqlx::SqliteConnection::connect_with(&options))
+                .await
+                .map_err(|_| connect_timeout("SQLite"))??;
+            let exists: bool = sqlx::query_scalar(
+                "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .fetch_one(&mut conn)
+            .await?;
+            let applied = if exists { Some(sqlx::query_as(APPLIED).fetch_all(&mut conn).await?) } else { None };
+            let _ = conn.close().await;
+            (sqlx::migrate!("./migrations/sqlite"), applied)
+        } else {
+            anyhow::bail!("DATABASE_URL must start with sqlite: or postgres:")
+        };
+    let applied = applied.unwrap_or_default();
+    let known: Vec<_> = migrator.iter().filter(|m| m.migration_type.is_up_migration()).collect();
+    let mut status = SchemaStatus { known: known.len(), applied: applied.len(), ..SchemaStatus::default() };
+    for m in &known {
+        match applied.iter().find(|(v, _, _)| *v == m.version) {
+            None => status.pending.push(format!("{} {}", m.version, m.description)),
+            Some((v, checksum, success)) if !success || checksum.as_slice() != &*m.checksum => status.broken.push(*v),
+            Some(_) => {}
+        }
+    }
+    status.unknown = applied.iter().map(|(v, _, _)| *v).filter(|v| !known.iter().any(|m| m.version == *v)).collect();
+    Ok(status)
+}
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Always `None`: SQLite has no replicas.

@@ -165,6 +165,90 @@ pub fn init(json: bool) -> anyhow::Result<Telemetry> {
     }
 }
 
+/// What a metric is, as Prometheus types it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricKind {
+    Counter,
+    Gauge,
+    /// Exported as `_bucket`, `_sum` and `_count` series.
+    Histogram,
+}
+
+/// One metric Gatehouse exports.
+#[derive(Clone, Copy, Debug)]
+pub struct Metric {
+    pub name: &'static str,
+    pub kind: MetricKind,
+    pub help: &'static str,
+}
+
+const fn metric(name: &'static str, kind: MetricKind, help: &'static str) -> Metric {
+    Metric { name, kind, help }
+}
+
+/// Every metric Gatehouse exports (a series appears once it has a value).
+/// The dashboards and alerting rules in `deploy/observability/` use only
+/// these; the suite checks both that and that the code records no other.
+pub const METRICS: &[Metric] = {
+    use MetricKind::{Counter, Gauge, Histogram};
+    &[
+        metric("gatehouse_check_decisions_total", Counter, "Check decisions by decision, reason and auth method"),
+        metric("gatehouse_check_duration_seconds", Histogram, "Time to decide a Check"),
+        metric("gatehouse_rate_limited_total", Counter, "Requests refused by a rate limit, by group"),
+        metric("gatehouse_ratelimit_redis_available", Gauge, "1 while rate limits are shared through Redis"),
+        metric(
+            "gatehouse_ratelimit_fallback_total",
+            Counter,
+            "Rate limit decisions made locally because Redis was unavailable",
+        ),
+        metric(
+            "gatehouse_cache_requests_total",
+            Counter,
+            "Cache lookups on the Check path by cache (keys, users, groups, tokens) and result (hit, miss, stale)",
+        ),
+        metric("gatehouse_store_duration_seconds", Histogram, "Database reads behind the caches, by cache"),
+        metric("gatehouse_store_errors_total", Counter, "Failed database reads behind the caches, by cache"),
+        metric("gatehouse_store_queries_total", Counter, "Database lookups made for Checks, by query"),
+        metric("gatehouse_redis_duration_seconds", Histogram, "Shared rate-limit decisions in Redis"),
+        metric("gatehouse_redis_errors_total", Counter, "Failed or timed-out Redis rate-limit calls"),
+        metric("gatehouse_jwks_refreshes_total", Counter, "Provider key (JWKS) fetches by issuer and result"),
+        metric("gatehouse_audit_write_errors_total", Counter, "Audit events that could not be stored"),
+        metric(
+            "gatehouse_audit_suppressed_total",
+            Counter,
+            "Audit events counted but not stored, over the per-caller or per-minute bound, by action",
+        ),
+        metric(
+            "gatehouse_auth_rate_limited_total",
+            Counter,
+            "Registrations and logins refused by their per-address rate limit, by endpoint",
+        ),
+        metric(
+            "gatehouse_password_hashing_refused_total",
+            Counter,
+            "Password hashes or verifications refused (503) because too many were waiting",
+        ),
+        metric(
+            "gatehouse_login_lockouts_total",
+            Counter,
+            "Logins refused because the account's or the address's failures are spent, by scope",
+        ),
+        metric("gatehouse_policy_reloads_total", Counter, "Route table reloads by result (ok, error)"),
+        metric(
+            "gatehouse_policy_last_reload_successful",
+            Gauge,
+            "0 while the policy file is refused and an older table serves",
+        ),
+        metric("gatehouse_policy_rules", Gauge, "Rules in the route table loaded last"),
+        metric(
+            "gatehouse_tls_certificate_expiry_timestamp_seconds",
+            Gauge,
+            "notAfter of the served certificate (server) and of the earliest client CA certificate (client_ca)",
+        ),
+        metric("gatehouse_build_info", Gauge, "1, with the version as a label"),
+    ]
+};
+
 /// The process's Prometheus registry, installed on first use.
 pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
@@ -179,34 +263,13 @@ pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
         // Another recorder may exist already (tests); this handle then renders
         // an empty registry rather than failing.
         let _ = metrics::set_global_recorder(recorder);
-        metrics::describe_counter!(
-            "gatehouse_check_decisions_total",
-            "Check decisions by decision, reason and auth method"
-        );
-        metrics::describe_histogram!("gatehouse_check_duration_seconds", "Time to decide a Check");
-        metrics::describe_counter!("gatehouse_rate_limited_total", "Requests refused by a rate limit, by group");
-        metrics::describe_gauge!("gatehouse_ratelimit_redis_available", "1 while rate limits are shared through Redis");
-        metrics::describe_counter!(
-            "gatehouse_ratelimit_fallback_total",
-            "Rate limit decisions made locally because Redis was unavailable"
-        );
-        metrics::describe_counter!(
-            "gatehouse_cache_requests_total",
-            "Cache lookups on the Check path by cache (keys, users, groups, tokens) and result (hit, miss, stale)"
-        );
-        metrics::describe_histogram!("gatehouse_store_duration_seconds", "Database reads behind the caches, by cache");
-        metrics::describe_counter!("gatehouse_store_errors_total", "Failed database reads behind the caches, by cache");
-        metrics::describe_histogram!("gatehouse_redis_duration_seconds", "Shared rate-limit decisions in Redis");
-        metrics::describe_counter!("gatehouse_redis_errors_total", "Failed or timed-out Redis rate-limit calls");
-        metrics::describe_counter!(
-            "gatehouse_jwks_refreshes_total",
-            "Provider key (JWKS) fetches by issuer and result"
-        );
-        metrics::describe_counter!("gatehouse_audit_write_errors_total", "Audit events that could not be stored");
-        metrics::describe_counter!(
-            "gatehouse_audit_suppressed_total",
-            "Audit events counted but not stored, over the per-caller or per-minute bound, by action"
-        );
+        for m in METRICS {
+            match m.kind {
+                MetricKind::Counter => metrics::describe_counter!(m.name, m.help),
+                MetricKind::Gauge => metrics::describe_gauge!(m.name, m.help),
+                MetricKind::Histogram => metrics::describe_histogram!(m.name, m.help),
+            }
+        }
         metrics::gauge!("gatehouse_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         handle
     })

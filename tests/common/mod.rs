@@ -490,6 +490,21 @@ impl Process {
     /// With these environment variables; ready means `/readyz` says so
     /// (including Redis, when `REDIS_URL` is set).
     pub async fn start_env(env: &[(&str, &str)]) -> Process {
+        let p = Process::spawn(env);
+        let wants_redis = env.iter().any(|(k, _)| *k == "REDIS_URL");
+        for _ in 0..300 {
+            if let Ok(r) = p.http_client().get(p.url("/readyz")).send().await
+                && r.json::<serde_json::Value>().await.is_ok_and(|b| !wants_redis || b["redis"] == "ok")
+            {
+                return p;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("gatehouse did not become ready in 30 s: {}", p.logs());
+    }
+
+    /// Started with these environment variables, not waited for.
+    pub fn spawn(env: &[(&str, &str)]) -> Process {
         let (grpc, http) = (free_port(), free_port());
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
@@ -501,18 +516,8 @@ impl Process {
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let wants_redis = env.iter().any(|(k, _)| *k == "REDIS_URL");
         let tls = env.iter().any(|(k, _)| *k == "GATEHOUSE_TLS_CERT_FILE");
-        let p = Process { grpc, http, child, log, tls };
-        for _ in 0..300 {
-            if let Ok(r) = p.http_client().get(p.url("/readyz")).send().await
-                && r.json::<serde_json::Value>().await.is_ok_and(|b| !wants_redis || b["redis"] == "ok")
-            {
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("gatehouse did not become ready in 30 s: {}", p.logs());
+        Process { grpc, http, child, log, tls }
     }
 
     /// What the process wrote to stderr so far.
