@@ -53,6 +53,8 @@ const CANONICAL: &[(&str, &str)] = &[
     ("post", "/auth/login"),
     ("post", "/auth/refresh"),
     ("post", "/auth/logout"),
+    ("post", "/auth/logout/all"),
+    ("post", "/auth/password"),
     ("get", "/auth/me"),
     ("post", "/auth/keys"),
     ("get", "/auth/keys"),
