@@ -195,8 +195,10 @@ impl App {
         let header_timeout = self.config.http_header_timeout;
         let (grpc_tls, http_tls) = match &self.config.tls {
             Some(files) => {
-                let (grpc, http) = crate::tls::server_configs(files)?;
-                (Some(grpc), Some(http))
+                let tls = crate::tls::Reloading::load(files)?;
+                let configs = (Some(tls.grpc.clone()), Some(tls.http.clone()));
+                tokio::spawn(tls.run(crate::tls::RELOAD_INTERVAL, stopped(stop_rx.clone())));
+                configs
             }
             None => (None, None),
         };

@@ -161,6 +161,11 @@ pub struct AccountSettings {
     pub password_hashing: HashingLimits,
 }
 
+/// Between NOT_SERVING and closing the listeners: longer than the shipped
+/// Envoy config takes to see a replica's health change (two failed checks a
+/// second apart) and to stop sending it Checks.
+pub const DEFAULT_SHUTDOWN_DELAY: Duration = Duration::from_secs(5);
+
 pub const DEFAULT_PUBLIC_PATHS: &[&str] = &["/healthz", "/auth/login", "/auth/register"];
 
 impl Default for Config {
@@ -185,7 +190,7 @@ impl Default for Config {
                 stale_limit: Duration::from_secs(300),
             },
             usage_flush_interval: Duration::from_secs(10),
-            shutdown_delay: Duration::ZERO,
+            shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
             http_header_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(30),
             log_json: false,

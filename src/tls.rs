@@ -2,13 +2,17 @@
 //! and key from PEM files for both listeners and, on the gRPC listener
 //! only, client certificates required and verified against a CA (mTLS from
 //! Envoy). Handshakes run in their own tasks, so a slow or silent client
-//! cannot hold up the accept loop.
+//! cannot hold up the accept loop. The files are read again when they change
+//! (checked every [`RELOAD_INTERVAL`]) or on SIGHUP, and new connections get
+//! the new certificate; files that do not load are refused and the running
+//! configuration stays.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -153,15 +157,89 @@ pub fn not_after(cert: &[u8]) -> Option<i64> {
     Some(at.assume_utc().unix_timestamp())
 }
 
+/// A listener's TLS configuration, replaced in place on reload.
+pub type SharedConfig = Arc<ArcSwap<ServerConfig>>;
+
+/// How often the files are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Both listeners' configurations from `files`, kept current with them.
+#[derive(Clone)]
+pub struct Reloading {
+    files: TlsFiles,
+    pub grpc: SharedConfig,
+    pub http: SharedConfig,
+}
+
+impl Reloading {
+    pub fn load(files: &TlsFiles) -> Result<Reloading, TlsError> {
+        let (grpc, http) = server_configs(files)?;
+        Ok(Reloading { files: files.clone(), grpc: Arc::new(ArcSwap::new(grpc)), http: Arc::new(ArcSwap::new(http)) })
+    }
+
+    /// The files' contents, to notice a change (a Kubernetes Secret update
+    /// swaps a symlink, which a file watcher on the old path would miss).
+    async fn contents(&self) -> Vec<Option<Vec<u8>>> {
+        let mut out = Vec::new();
+        for path in [Some(&self.files.cert_file), Some(&self.files.key_file), self.files.client_ca_file.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            out.push(tokio::fs::read(path).await.ok());
+        }
+        out
+    }
+
+    /// Loads the files again and swaps the configurations in; on error the
+    /// running ones stay.
+    pub fn reload(&self, trigger: &str) -> bool {
+        match server_configs(&self.files) {
+            Ok((grpc, http)) => {
+                self.grpc.store(grpc);
+                self.http.store(http);
+                metrics::counter!("gatehouse_tls_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(trigger, cert = %self.files.cert_file.display(), "TLS certificate reloaded");
+                true
+            }
+            Err(e) => {
+                metrics::counter!("gatehouse_tls_reloads_total", "result" => "error").increment(1);
+                tracing::error!(trigger, error = %e, "TLS files rejected; the running certificate stays in force");
+                false
+            }
+        }
+    }
+
+    /// Reloads when the files' contents change, or on SIGHUP, until `stop`.
+    pub async fn run(self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup()).ok();
+        let mut last = self.contents().await;
+        tokio::pin!(stop);
+        loop {
+            let forced = tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(interval) => false,
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => None } } => true,
+            };
+            let current = self.contents().await;
+            if !forced && current == last {
+                continue;
+            }
+            last = current;
+            self.reload(if forced { "SIGHUP" } else { "file changed" });
+        }
+    }
+}
+
 /// Longest a client may take to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts TCP connections on `listener` and yields those whose TLS
-/// handshake succeeded (with `TCP_NODELAY`). Failed handshakes are logged at
-/// debug and dropped.
-pub fn accept(listener: TcpListener, config: Arc<ServerConfig>) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
+/// handshake succeeded (with `TCP_NODELAY`), each with the configuration
+/// current when it connected. Failed handshakes are logged at debug and
+/// dropped.
+pub fn accept(listener: TcpListener, config: SharedConfig) -> mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)> {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -176,7 +254,7 @@ pub fn accept(listener: TcpListener, config: Arc<ServerConfig>) -> mpsc::Receive
                 return;
             }
             let _ = stream.set_nodelay(true);
-            let (acceptor, tx) = (acceptor.clone(), tx.clone());
+            let (acceptor, tx) = (TlsAcceptor::from(config.load_full()), tx.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
@@ -198,7 +276,7 @@ pub struct HttpsListener {
 }
 
 impl HttpsListener {
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(listener: TcpListener, config: SharedConfig) -> std::io::Result<Self> {
         let local = listener.local_addr()?;
         Ok(HttpsListener { connections: accept(listener, config), local })
     }

@@ -296,6 +296,44 @@ fn envoy_config_has_the_settings_that_matter() {
     assert!(log.contains("%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%"), "{log}");
     assert!(!log.contains("%REQ(X-ENVOY-ORIGINAL-PATH") && !log.contains("%REQ(:PATH"), "{log}");
     assert_eq!(format["formatters"][0]["name"], "envoy.formatter.req_without_query");
+
+    // Replicas restarting or dying cost no request: a Check that never reached
+    // one is retried on another, and the health check notices a drain (its
+    // no_traffic_interval: ext_authz's calls do not count as traffic) well
+    // within the default drain delay.
+    let retry = &authz["grpc_service"]["retry_policy"];
+    let retry_on = retry["retry_on"].as_str().unwrap();
+    for condition in ["connect-failure", "refused-stream", "reset"] {
+        assert!(retry_on.split(',').any(|c| c == condition), "{retry_on}");
+    }
+    assert!(retry["num_retries"].as_u64().unwrap() >= 1);
+    assert_eq!(retry["retry_host_predicate"][0]["name"], "envoy.retry_host_predicates.previous_hosts");
+    let clusters = config["static_resources"]["clusters"].as_array().unwrap();
+    let cluster = |name: &str| clusters.iter().find(|c| c["name"] == name).unwrap().clone();
+    let grpc = cluster("gatehouse_grpc");
+    assert!(grpc["circuit_breakers"]["thresholds"][0]["retry_budget"].is_object(), "the default allows 3 retries");
+    for (name, check) in [("gatehouse_grpc", "grpc_health_check"), ("gatehouse_http", "http_health_check")] {
+        let hc = &cluster(name)["health_checks"][0];
+        assert!(hc[check].is_object(), "{name}");
+        let interval = seconds(&hc["interval"]);
+        assert!(seconds(&hc["no_traffic_interval"]) <= interval, "{name}: no_traffic_interval");
+        let noticed = (interval + seconds(&hc["timeout"])) * hc["unhealthy_threshold"].as_f64().unwrap();
+        let delay = gatehouse::config::DEFAULT_SHUTDOWN_DELAY.as_secs_f64();
+        assert!(noticed < delay, "{name}: Envoy notices a drain in {noticed} s, the default delay is {delay} s");
+    }
+    assert_eq!(grpc["health_checks"][0]["grpc_health_check"]["service_name"], "envoy.service.auth.v3.Authorization");
+    assert_eq!(cluster("gatehouse_http")["health_checks"][0]["http_health_check"]["path"], "/readyz");
+    // Gatehouse's own API is retried only when the request was never sent: a
+    // login or a key creation must not happen twice.
+    for r in routes.iter().filter(|r| r["route"]["cluster"] == "gatehouse_http") {
+        let retry_on = r["route"]["retry_policy"]["retry_on"].as_str().unwrap();
+        assert!(retry_on.contains("connect-failure") && !retry_on.split(',').any(|c| c == "reset"), "{retry_on}");
+    }
+}
+
+/// "0.5s" -> 0.5
+fn seconds(duration: &Value) -> f64 {
+    duration.as_str().and_then(|d| d.strip_suffix('s')).unwrap().parse().unwrap()
 }
 
 /// The compose variant is the shipped config with the clusters pointed at the
@@ -411,6 +449,16 @@ fn kubernetes_manifests_agree() {
         (&json!("gatehouse"), &json!("gatehouse"), &json!(9191))
     );
     assert_eq!(security["spec"]["extAuth"]["failOpen"], false);
+    // Envoy Gateway retries a Check that never reached a replica; Istio (which
+    // cannot) ejects one that fails.
+    let retry = &security["spec"]["extAuth"]["grpc"]["backendSettings"]["retry"];
+    assert!(retry["retryOn"]["triggers"].as_array().unwrap().contains(&json!("connect-failure")));
+    let rule = &yaml("deploy/istio/destination-rule.yaml")[0];
+    assert_eq!(rule["spec"]["host"], host.as_str());
+    assert!(rule["spec"]["trafficPolicy"]["outlierDetection"]["consecutiveGatewayErrors"].as_u64().is_some());
+    // A drain fits in the grace period Kubernetes gives before SIGKILL.
+    let delay: u64 = config["data"]["GATEHOUSE_SHUTDOWN_DELAY_SECONDS"].as_str().unwrap().parse().unwrap();
+    assert!(delay + 10 <= pod["terminationGracePeriodSeconds"].as_u64().unwrap());
     let grant = gateway.iter().find(|d| d["kind"] == "ReferenceGrant").unwrap();
     assert_eq!(grant["spec"]["from"][0]["namespace"], security["metadata"]["namespace"]);
 }

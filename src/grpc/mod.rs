@@ -28,7 +28,7 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 /// verifies clients). Check, the admin API or both (health always).
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    tls: Option<crate::tls::SharedConfig>,
     ext_authz: Option<ExtAuthz>,
     admin: Option<AdminService>,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,

@@ -245,6 +245,7 @@ pub const METRICS: &[Metric] = {
             Gauge,
             "notAfter of the served certificate (server) and of the earliest client CA certificate (client_ca)",
         ),
+        metric("gatehouse_tls_reloads_total", Counter, "TLS certificate reloads from disk, by result"),
         metric("gatehouse_build_info", Gauge, "1, with the version as a label"),
     ]
 };

@@ -74,6 +74,8 @@ pub fn test_config(database_url: &str) -> Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         // The suite's providers (oidc-provider, stand-ins) serve plain http on 127.0.0.1.
         oidc_allow_insecure_http: true,
+        // No balancer in front of an in-process server: stop at once.
+        shutdown_delay: Duration::ZERO,
         ..Config::default()
     }
 }
@@ -362,6 +364,8 @@ pub fn free_port() -> u16 {
 /// running the shipped `envoy/envoy.yaml` with its ports moved to free ones.
 pub struct Envoy {
     pub port: u16,
+    /// The admin interface's port (`/clusters`, `/stats`).
+    pub admin_port: u16,
     child: std::process::Child,
     pub log: std::path::PathBuf,
     _dir: tempfile::TempDir,
@@ -386,6 +390,71 @@ impl Envoy {
             }
         }
         panic!("Envoy did not start on five sets of free ports");
+    }
+
+    /// The shipped config in front of several replicas: Checks go to every
+    /// one of `grpc_ports` (the `gatehouse_grpc` cluster), the HTTP API to
+    /// every one of `http_ports`.
+    pub async fn start_replicas(grpc_ports: &[u16], http_ports: &[u16], upstream: SocketAddr) -> Envoy {
+        let port = free_port();
+        let endpoints = |ports: &[u16]| {
+            ports
+                .iter()
+                .map(|p| {
+                    format!(
+                        "- endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {p} }} }} }}"
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut config = String::new();
+        for line in std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")).unwrap().lines() {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let replaced = match line.trim_start() {
+                l if l.contains("port_value: 9191 }") && l.starts_with("- endpoint:") => Some(endpoints(grpc_ports)),
+                l if l.contains("port_value: 8080 }") && l.starts_with("- endpoint:") => Some(endpoints(http_ports)),
+                _ => None,
+            };
+            match replaced {
+                Some(lines) => lines.iter().for_each(|l| config.push_str(&format!("{indent}{l}\n"))),
+                None => {
+                    config.push_str(line);
+                    config.push('\n');
+                }
+            }
+        }
+        let config = config
+            .replace("port_value: 10000", &format!("port_value: {port}"))
+            .replace("port_value: 9901", &format!("port_value: {}", free_port()))
+            .replace("port_value: 9000", &format!("port_value: {}", upstream.port()))
+            .replace("address: 0.0.0.0", "address: 127.0.0.1");
+        Envoy::run(port, &config).await
+    }
+
+    /// The health flags Envoy's active health checking gives each endpoint
+    /// of `cluster`, by port (`healthy`, or e.g. `/failed_active_hc`).
+    pub async fn health_flags(&self, cluster: &str) -> HashMap<u16, String> {
+        let text =
+            reqwest::get(format!("http://127.0.0.1:{}/clusters", self.admin_port)).await.unwrap().text().await.unwrap();
+        text.lines()
+            .filter_map(|l| {
+                let rest = l.strip_prefix(cluster)?.strip_prefix("::")?;
+                let (host, flags) = rest.split_once("::health_flags::")?;
+                Some((host.rsplit(':').next()?.parse().ok()?, flags.to_owned()))
+            })
+            .collect()
+    }
+
+    /// Waits (up to 30 s) until Envoy's health check counts the endpoint on
+    /// `port` of `cluster` healthy, or not, as `healthy` says.
+    pub async fn wait_health(&self, cluster: &str, port: u16, healthy: bool) {
+        for _ in 0..300 {
+            if self.health_flags(cluster).await.get(&port).is_some_and(|f| (f == "healthy") == healthy) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{cluster} endpoint {port}: healthy={healthy} never came: {:?}", self.health_flags(cluster).await);
     }
 
     /// Runs `config`, whose listener is on `port` and answers `/healthz`
@@ -420,7 +489,13 @@ impl Envoy {
             .stderr(std::fs::File::create(&errors).unwrap())
             .spawn()
             .unwrap();
-        let mut envoy = Envoy { port, child, log, _dir: dir };
+        // The admin listener is the first port in the config.
+        let admin_port = config
+            .split_once("admin:")
+            .and_then(|(_, rest)| rest.split_once("port_value:"))
+            .and_then(|(_, rest)| rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .unwrap_or(0);
+        let mut envoy = Envoy { port, admin_port, child, log, _dir: dir };
         let client = reqwest::Client::new();
         for _ in 0..600 {
             if let Ok(Some(status)) = envoy.child.try_wait() {
@@ -490,7 +565,13 @@ impl Process {
     /// With these environment variables; ready means `/readyz` says so
     /// (including Redis, when `REDIS_URL` is set).
     pub async fn start_env(env: &[(&str, &str)]) -> Process {
-        let p = Process::spawn(env);
+        Process::start_at(free_port(), free_port(), env).await
+    }
+
+    /// On these ports (a replica restarted where it was); ready means
+    /// `/readyz` says so (including Redis, when `REDIS_URL` is set).
+    pub async fn start_at(grpc: u16, http: u16, env: &[(&str, &str)]) -> Process {
+        let p = Process::spawn_at(grpc, http, env);
         let wants_redis = env.iter().any(|(k, _)| *k == "REDIS_URL");
         for _ in 0..300 {
             if let Ok(r) = p.http_client().get(p.url("/readyz")).send().await
@@ -505,7 +586,10 @@ impl Process {
 
     /// Started with these environment variables, not waited for.
     pub fn spawn(env: &[(&str, &str)]) -> Process {
-        let (grpc, http) = (free_port(), free_port());
+        Process::spawn_at(free_port(), free_port(), env)
+    }
+
+    fn spawn_at(grpc: u16, http: u16, env: &[(&str, &str)]) -> Process {
         let log = tempfile::NamedTempFile::new().unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_gatehouse"))
             .args(["serve", "--grpc-addr", &format!("127.0.0.1:{grpc}"), "--http-addr", &format!("127.0.0.1:{http}")])
@@ -527,6 +611,20 @@ impl Process {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM (a graceful shutdown) and waits for the process to exit;
+    /// its exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().unwrap();
+        assert!(sent.success());
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gatehouse did not exit within 30 s of SIGTERM: {}", self.logs());
     }
 
     pub async fn check_request(&self, request: CheckRequest) -> Check {
