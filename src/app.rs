@@ -77,8 +77,9 @@ impl App {
     pub fn with_store(config: Config, store: DynStore) -> anyhow::Result<App> {
         crate::telemetry::metrics();
         let roles = config.roles;
-        let keys = cache::key_cache(store.clone(), &config.cache);
-        let users = cache::user_cache(store.clone(), &config.cache);
+        let breaker = cache::Breaker::default();
+        let keys = cache::key_cache(store.clone(), &config.cache, &breaker);
+        let users = cache::user_cache(store.clone(), &config.cache, &breaker);
         let jwt = Arc::new(
             Jwt::new(jwt_keys(&config.jwt)?, jwt_settings(&config.jwt))
                 .with_session_max(config.jwt.session_max_seconds),
@@ -92,7 +93,7 @@ impl App {
         let bus = Bus::new(redis_target.clone());
         let revocations = Revocations::new(store.clone(), bus.clone(), jwt.settings().leeway_seconds);
         let usage = UsageRecorder::default();
-        let groups = cache::group_cache(store.clone(), &config.cache);
+        let groups = cache::group_cache(store.clone(), &config.cache, &breaker);
         let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: bus.clone() };
         let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
         let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));

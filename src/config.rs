@@ -188,6 +188,7 @@ impl Default for Config {
                 ttl: Duration::from_secs(30),
                 negative_ttl: Duration::from_secs(5),
                 stale_limit: Duration::from_secs(300),
+                lookup_timeout: Duration::from_millis(300),
             },
             usage_flush_interval: Duration::from_secs(10),
             shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
@@ -438,6 +439,7 @@ struct FileCache {
     ttl_seconds: Option<u64>,
     negative_ttl_seconds: Option<u64>,
     stale_seconds: Option<u64>,
+    lookup_timeout_ms: Option<u64>,
     usage_flush_seconds: Option<u64>,
 }
 
@@ -681,6 +683,7 @@ impl Config {
         set(&mut self.cache.ttl, file.cache.ttl_seconds.map(Duration::from_secs));
         set(&mut self.cache.negative_ttl, file.cache.negative_ttl_seconds.map(Duration::from_secs));
         set(&mut self.cache.stale_limit, file.cache.stale_seconds.map(Duration::from_secs));
+        set(&mut self.cache.lookup_timeout, file.cache.lookup_timeout_ms.map(Duration::from_millis));
         set(&mut self.usage_flush_interval, file.cache.usage_flush_seconds.map(Duration::from_secs));
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
@@ -778,6 +781,10 @@ impl Config {
         set(&mut self.cache.ttl, secs("GATEHOUSE_CACHE_TTL_SECONDS")?);
         set(&mut self.cache.negative_ttl, secs("GATEHOUSE_NEGATIVE_CACHE_TTL_SECONDS")?);
         set(&mut self.cache.stale_limit, secs("GATEHOUSE_CACHE_STALE_SECONDS")?);
+        set(
+            &mut self.cache.lookup_timeout,
+            parse_var::<u64>(env, "GATEHOUSE_LOOKUP_TIMEOUT_MS")?.map(Duration::from_millis),
+        );
         set(&mut self.usage_flush_interval, secs("GATEHOUSE_USAGE_FLUSH_SECONDS")?);
         if let Some(format) = parse_var::<String>(env, "GATEHOUSE_LOG_FORMAT")? {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;
@@ -980,6 +987,9 @@ impl Config {
         }
         if self.cache.capacity == 0 {
             return Err(invalid("GATEHOUSE_CACHE_CAPACITY", "0", "must be at least 1"));
+        }
+        if self.cache.lookup_timeout.is_zero() {
+            return Err(invalid("GATEHOUSE_LOOKUP_TIMEOUT_MS", "0", "must be at least 1"));
         }
         if self.usage_flush_interval.is_zero() {
             return Err(invalid("GATEHOUSE_USAGE_FLUSH_SECONDS", "0", "must be at least 1"));

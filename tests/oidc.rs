@@ -592,3 +592,32 @@ async fn a_console_login_hands_the_session_over_in_a_one_time_cookie() {
     assert_eq!(r.status(), 401);
     s.finish().await;
 }
+
+/// A provider's token first seen while the database is down cannot be tied
+/// to a user: refused with 503 at once (well inside the proxy's 0.5 s), not
+/// after the database pool's 2 s timeout, when the proxy has long answered
+/// with its own bare 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_token_first_seen_while_the_database_is_down_is_refused_in_time() {
+    let provider = Provider::start().await;
+    let pg = common::postgres::OwnPostgres::init();
+    let mut config = common::test_config(&pg.url());
+    config.oidc = vec![issuer_config(&provider.issuer())];
+    let s = TestServer::start_config(config).await;
+    let token = provider.token("plain", None).await;
+    // The provider's keys are loaded (readiness says so) before the database goes.
+    for _ in 0..100 {
+        if reqwest::get(s.url("/readyz")).await.unwrap().status() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    pg.stop();
+    let started = std::time::Instant::now();
+    let c = s.check("GET", "/v1/models", &[("authorization", &bearer(&token))]).await;
+    let took = started.elapsed();
+    c.assert_denied(503, Code::Unavailable, "AUTH_BACKEND_UNAVAILABLE");
+    assert!(took < Duration::from_millis(450), "answered after {took:?}");
+    pg.start();
+    s.finish().await;
+}

@@ -127,3 +127,154 @@ async fn postgres_stopped_and_started_again() {
     let pg = OwnPostgres::init();
     outage_and_recovery(&pg.url(), || pg.stop(), || pg.start()).await;
 }
+
+/// Through the shipped Envoy config (which gives a Check 0.5 s): with the
+/// database stopped, a warm key past its TTL is still allowed and a cold one
+/// gets Gatehouse's own 503 (`AUTH_BACKEND_UNAVAILABLE`), both in time,
+/// with the default database timeout (2 s, which a Check must not wait out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_through_envoy_answers_in_time() {
+    let pg = OwnPostgres::init();
+    let s = TestServer::start_config({
+        let mut c = common::test_config(&pg.url());
+        c.cache.ttl = Duration::from_millis(500);
+        c
+    })
+    .await;
+    let envoy = common::Envoy::start(&s, common::spawn_echo().await).await;
+    let (_, warm) = s.user_with_key("warm@example.com", Role::Viewer, None).await;
+    let (_, cold) = s.user_with_key("cold@example.com", Role::Viewer, None).await;
+    let http = reqwest::Client::new();
+    let get = |key: &str| http.get(envoy.url("/v1/models")).header("x-api-key", key.to_owned()).send();
+    assert_eq!(get(&warm).await.unwrap().status(), 200);
+
+    pg.stop();
+    tokio::time::sleep(Duration::from_millis(700)).await; // past the TTL
+    for _ in 0..3 {
+        let r = get(&warm).await.unwrap();
+        assert_eq!(r.status(), 200, "a warm key past its TTL is served while the database is down");
+        let r = get(&cold).await.unwrap();
+        assert_eq!(r.status(), 503);
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        assert_eq!(body["error"]["code"], "AUTH_BACKEND_UNAVAILABLE", "Gatehouse's answer, not Envoy's timeout");
+    }
+    pg.start();
+    drop(envoy);
+    s.finish().await;
+}
+
+/// Redis going away and coming back while the database is down (a failover
+/// in the middle of a database outage): the replica subscribes to the
+/// invalidation channel again, and its warm callers stay warm. (It used to
+/// drop every cache on subscribing again, in case it had missed messages;
+/// the change feed, read from the database, has every change anyway. With
+/// the database down, every caller then got 503.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_reconnecting_during_a_database_outage_keeps_warm_callers() {
+    let pg = OwnPostgres::init();
+    let port = common::free_port();
+    /// Killed when dropped, a failed assertion included.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let redis = || {
+        Killed(
+            std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: run scripts/test"),
+        )
+    };
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let mut server = redis();
+    let s = TestServer::start_config({
+        let mut c = common::test_config(&pg.url());
+        c.redis_url = Some(gatehouse::secret::Secret::new(&redis_url));
+        c
+    })
+    .await;
+    let redis_state = || async {
+        let body: serde_json::Value = reqwest::get(s.url("/readyz")).await.unwrap().json().await.unwrap();
+        body["redis"].as_str().unwrap_or_default().to_owned()
+    };
+    let mut up = false;
+    for _ in 0..300 {
+        if redis_state().await == "ok" {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "subscribed to Redis");
+    let (_, probe) = s.user_with_key("probe@example.com", Role::Viewer, None).await;
+    let (_, warm) = s.user_with_key("warm@example.com", Role::Viewer, None).await;
+    for key in [&probe, &warm] {
+        assert!(s.check("GET", "/v1/models", &[("x-api-key", key)]).await.allowed());
+    }
+
+    drop(server);
+    let mut down = false;
+    for _ in 0..300 {
+        if redis_state().await.starts_with("unavailable") {
+            down = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(down, "the replica noticed Redis go");
+    pg.stop();
+    server = redis();
+    // Once subscribed again, an invalidation published for the probe key
+    // evicts it (cold, with the database down: 503). The warm key stays.
+    let client = redis::Client::open(redis_url.as_str()).unwrap();
+    let mut evicted = false;
+    for _ in 0..300 {
+        if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
+            let _: Result<i64, _> = redis::cmd("PUBLISH")
+                .arg("gatehouse:invalidate")
+                .arg(format!("key:{}", &probe[3..19]))
+                .query_async(&mut conn)
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if s.check("GET", "/v1/models", &[("x-api-key", &probe)]).await.http_status() == 503 {
+            evicted = true;
+            break;
+        }
+    }
+    assert!(evicted, "the replica subscribed to Redis again");
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &warm)]).await;
+    assert!(c.allowed(), "a warm key is still served after resubscribing: {c:?}");
+    pg.start();
+    drop(server);
+    s.finish().await;
+}
+
+/// A change to one user (a role, say) evicts that user's keys, not every
+/// key: right before a database outage, it must not leave everyone else's
+/// keys cold (refused with 503 until the database is back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_change_before_an_outage_leaves_other_keys_warm() {
+    let pg = OwnPostgres::init();
+    let s = TestServer::start_config(common::test_config(&pg.url())).await;
+    let (changed, changed_key) = s.user_with_key("changed@example.com", Role::Viewer, None).await;
+    let (_, other_key) = s.user_with_key("other@example.com", Role::Viewer, None).await;
+    for key in [&changed_key, &other_key] {
+        assert!(s.check("GET", "/v1/models", &[("x-api-key", key)]).await.allowed());
+    }
+    let update = gatehouse::domain::UserUpdate { role: Some(Role::Operator), ..Default::default() };
+    s.accounts.update_user(&changed.id, &update).await.unwrap();
+    pg.stop();
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &other_key)]).await;
+    assert!(c.allowed(), "another user's key stays warm: {c:?}");
+    // The changed user's key was evicted: with the database down, 503.
+    let c = s.check("GET", "/v1/models", &[("x-api-key", &changed_key)]).await;
+    c.assert_denied(503, Code::Unavailable, "AUTH_BACKEND_UNAVAILABLE");
+    pg.start();
+    s.finish().await;
+}

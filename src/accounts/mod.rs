@@ -106,10 +106,13 @@ impl Caches {
     async fn evict(&self, change: &Change) {
         match change {
             Change::Key(id) => self.keys.invalidate(id).await,
-            // A key's grant carries its owner's role, group and status.
+            // A key's grant carries its owner's role, group and status:
+            // that user's keys go too (only theirs: the others stay warm,
+            // which matters when the database is about to be away).
             Change::User(id) => {
                 self.users.invalidate(id).await;
-                self.keys.invalidate_all();
+                let owner: std::sync::Arc<str> = std::sync::Arc::from(id.as_str());
+                self.keys.invalidate_where(move |grant| grant.user_id == owner);
             }
             Change::Group(name) => self.groups.invalidate(name).await,
             Change::Token { .. } => {}
@@ -132,10 +135,12 @@ impl Apply for Invalidator {
         }
     }
 
+    /// Messages missed while Redis was away need no cache dropped: the
+    /// change feed (read from the database) has every change, and evicts
+    /// within its poll interval. Dropping everything here made every caller
+    /// cold, and with the database down too (a failover during an outage),
+    /// refused.
     async fn reset(&self) {
-        self.caches.keys.invalidate_all();
-        self.caches.users.invalidate_all();
-        self.caches.groups.invalidate_all();
         if let Err(e) = self.revocations.sync(time::OffsetDateTime::now_utc().unix_timestamp()).await {
             tracing::warn!(error = %e, "could not reload token revocations");
         }

@@ -199,7 +199,15 @@ impl Authenticator {
             Some(provider) if issuer.as_deref() != Some(self.jwt.settings().issuer.as_str()) => {
                 let (_, identity) = provider.verify(token, None).await?;
                 // Boxed: the cold path's future is deep, and need not be inlined.
-                match Box::pin(self.accounts.provision(&identity)).await {
+                // Bounded like the caches' reads: with the database away, a
+                // Check must still answer (503) before the proxy gives up.
+                let provision = Box::pin(self.accounts.provision(&identity));
+                let provisioned = tokio::time::timeout(self.users.lookup_timeout(), provision).await;
+                let Ok(provisioned) = provisioned else {
+                    tracing::warn!("could not provision a provider's user in time");
+                    return Err(Denial::BackendUnavailable);
+                };
+                match provisioned {
                     Ok(user) => Verified::External { user_id: user.id, exp: identity.expires_at },
                     Err(AccountError::Refused(reason)) => {
                         let until = identity.expires_at.min(now + REFUSAL_MEMORY_SECONDS);

@@ -54,7 +54,7 @@ impl Change {
 /// Applies a change to this replica's caches.
 pub trait Apply: Send + Sync + 'static {
     fn apply(&self, change: &Change) -> impl std::future::Future<Output = ()> + Send;
-    /// Forgets everything cached (after missing messages).
+    /// After (re)subscribing, when messages may have been missed.
     fn reset(&self) -> impl std::future::Future<Output = ()> + Send;
 }
 

@@ -11,6 +11,14 @@
 //!   unavailable, the old answer keeps serving until `stale_limit`, so warm
 //!   callers ride out a database outage (cold ones get 503). Evicted entries
 //!   (revocations, changes) are gone at once and never served stale.
+//! * A read gets `lookup_timeout` (default 300 ms), then counts as the store
+//!   being unavailable; and once a read has found it unavailable, reads by
+//!   every cache fail at once for the next [`COOL_DOWN`] (one [`Breaker`]).
+//!   A Check must answer within the proxy's own timeout (0.5 s in the
+//!   shipped Envoy config): with the database down, a connection attempt
+//!   waits out the pool's timeout (2 s), and a Check reads up to three
+//!   records, so the proxy, not Gatehouse, would answer, with a bare 503
+//!   even for a warm caller.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +38,37 @@ pub struct CacheSettings {
     pub negative_ttl: Duration,
     /// How long past its TTL an entry may answer while the store is down.
     pub stale_limit: Duration,
+    /// The longest a read behind the cache may take before the store counts
+    /// as unavailable.
+    pub lookup_timeout: Duration,
+}
+
+/// After a read finds the store unavailable, how long reads fail at once.
+pub const COOL_DOWN: Duration = Duration::from_secs(1);
+
+/// Whether the store was found unavailable in the last [`COOL_DOWN`], shared
+/// by the caches of one process.
+#[derive(Clone, Default)]
+pub struct Breaker {
+    tripped: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Breaker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.tripped.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn open(&self) -> bool {
+        self.lock().is_some_and(|at| at.elapsed() < COOL_DOWN)
+    }
+
+    fn record<T>(&self, result: &StoreResult<T>) {
+        match result {
+            Err(e) if e.is_unavailable() => *self.lock() = Some(Instant::now()),
+            Ok(_) => *self.lock() = None,
+            Err(_) => {}
+        }
+    }
 }
 
 /// `None` is a negative entry: no such record.
@@ -76,6 +115,8 @@ pub struct ReadThrough<V> {
     cache: Cache<String, Stamped<V>>,
     load: Loader<V>,
     ttl: Duration,
+    lookup_timeout: Duration,
+    breaker: Breaker,
     stats: Arc<CacheStats>,
 }
 
@@ -100,10 +141,24 @@ impl CacheStats {
         }
     }
 
-    /// Times a store read and counts its failure.
-    async fn timed<T>(&self, read: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    /// Times a store read (giving up after `limit`, or at once while
+    /// `breaker` is open) and counts its failure.
+    async fn timed<T>(
+        &self,
+        breaker: &Breaker,
+        limit: Duration,
+        read: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        if breaker.open() {
+            self.store_errors.increment(1);
+            return Err(StoreError::Unavailable("unavailable moments ago".to_owned()));
+        }
         let started = Instant::now();
-        let result = read.await;
+        let result = match tokio::time::timeout(limit, read).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!("no answer within {} ms", limit.as_millis()))),
+        };
+        breaker.record(&result);
         self.store_duration.record(started.elapsed().as_secs_f64());
         if result.is_err() {
             self.store_errors.increment(1);
@@ -119,19 +174,30 @@ impl<V> Clone for ReadThrough<V> {
             cache: self.cache.clone(),
             load: self.load,
             ttl: self.ttl,
+            lookup_timeout: self.lookup_timeout,
+            breaker: self.breaker.clone(),
             stats: self.stats.clone(),
         }
     }
 }
 
 impl<V: Send + Sync + 'static> ReadThrough<V> {
-    fn new(name: &'static str, store: DynStore, settings: &CacheSettings, load: Loader<V>) -> Self {
+    fn new(name: &'static str, store: DynStore, settings: &CacheSettings, breaker: &Breaker, load: Loader<V>) -> Self {
         let keep = settings.ttl + settings.stale_limit;
         let cache = Cache::builder()
             .max_capacity(settings.capacity)
             .expire_after(EntryExpiry { keep, negative_ttl: settings.negative_ttl })
+            .support_invalidation_closures()
             .build();
-        ReadThrough { store, cache, load, ttl: settings.ttl, stats: Arc::new(CacheStats::new(name)) }
+        ReadThrough {
+            store,
+            cache,
+            load,
+            ttl: settings.ttl,
+            lookup_timeout: settings.lookup_timeout,
+            breaker: breaker.clone(),
+            stats: Arc::new(CacheStats::new(name)),
+        }
     }
 
     /// The record for `id`, from the cache or, on a miss, from the store.
@@ -145,7 +211,7 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
             return self.refresh(id, entry).await;
         }
         self.stats.misses.increment(1);
-        let load = self.stats.timed((self.load)(self.store.clone(), id.to_owned()));
+        let load = self.stats.timed(&self.breaker, self.lookup_timeout, (self.load)(self.store.clone(), id.to_owned()));
         let fresh = async move { Ok(Stamped { value: load.await?.map(Arc::new), loaded: Instant::now() }) };
         self.cache.try_get_with(id.to_owned(), fresh).await.map(|e| e.value)
     }
@@ -153,7 +219,8 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
     /// Re-reads an entry past its TTL; serves the old answer if the store is
     /// unavailable (the entry expires from the cache at TTL + stale limit).
     async fn refresh(&self, id: &str, stale: Stamped<V>) -> Result<Entry<V>, Arc<StoreError>> {
-        match self.stats.timed((self.load)(self.store.clone(), id.to_owned())).await {
+        match self.stats.timed(&self.breaker, self.lookup_timeout, (self.load)(self.store.clone(), id.to_owned())).await
+        {
             Ok(value) => {
                 let value = value.map(Arc::new);
                 self.cache.insert(id.to_owned(), Stamped { value: value.clone(), loaded: Instant::now() }).await;
@@ -167,6 +234,11 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
         }
     }
 
+    /// The longest a read behind this cache may take.
+    pub fn lookup_timeout(&self) -> Duration {
+        self.lookup_timeout
+    }
+
     /// Forgets one record so the next read goes to the store.
     pub async fn invalidate(&self, id: &str) {
         self.cache.invalidate(id).await;
@@ -175,6 +247,17 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
     /// Forgets every record.
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
+    }
+
+    /// Forgets the records `matches` picks: no read returns one of them
+    /// after this (moka checks the predicate on every read of an entry
+    /// cached before the call).
+    pub fn invalidate_where(&self, matches: impl Fn(&V) -> bool + Send + Sync + 'static) {
+        let picked = self.cache.invalidate_entries_if(move |_, entry| entry.value.as_deref().is_some_and(&matches));
+        if let Err(e) = picked {
+            tracing::warn!(error = %e, "could not evict selectively; evicting everything");
+            self.cache.invalidate_all();
+        }
     }
 }
 
@@ -185,14 +268,18 @@ pub type UserCache = ReadThrough<User>;
 /// Groups (and so their limits), by name.
 pub type GroupCache = ReadThrough<Group>;
 
-pub fn key_cache(store: DynStore, settings: &CacheSettings) -> KeyCache {
-    ReadThrough::new("keys", store, settings, |store, id| Box::pin(async move { store.key_grant(&id).await }))
+pub fn key_cache(store: DynStore, settings: &CacheSettings, breaker: &Breaker) -> KeyCache {
+    ReadThrough::new("keys", store, settings, breaker, |store, id| Box::pin(async move { store.key_grant(&id).await }))
 }
 
-pub fn user_cache(store: DynStore, settings: &CacheSettings) -> UserCache {
-    ReadThrough::new("users", store, settings, |store, id| Box::pin(async move { store.user_by_id(&id).await }))
+pub fn user_cache(store: DynStore, settings: &CacheSettings, breaker: &Breaker) -> UserCache {
+    ReadThrough::new("users", store, settings, breaker, |store, id| {
+        Box::pin(async move { store.user_by_id(&id).await })
+    })
 }
 
-pub fn group_cache(store: DynStore, settings: &CacheSettings) -> GroupCache {
-    ReadThrough::new("groups", store, settings, |store, name| Box::pin(async move { store.group(&name).await }))
+pub fn group_cache(store: DynStore, settings: &CacheSettings, breaker: &Breaker) -> GroupCache {
+    ReadThrough::new("groups", store, settings, breaker, |store, name| {
+        Box::pin(async move { store.group(&name).await })
+    })
 }

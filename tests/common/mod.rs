@@ -396,6 +396,12 @@ impl Envoy {
     /// one of `grpc_ports` (the `gatehouse_grpc` cluster), the HTTP API to
     /// every one of `http_ports`.
     pub async fn start_replicas(grpc_ports: &[u16], http_ports: &[u16], upstream: SocketAddr) -> Envoy {
+        let (port, config) = Envoy::replicas_config(grpc_ports, http_ports, upstream);
+        Envoy::run(port, &config).await
+    }
+
+    /// [`Envoy::start_replicas`]'s config, and the port it listens on.
+    pub fn replicas_config(grpc_ports: &[u16], http_ports: &[u16], upstream: SocketAddr) -> (u16, String) {
         let port = free_port();
         let endpoints = |ports: &[u16]| {
             ports
@@ -428,7 +434,7 @@ impl Envoy {
             .replace("port_value: 9901", &format!("port_value: {}", free_port()))
             .replace("port_value: 9000", &format!("port_value: {}", upstream.port()))
             .replace("address: 0.0.0.0", "address: 127.0.0.1");
-        Envoy::run(port, &config).await
+        (port, config)
     }
 
     /// The health flags Envoy's active health checking gives each endpoint
@@ -553,8 +559,8 @@ pub struct Process {
     pub http: u16,
     child: std::process::Child,
     log: tempfile::NamedTempFile,
-    /// Serving TLS (with the test CA's certificate).
-    tls: bool,
+    /// Serving TLS: the CA file to trust.
+    tls: Option<String>,
 }
 
 impl Process {
@@ -571,22 +577,31 @@ impl Process {
     /// On these ports (a replica restarted where it was); ready means
     /// `/readyz` says so (including Redis, when `REDIS_URL` is set).
     pub async fn start_at(grpc: u16, http: u16, env: &[(&str, &str)]) -> Process {
-        let p = Process::spawn_at(grpc, http, env);
-        let wants_redis = env.iter().any(|(k, _)| *k == "REDIS_URL");
-        for _ in 0..300 {
-            if let Ok(r) = p.http_client().get(p.url("/readyz")).send().await
-                && r.json::<serde_json::Value>().await.is_ok_and(|b| !wants_redis || b["redis"] == "ok")
-            {
-                return p;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("gatehouse did not become ready in 30 s: {}", p.logs());
+        Process::try_start_at(grpc, http, env).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Started with these environment variables, not waited for.
     pub fn spawn(env: &[(&str, &str)]) -> Process {
         Process::spawn_at(free_port(), free_port(), env)
+    }
+
+    /// [`Process::start_at`], or why not: the process exited (its log), or
+    /// was not ready in 30 s.
+    pub async fn try_start_at(grpc: u16, http: u16, env: &[(&str, &str)]) -> Result<Process, String> {
+        let mut p = Process::spawn_at(grpc, http, env);
+        let wants_redis = env.iter().any(|(k, _)| *k == "REDIS_URL");
+        for _ in 0..300 {
+            if let Ok(r) = p.http_client().get(p.url("/readyz")).send().await
+                && r.json::<serde_json::Value>().await.is_ok_and(|b| !wants_redis || b["redis"] == "ok")
+            {
+                return Ok(p);
+            }
+            if let Ok(Some(status)) = p.child.try_wait() {
+                return Err(format!("gatehouse exited ({status}): {}", p.logs()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(format!("gatehouse did not become ready in 30 s: {}", p.logs()))
     }
 
     fn spawn_at(grpc: u16, http: u16, env: &[(&str, &str)]) -> Process {
@@ -600,8 +615,18 @@ impl Process {
             .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
-        let tls = env.iter().any(|(k, _)| *k == "GATEHOUSE_TLS_CERT_FILE");
+        let tls = env.iter().any(|(k, _)| *k == "GATEHOUSE_TLS_CERT_FILE").then(|| {
+            // The suite signs server and client certificates with one CA.
+            let ca = env.iter().find(|(k, _)| *k == "GATEHOUSE_TLS_CLIENT_CA_FILE");
+            ca.map_or_else(|| fixture("tls-ca.pem"), |(_, v)| (*v).to_owned())
+        });
         Process { grpc, http, child, log, tls }
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// What the process wrote to stderr so far.
@@ -633,15 +658,15 @@ impl Process {
     }
 
     pub fn url(&self, path: &str) -> String {
-        let scheme = if self.tls { "https" } else { "http" };
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
         format!("{scheme}://127.0.0.1:{}{path}", self.http)
     }
 
     /// A client for the HTTP API (trusting the test CA when it serves TLS).
     pub fn http_client(&self) -> reqwest::Client {
         let mut builder = reqwest::Client::builder();
-        if self.tls {
-            let ca = std::fs::read(fixture("tls-ca.pem")).unwrap();
+        if let Some(ca) = &self.tls {
+            let ca = std::fs::read(ca).unwrap();
             builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap());
         }
         builder.build().unwrap()
