@@ -15,20 +15,24 @@ use common::postgres::OwnPostgres;
 use gatehouse::domain::Role;
 use gatehouse::secret::Secret;
 
+/// Waits until the key's row is on the replica. Until the schema itself has
+/// replicated, the query fails ("relation api_keys does not exist"): that is
+/// "not yet" too.
 async fn replicated(replica: &str, key_id: &str) {
     let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(replica).await.unwrap();
-    for _ in 0..100 {
-        let found: Option<(String,)> = sqlx::query_as("SELECT id FROM api_keys WHERE id = $1")
-            .bind(key_id)
-            .fetch_optional(&mut conn)
-            .await
-            .unwrap();
-        if found.is_some() {
-            return;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while tokio::time::Instant::now() < deadline {
+        let found: Result<Option<(String,)>, _> =
+            sqlx::query_as("SELECT id FROM api_keys WHERE id = $1").bind(key_id).fetch_optional(&mut conn).await;
+        match found {
+            Ok(Some(_)) => return,
+            Ok(None) => {}
+            Err(e) => last = Some(e.to_string()),
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("key {key_id} never reached the replica");
+    panic!("key {key_id} never reached the replica (last error: {last:?})");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

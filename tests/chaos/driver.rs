@@ -68,16 +68,85 @@ impl Driver {
                     .count()
             };
             // Keep enough live keys in play.
-            let pick = if in_play < 12 { rng.below(3) } else { rng.below(15) };
-            match pick {
-                0..=2 => self.create_key(&mut rng).await,
-                3..=5 => self.revoke_key(&mut rng).await,
-                6 | 7 => self.login(&http, &mut rng).await,
-                8 | 9 => self.logout(&http, &mut rng).await,
-                10 => self.disable(&mut rng).await,
-                11 | 12 => self.change_role(&mut rng).await,
-                13 => self.create_user(&mut rng, n).await,
-                _ => self.expire_key(&mut rng).await,
+            let changeable = {
+                let w = self.world.lock();
+                w.users.iter().filter(|u| !u.fixed && !u.metered && u.disabled.is_none() && u.settled()).count()
+            };
+            let pick = if changeable < 6 {
+                13
+            } else if in_play < 12 {
+                rng.below(3)
+            } else {
+                rng.below(15)
+            };
+            self.settle().await;
+            let started = std::time::Instant::now();
+            let op = match pick {
+                0..=2 => {
+                    self.create_key(&mut rng).await;
+                    "create key"
+                }
+                3..=5 => {
+                    self.revoke_key(&mut rng).await;
+                    "revoke key"
+                }
+                6 | 7 => {
+                    self.login(&http, &mut rng).await;
+                    "log in"
+                }
+                8 | 9 => {
+                    self.logout(&http, &mut rng).await;
+                    "log out"
+                }
+                10 => {
+                    self.disable(&mut rng).await;
+                    "disable"
+                }
+                11 | 12 => {
+                    self.change_role(&mut rng).await;
+                    "change role"
+                }
+                13 => {
+                    self.create_user(&mut rng, n).await;
+                    "create user"
+                }
+                _ => {
+                    self.expire_key(&mut rng).await;
+                    "expire key"
+                }
+            };
+            if started.elapsed() > Duration::from_secs(3) {
+                self.world.note(format!("driver: {op} took {:.1} s", started.elapsed().as_secs_f64()));
+            }
+        }
+    }
+
+    /// Reads back the state of users whose last change failed (it may or
+    /// may not have happened), once the database answers.
+    async fn settle(&self) {
+        use sqlx::Row;
+        let open: Vec<(usize, String)> = {
+            let w = self.world.lock();
+            w.users.iter().enumerate().filter(|(_, u)| !u.settled()).map(|(i, u)| (i, u.id.clone())).collect()
+        };
+        for (u, id) in open {
+            let Ok(row) =
+                sqlx::query("SELECT role, disabled FROM users WHERE id = $1").bind(&id).fetch_one(&self.sql).await
+            else {
+                return;
+            };
+            let operator = row.get::<String, _>("role") == "operator";
+            let disabled: bool = row.get("disabled");
+            let now = self.world.now();
+            let mut w = self.world.lock();
+            let user = &mut w.users[u];
+            let Some(from) = user.unsure.iter().find(|(_, to)| to.is_none()).map(|(from, _)| *from) else { continue };
+            for window in user.unsure.iter_mut().filter(|(_, to)| to.is_none()) {
+                window.1 = Some(now);
+            }
+            user.roles.push((from, now, operator));
+            if disabled && user.disabled.is_none() {
+                user.disabled = Some(now);
             }
         }
     }
@@ -91,7 +160,7 @@ impl Driver {
                 !u.fixed
                     && !u.metered
                     && u.disabled.is_none()
-                    && u.uncertain.is_none()
+                    && u.settled()
                     && !u.email.is_empty()
                     && (!with_password || u.password.is_some())
             })
@@ -112,7 +181,7 @@ impl Driver {
                 c.kind == kind
                     && c.invalid.is_none()
                     && c.uncertain.is_none()
-                    && c.ended(&w.users).is_none()
+                    && c.ended(&w.users).is_none_or(|end| end > now + 5.0)
                     && c.in_play(&w.users, now)
                     && c.user.is_some_and(|u| !w.users[u].fixed && !w.users[u].metered)
             })
@@ -332,9 +401,11 @@ impl Driver {
         self.world.write(WriteKind::Disable { user: user.id }, "REST", sent, ok(status));
         let now = self.world.now();
         let mut w = self.world.lock();
-        w.users[u].uncertain = Some(sent);
         if ok(status) {
+            w.users[u].unsure.push((sent, Some(now)));
             w.users[u].disabled = Some(now);
+        } else {
+            w.users[u].unsure.push((sent, None));
         }
     }
 
@@ -352,7 +423,7 @@ impl Driver {
         if ok(status) {
             w.users[u].roles.push((sent, now, operator));
         } else {
-            w.users[u].uncertain = Some(sent);
+            w.users[u].unsure.push((sent, None));
         }
     }
 
@@ -380,7 +451,7 @@ impl Driver {
                 password: Some(password),
                 roles: vec![(0.0, 0.0, operator)],
                 disabled: None,
-                uncertain: None,
+                unsure: Vec::new(),
                 metered: false,
                 fixed: false,
             });

@@ -98,7 +98,7 @@ async fn send(world: &World, http: &reqwest::Client, base: &str, index: usize, c
                             password: None,
                             roles: vec![],
                             disabled: None,
-                            uncertain: None,
+                            unsure: Vec::new(),
                             metered: false,
                             fixed: true,
                         });

@@ -94,7 +94,7 @@ async fn chaos() {
             password: Some(password),
             roles: vec![(0.0, 0.0, operator)],
             disabled: None,
-            uncertain: None,
+            unsure: Vec::new(),
             metered,
             fixed: false,
         });

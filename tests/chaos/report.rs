@@ -97,7 +97,7 @@ fn judge(r: &Record, cred: &Cred, users: &[UserRec]) -> (Option<String>, Option<
                 .or_else(|| user.and_then(|u| u.disabled).and_then(|at| late("its owner was disabled", at)))
                 .or_else(|| {
                     let u = user?;
-                    let unsure = u.uncertain.is_some_and(|s| t > s);
+                    let unsure = u.unsure_at(t);
                     let roles = possible_roles(u, t);
                     (r.route.needs_operator() && !unsure && !u.roles.is_empty() && roles.iter().all(|op| !op))
                         .then(|| format!("{} allowed on {:?} as a viewer at {t:.1} s", describe(cred, users), r.route))
@@ -107,7 +107,7 @@ fn judge(r: &Record, cred: &Cred, users: &[UserRec]) -> (Option<String>, Option<
         Outcome::Denied => {
             let unsure = cred.uncertain.is_some_and(|s| t > s - 0.5)
                 || cred.expires.is_some_and(|e| t > e - BOUND)
-                || user.is_some_and(|u| u.uncertain.is_some_and(|s| t > s - 0.5) || u.disabled.is_some());
+                || user.is_some_and(|u| u.unsure_at(t) || u.disabled.is_some_and(|d| t >= d));
             let role_ok = !r.route.needs_operator()
                 || user.is_some_and(|u| !u.roles.is_empty() && possible_roles(u, t).iter().all(|op| *op));
             let wrong = (!unsure && role_ok && t > cred.created + BOUND)
@@ -153,7 +153,7 @@ fn rate_excess(
 pub async fn lost_writes(w: &Inner, sql: &sqlx::PgPool) -> Result<Vec<String>, sqlx::Error> {
     use sqlx::Row;
     let mut lost = Vec::new();
-    let mut last_role: std::collections::BTreeMap<&str, bool> = Default::default();
+    let mut last_role: std::collections::BTreeMap<&str, (bool, f64)> = Default::default();
     for write in w.writes.iter().filter(|w| w.acked.is_some()) {
         let present = match &write.what {
             WriteKind::CreateKey { key_id } => {
@@ -175,7 +175,7 @@ pub async fn lost_writes(w: &Inner, sql: &sqlx::PgPool) -> Result<Vec<String>, s
                 .await?
                 .is_some(),
             WriteKind::Role { user, operator } => {
-                last_role.insert(user, *operator);
+                last_role.insert(user, (*operator, write.acked.unwrap_or_default()));
                 true
             }
             WriteKind::Logout { jti } => sqlx::query("SELECT 1 FROM revoked_tokens WHERE jti = $1")
@@ -199,9 +199,9 @@ pub async fn lost_writes(w: &Inner, sql: &sqlx::PgPool) -> Result<Vec<String>, s
     }
     // A role is checked as last acknowledged, unless a later change failed
     // (it may have happened anyway).
-    for (user, operator) in last_role {
-        let uncertain = w.users.iter().any(|u| u.id == user && u.uncertain.is_some() && u.disabled.is_none());
-        if uncertain {
+    for (user, (operator, acked)) in last_role {
+        let later_failure = w.users.iter().any(|u| u.id == user && u.unsure.iter().any(|&(from, _)| from > acked));
+        if later_failure {
             continue;
         }
         let row = sqlx::query("SELECT role FROM users WHERE id = $1").bind(user).fetch_one(sql).await?;

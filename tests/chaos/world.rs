@@ -47,6 +47,16 @@ pub struct Cred {
     pub retired: bool,
 }
 
+impl UserRec {
+    pub fn unsure_at(&self, t: f64) -> bool {
+        self.unsure.iter().any(|&(from, to)| t >= from - 0.5 && to.is_none_or(|to| t <= to))
+    }
+
+    pub fn settled(&self) -> bool {
+        self.unsure.iter().all(|(_, to)| to.is_some())
+    }
+}
+
 /// How long the load keeps presenting a credential after it stopped being
 /// valid (revoked, logged out, expired, owner disabled).
 pub const KEEP_TRYING: f64 = 10.0;
@@ -75,9 +85,10 @@ pub struct UserRec {
     pub roles: Vec<(f64, f64, bool)>,
     /// When disabling it was acknowledged.
     pub disabled: Option<f64>,
-    /// When a disable, or a role change that failed, was sent: from then on
-    /// the user's state is not known for sure.
-    pub uncertain: Option<f64>,
+    /// Stretches of time when the user's state was not known for sure: from
+    /// sending a disable or role change until it was acknowledged, or (one
+    /// that failed) until the driver read the state back (open: not yet).
+    pub unsure: Vec<(f64, Option<f64>)>,
     /// In the rate-limited group.
     pub metered: bool,
     /// Left alone by the driver.
