@@ -73,6 +73,7 @@ async fn shutdown_reports_not_serving_before_closing(b: Backend) {
 /// A Check blocked in the database when shutdown begins still gets its answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_checks_finish() {
+    skip_without_postgres!();
     let mut s = TestServer::start(Backend::Postgres).await;
     let (_, key) = s.user_with_key("b@example.com", Role::Viewer, None).await;
     let mut locker = sqlx::PgConnection::connect(&s.database_url).await.unwrap();
