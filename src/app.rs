@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic_health::ServingStatus;
 
 use crate::accounts::{AccountError, Accounts, Caches, Invalidator};
@@ -163,7 +164,10 @@ impl App {
         let (reporter, health) = tonic_health::server::health_reporter();
         grpc::set_health(&reporter, ServingStatus::Serving).await;
         let ready = Arc::new(AtomicBool::new(true));
-        let (stop_tx, stop_rx) = watch::channel(false);
+        // Every background task is spawned on `tasks` and ends when `stop` is
+        // cancelled; shutdown waits for all of them (bounded by `JOIN_TIMEOUT`).
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
 
         let state = HttpState {
             ready: ready.clone(),
@@ -198,12 +202,12 @@ impl App {
             Some(files) => {
                 let tls = crate::tls::Reloading::load(files)?;
                 let configs = (Some(tls.grpc.clone()), Some(tls.http.clone()));
-                tokio::spawn(tls.run(crate::tls::RELOAD_INTERVAL, stopped(stop_rx.clone())));
+                tasks.spawn(tls.run(crate::tls::RELOAD_INTERVAL, stop.clone().cancelled_owned()));
                 configs
             }
             None => (None, None),
         };
-        let http_stopped = stopped(stop_rx.clone());
+        let http_stopped = stop.clone().cancelled_owned();
         let http: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match http_tls {
             None => Box::pin(http::server::serve(http_listener, router, header_timeout, http_stopped)),
             Some(config) => {
@@ -229,7 +233,7 @@ impl App {
                 None,
                 Some(self.admin.clone()),
                 health.clone(),
-                stopped(stop_rx.clone()),
+                stop.clone().cancelled_owned(),
             )
         });
         let grpc = grpc::serve(
@@ -238,7 +242,7 @@ impl App {
             Some(self.ext_authz.clone()),
             admin_beside_check,
             health,
-            stopped(stop_rx.clone()),
+            stop.clone().cancelled_owned(),
         );
         let grpc = async move {
             match admin_server {
@@ -246,19 +250,19 @@ impl App {
                 None => grpc.await,
             }
         };
-        let usage = tokio::spawn(self.usage.clone().run(
+        tasks.spawn(self.usage.clone().run(
             self.store.clone(),
             self.config.usage_flush_interval,
-            stopped(stop_rx.clone()),
+            stop.clone().cancelled_owned(),
         ));
-        tokio::spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stopped(stop_rx.clone())));
-        tokio::spawn(self.bus.clone().subscribe(self.invalidator.clone(), stopped(stop_rx.clone())));
+        tasks.spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stop.clone().cancelled_owned()));
+        tasks.spawn(self.bus.clone().subscribe(self.invalidator.clone(), stop.clone().cancelled_owned()));
         let feed = crate::store::changes::ChangeFeed::new(self.store.clone());
         let poll = self.config.change_poll_interval;
-        tokio::spawn(feed.run(self.invalidator.clone(), poll, stopped(stop_rx.clone())));
-        tokio::spawn(self.local.clone().run_purge(Duration::from_secs(60), stopped(stop_rx.clone())));
+        tasks.spawn(feed.run(self.invalidator.clone(), poll, stop.clone().cancelled_owned()));
+        tasks.spawn(self.local.clone().run_purge(Duration::from_secs(60), stop.clone().cancelled_owned()));
         if let Some(redis) = &self.redis {
-            tokio::spawn(redis.clone().connect(stopped(stop_rx.clone())));
+            tasks.spawn(redis.clone().connect(stop.clone().cancelled_owned()));
         }
         let reloader = PolicyReloader {
             authorizer: self.authorizer.clone(),
@@ -266,20 +270,21 @@ impl App {
             watched: self.config.policy_source().map(ToOwned::to_owned),
             interval: self.config.policy_reload_interval,
         };
-        tokio::spawn(reloader.run(stopped(stop_rx.clone())));
-        tokio::spawn(crate::telemetry::run_upkeep(Duration::from_secs(5), stopped(stop_rx.clone())));
+        tasks.spawn(reloader.run(stop.clone().cancelled_owned()));
+        tasks.spawn(crate::telemetry::run_upkeep(Duration::from_secs(5), stop.clone().cancelled_owned()));
         if let Some(addr) = self.config.metrics_addr {
             let listener = TcpListener::bind(addr).await.with_context(|| format!("metrics listener on {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listener (no authentication)");
-            let serve = http::server::serve(listener, http::metrics_router(), header_timeout, stopped(stop_rx.clone()));
-            tokio::spawn(async move {
+            let serve =
+                http::server::serve(listener, http::metrics_router(), header_timeout, stop.clone().cancelled_owned());
+            tasks.spawn(async move {
                 if let Err(e) = serve.await {
                     tracing::error!(error = %e, "metrics listener failed");
                 }
             });
         }
         for issuer in self.providers.all() {
-            tokio::spawn(issuer.clone().run(stopped(stop_rx.clone())));
+            tasks.spawn(issuer.clone().run(stop.clone().cancelled_owned()));
         }
         let delay = self.config.shutdown_delay;
         let drain = async move {
@@ -288,7 +293,7 @@ impl App {
             ready.store(false, Ordering::Release);
             grpc::set_health(&reporter, ServingStatus::NotServing).await;
             tokio::time::sleep(delay).await;
-            let _ = stop_tx.send(true);
+            stop.cancel();
             Ok::<(), anyhow::Error>(())
         };
         tokio::try_join!(
@@ -296,7 +301,14 @@ impl App {
             async { http.await.map_err(anyhow::Error::from) },
             drain
         )?;
-        usage.await?;
+        // The last usage flush, the change feed, the pollers: all of them.
+        tasks.close();
+        if tokio::time::timeout(JOIN_TIMEOUT, tasks.wait()).await.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "background tasks still running after {JOIN_TIMEOUT:?}; stopping anyway"
+            );
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -317,10 +329,8 @@ pub fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    // An error means the sender is gone, which also means stop.
-    let _ = rx.wait_for(|stop| *stop).await;
-}
+/// How long shutdown waits for background tasks once the listeners closed.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is
 /// called, not when first polled, so a signal that arrives during start-up is

@@ -219,7 +219,7 @@ pub async fn run_users(accounts: Accounts, json: bool, cmd: UsersCommand) -> any
             print(json, &UserView::from(&user), || format!("password set for {}", user.email))
         }
         UsersCommand::List => {
-            let users = accounts.store().list_users().await?;
+            let users = accounts.list_users().await?;
             let views: Vec<UserView> = users.iter().map(UserView::from).collect();
             print(json, &views, || {
                 users
@@ -251,7 +251,7 @@ pub async fn run_groups(accounts: Accounts, json: bool, cmd: GroupsCommand) -> a
             print(json, &GroupView::from(&group), || format!("created group {}", group.name))
         }
         GroupsCommand::List => {
-            let groups = accounts.store().list_groups().await?;
+            let groups = accounts.list_groups().await?;
             let views: Vec<GroupView> = groups.iter().map(GroupView::from).collect();
             print(json, &views, || {
                 groups

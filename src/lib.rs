@@ -8,6 +8,8 @@
 //! * [`store`]: the `Store` trait, its SQLite and Postgres implementation, and
 //!   the in-process cache the Check path reads through.
 //! * [`accounts`]: managing users, groups and keys (CLI and REST share it).
+//! * [`render`]: how each door writes a refusal (status, gRPC code, challenge,
+//!   the one JSON error envelope).
 //! * [`grpc`], [`http`]: thin adapters for Envoy's ext_authz, health and probes.
 //! * [`config`], [`app`], [`cli`], [`telemetry`]: start-up.
 
@@ -28,6 +30,7 @@ pub mod policy;
 pub mod ratelimit;
 pub mod redis_target;
 pub mod reload;
+pub mod render;
 pub mod secret;
 pub mod store;
 pub mod telemetry;

@@ -86,6 +86,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let http = TcpListener::bind(config.http_addr).await?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let app = App::build(config).await?;
-    tracing::info!(grpc = %grpc_addr, http = %http_addr, config = ?app.config, "gatehouse listening");
+    let summary = app.config.summary(grpc_addr, http_addr, app.authorizer.policy().rules().len());
+    tracing::info!("gatehouse listening: {summary}");
     app.serve(grpc, http, shutdown).await
 }

@@ -1,7 +1,8 @@
 //! Reloading the route table while serving: when its file changes (checked
-//! every `GATEHOUSE_POLICY_RELOAD_SECONDS`) or on SIGHUP. The whole
-//! configuration is loaded and validated again, and only the policy is taken
-//! from it; a file that does not load is refused with an error in the log and
+//! every `GATEHOUSE_POLICY_RELOAD_SECONDS`) or on SIGHUP. The
+//! configuration is layered again (file, environment, policy file) and only
+//! the policy is compiled and taken from it (TLS and key files are not read:
+//! a reload during a certificate rotation is not refused for them); a file that does not load is refused with an error in the log and
 //! the running policy stays. Checks in flight finish with the policy they
 //! started with.
 
@@ -74,7 +75,7 @@ impl PolicyReloader {
 
     /// Loads and installs the policy; returns whether it was installed.
     pub fn reload(&self, trigger: &str) -> bool {
-        let loaded = Config::load(self.config_file.as_deref()).and_then(|c| c.compile_policy());
+        let loaded = Config::load_policy(self.config_file.as_deref());
         match loaded {
             Ok(policy) => {
                 let rules = policy.rules().len();

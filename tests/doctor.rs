@@ -217,7 +217,8 @@ async fn a_healthy_setup_passes_every_check() {
 /// Postgres, and Redis as a cluster and behind Sentinel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_redis_cluster_and_sentinel() {
-    let (db, _dir) = common::fresh_database(common::Backend::Postgres).await;
+    skip_without_postgres!();
+    let (db, _dir) = common::database::empty(common::Backend::Postgres).await;
     let before = doctor(&[("DATABASE_URL", &db), ("JWT_SECRET", SECRET), ("GATEHOUSE_AUTO_MIGRATE", "false")], &[]);
     before.expect("database", "fail", &format!("{0} of {0} migrations pending", migrations()));
     assert_eq!(before.code, 1);

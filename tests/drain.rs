@@ -24,13 +24,14 @@ struct Cluster {
     env: Vec<(String, String)>,
     envoy: Envoy,
     key: String,
+    _db: common::database::TestDb,
 }
 
 impl Cluster {
     /// Three replicas on one Postgres database (no drain delay set: the
     /// default), behind the shipped Envoy config; a viewer's API key.
     async fn start() -> Cluster {
-        let (url, _) = common::fresh_database(Backend::Postgres).await;
+        let (url, db) = common::fresh_database(Backend::Postgres).await;
         let setup = TestServer::start_config(common::test_config(&url)).await;
         let (_, key) = setup.user_with_key("load@example.com", Role::Viewer, None).await;
         setup.finish().await;
@@ -48,7 +49,7 @@ impl Cluster {
             envoy.wait_health("gatehouse_grpc", g, true).await;
             envoy.wait_health("gatehouse_http", h, true).await;
         }
-        Cluster { replicas, ports, env, envoy, key }
+        Cluster { replicas, ports, env, envoy, key, _db: db }
     }
 
     /// Starts replica `i` again on its ports and waits until Envoy sends it Checks.
@@ -111,6 +112,7 @@ async fn totals(mut set: JoinSet<BTreeMap<String, u64>>) -> BTreeMap<String, u64
 /// Envoy config: not one request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_restart_through_the_shipped_envoy_fails_no_request() {
+    skip_without_postgres!();
     let mut cluster = Cluster::start().await;
     let stop = Arc::new(AtomicBool::new(false));
     let running = load(&cluster.envoy, &cluster.key, true, stop.clone());
@@ -133,6 +135,7 @@ async fn rolling_restart_through_the_shipped_envoy_fails_no_request() {
 /// replica; none fails. It is started again and takes traffic.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_killed_under_load_fails_no_request() {
+    skip_without_postgres!();
     let mut cluster = Cluster::start().await;
     let stop = Arc::new(AtomicBool::new(false));
     // Checks only: a REST call the replica had received when it died is

@@ -16,6 +16,7 @@ async fn key_grant_queries(s: &TestServer, key: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unknown_keys_costs_bounded_queries() {
+    skip_without_postgres!();
     let s = TestServer::start(Backend::Postgres).await;
     let (_, ops) = s.user_with_key("ops@example.com", Role::Operator, None).await;
     let before = key_grant_queries(&s, &ops).await;

@@ -599,6 +599,7 @@ async fn a_console_login_hands_the_session_over_in_a_one_time_cookie() {
 /// with its own bare 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provider_token_first_seen_while_the_database_is_down_is_refused_in_time() {
+    skip_without_postgres!();
     let provider = Provider::start().await;
     let pg = common::postgres::OwnPostgres::init();
     let mut config = common::test_config(&pg.url());

@@ -113,6 +113,7 @@ async fn outage_and_recovery(url: &str, down: impl FnOnce(), up: impl FnOnce()) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_serves_warm_entries_and_recovers() {
+    skip_without_postgres!();
     let (direct, _dir) = common::fresh_database(Backend::Postgres).await;
     // postgres://user@host:port/db -> the same through the proxy.
     let (scheme_user, rest) = direct.split_once('@').unwrap();
@@ -124,6 +125,7 @@ async fn database_outage_serves_warm_entries_and_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_and_started_again() {
+    skip_without_postgres!();
     let pg = OwnPostgres::init();
     outage_and_recovery(&pg.url(), || pg.stop(), || pg.start()).await;
 }
@@ -134,6 +136,7 @@ async fn postgres_stopped_and_started_again() {
 /// with the default database timeout (2 s, which a Check must not wait out).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn database_outage_through_envoy_answers_in_time() {
+    skip_without_postgres!();
     let pg = OwnPostgres::init();
     let s = TestServer::start_config({
         let mut c = common::test_config(&pg.url());
@@ -171,6 +174,7 @@ async fn database_outage_through_envoy_answers_in_time() {
 /// the database down, every caller then got 503.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_reconnecting_during_a_database_outage_keeps_warm_callers() {
+    skip_without_postgres!();
     let pg = OwnPostgres::init();
     let port = common::free_port();
     /// Killed when dropped, a failed assertion included.
@@ -260,6 +264,7 @@ async fn redis_reconnecting_during_a_database_outage_keeps_warm_callers() {
 /// keys cold (refused with 503 until the database is back).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_user_change_before_an_outage_leaves_other_keys_warm() {
+    skip_without_postgres!();
     let pg = OwnPostgres::init();
     let s = TestServer::start_config(common::test_config(&pg.url())).await;
     let (changed, changed_key) = s.user_with_key("changed@example.com", Role::Viewer, None).await;

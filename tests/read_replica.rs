@@ -37,6 +37,7 @@ async fn replicated(replica: &str, key_id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_on_the_replica_writes_on_the_primary() {
+    skip_without_postgres!();
     let primary = OwnPostgres::init();
     let replica = primary.replica();
     let s = TestServer::start_config({

@@ -13,6 +13,7 @@ use common::{Backend, Process, TestServer};
 use gatehouse::domain::{Group, Role};
 
 async fn shared_limits_and_revocations(redis_url: &str) {
+    skip_without_postgres!();
     let (url, _dir) = common::fresh_database(Backend::Postgres).await;
     let setup = TestServer::start_config(common::test_config(&url)).await;
     let (_, admin) = setup.user_with_key("root@example.com", Role::Admin, None).await;

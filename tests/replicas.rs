@@ -24,6 +24,7 @@ async fn until_denied(p: &Process, headers: &[(&str, &str)]) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocations_reach_every_replica_within_a_second() {
+    skip_without_postgres!();
     let redis_url =
         std::env::var("GATEHOUSE_TEST_REDIS_URL").expect("GATEHOUSE_TEST_REDIS_URL is not set: run scripts/test");
     let (url, _dir) = common::fresh_database(Backend::Postgres).await;

@@ -132,6 +132,8 @@ async fn every_algorithm_signs_verifies_and_publishes() {
         (Algorithm::RS256, Some("rsa.pem"), Some("RSA")),
         (Algorithm::ES256, Some("p256.pem"), Some("EC")),
         (Algorithm::EdDSA, Some("ed25519.pem"), Some("OKP")),
+        // PKCS#8 v2 (RFC 5958): the public key follows the seed.
+        (Algorithm::EdDSA, Some("ed25519-v2.pem"), Some("OKP")),
         (Algorithm::HS256, None, None),
     ] {
         let s = TestServer::start_with(Backend::Sqlite, |c| {

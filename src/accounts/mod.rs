@@ -14,7 +14,8 @@ use crate::authn::oidc::ExternalIdentity;
 use crate::authn::password;
 use crate::config::AccountSettings;
 use crate::domain::{
-    ApiKey, AuditAction, DEFAULT_GROUP, Group, ModelList, NewUser, Principal, Role, RolePermissions, User, UserUpdate,
+    ApiKey, AuditAction, AuditEvent, AuditQuery, DEFAULT_GROUP, Group, ModelList, NewUser, Principal, Role,
+    RolePermissions, User, UserUpdate,
 };
 use crate::secret::Secret;
 use crate::store::bus::{Apply, Bus, Change};
@@ -453,8 +454,40 @@ impl Accounts {
         Ok(group)
     }
 
+    /// The store itself, for start-up and tests; the doors use the
+    /// methods below.
     pub fn store(&self) -> &DynStore {
         &self.store
+    }
+
+    /// The audit log this service records to.
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> Result<(), AccountError> {
+        Ok(self.store.ping().await?)
+    }
+
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<User>, AccountError> {
+        Ok(self.store.user_by_id(id).await?)
+    }
+
+    pub async fn list_users(&self) -> Result<Vec<User>, AccountError> {
+        Ok(self.store.list_users().await?)
+    }
+
+    pub async fn group(&self, name: &str) -> Result<Option<Group>, AccountError> {
+        Ok(self.store.group(name).await?)
+    }
+
+    pub async fn list_groups(&self) -> Result<Vec<Group>, AccountError> {
+        Ok(self.store.list_groups().await?)
+    }
+
+    pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, AccountError> {
+        Ok(self.store.audit_events(query).await?)
     }
 
     pub async fn create_user(

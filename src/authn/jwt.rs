@@ -132,12 +132,12 @@ impl JwtKeys {
     }
 }
 
-/// The public JWK of an Ed25519 private key in PKCS#8 DER (the seed is its
-/// last 32 bytes).
+/// The public JWK of an Ed25519 private key in PKCS#8 DER, v1 or v2 (RFC
+/// 5958: a v2 key carries its public key too, which must match the seed).
 fn ed25519_jwk(pkcs8: &[u8]) -> Option<Jwk> {
     use base64::Engine;
-    let seed: [u8; 32] = pkcs8.get(pkcs8.len().checked_sub(32)?..)?.try_into().ok()?;
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed).verifying_key();
+    use ed25519_dalek::pkcs8::DecodePrivateKey;
+    let public = ed25519_dalek::SigningKey::from_pkcs8_der(pkcs8).ok()?.verifying_key();
     Some(Jwk {
         common: CommonParameters { key_algorithm: Some(KeyAlgorithm::EdDSA), ..Default::default() },
         algorithm: AlgorithmParameters::OctetKeyPair(OctetKeyPairParameters {

@@ -73,6 +73,11 @@ struct LoadArgs {
     /// separated by `|` (e.g. `x-api-key: gk_...`).
     #[arg(long)]
     header_sets: Option<PathBuf>,
+    /// The server's process id: its CPU time over the measured window is
+    /// reported per Check (`server_cpu_us_per_check`), a figure that does not
+    /// depend on how busy the machine was.
+    #[arg(long)]
+    server_pid: Option<u32>,
     /// A label for the report.
     #[arg(long, default_value = "")]
     label: String,
@@ -201,6 +206,14 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
+    // The server's CPU time when measuring starts (read on time by a task of
+    // its own) and when it ends.
+    let cpu_from = args.server_pid.map(|pid| {
+        tokio::spawn(async move {
+            tokio::time::sleep_until(measure_from.into()).await;
+            cpu_ticks(pid)
+        })
+    });
     let mut tasks = Vec::new();
     let tickets = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let rate = args.rate;
@@ -267,8 +280,15 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         }
         all.errors += t.errors;
     }
+    let cpu_to = args.server_pid.and_then(cpu_ticks);
     all.latencies_ns.sort_unstable();
     let n = all.latencies_ns.len();
+    let cpu_us_per_check = match (cpu_from, cpu_to) {
+        (Some(from), Some(to)) if n > 0 => {
+            from.await?.map(|from| to.saturating_sub(from) as f64 * 1e6 / USER_HZ / n as f64)
+        }
+        _ => None,
+    };
     let pct = |p: f64| -> f64 {
         if n == 0 {
             return 0.0;
@@ -289,6 +309,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         "outcomes": all.outcomes,
         "errors": all.errors,
         "header_sets": sets.len(),
+        "server_cpu_us_per_check": cpu_us_per_check,
     });
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -296,7 +317,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     } else {
         writeln!(
             out,
-            "{:<28} {:>10.0} req/s  p50 {:>7.1}us  p90 {:>7.1}us  p99 {:>7.1}us  p99.9 {:>7.1}us  {}  errors {}",
+            "{:<28} {:>10.0} req/s  p50 {:>7.1}us  p90 {:>7.1}us  p99 {:>7.1}us  p99.9 {:>7.1}us  {}  errors {}{}",
             args.label,
             report["rps"].as_f64().unwrap_or(0.0),
             pct(50.0),
@@ -304,7 +325,8 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
             pct(99.0),
             pct(99.9),
             serde_json::to_string(&report["outcomes"])?,
-            all.errors
+            all.errors,
+            cpu_us_per_check.map_or_else(String::new, |c| format!("  server CPU {c:.1}us/Check")),
         )?;
     }
     Ok(())
@@ -374,4 +396,17 @@ async fn seed(args: SeedArgs) -> anyhow::Result<()> {
         std::fs::write(out, text)?;
     }
     Ok(())
+}
+
+/// Clock ticks per second in /proc (USER_HZ: 100 on Linux, whatever the kernel's HZ).
+const USER_HZ: f64 = 100.0;
+
+/// A process's CPU time so far (user + system, all threads), in clock ticks.
+fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces), from field 3 on:
+    // utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }

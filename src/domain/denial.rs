@@ -1,5 +1,6 @@
-//! Why a request is refused. One enum for the whole Check path; transports map
-//! it once to an HTTP status, a gRPC code and a JSON error body.
+//! Why a request is refused. One enum for the whole Check path; how each door
+//! writes it (HTTP status, gRPC code, challenge, JSON envelope) is
+//! `crate::render`'s alone.
 
 use super::permission::PermissionSet;
 
@@ -18,41 +19,6 @@ pub enum ErrorKind {
     RateLimited,
     /// 503 `AUTH_BACKEND_UNAVAILABLE` / `api_error`
     Unavailable,
-}
-
-impl ErrorKind {
-    pub const fn http_status(self) -> u16 {
-        match self {
-            ErrorKind::InvalidRequest => 400,
-            ErrorKind::Unauthenticated => 401,
-            ErrorKind::Forbidden => 403,
-            ErrorKind::TooLarge => 413,
-            ErrorKind::RateLimited => 429,
-            ErrorKind::Unavailable => 503,
-        }
-    }
-
-    pub const fn code(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest => "VALIDATION_ERROR",
-            ErrorKind::Unauthenticated => "AUTHENTICATION_FAILED",
-            ErrorKind::Forbidden => "PERMISSION_DENIED",
-            ErrorKind::TooLarge => "PAYLOAD_TOO_LARGE",
-            ErrorKind::RateLimited => "RATE_LIMITED",
-            ErrorKind::Unavailable => "AUTH_BACKEND_UNAVAILABLE",
-        }
-    }
-
-    /// The OpenAI error `type`, so OpenAI SDKs raise the right exception.
-    pub const fn error_type(self) -> &'static str {
-        match self {
-            ErrorKind::InvalidRequest | ErrorKind::TooLarge => "invalid_request_error",
-            ErrorKind::Unauthenticated => "authentication_error",
-            ErrorKind::Forbidden => "permission_error",
-            ErrorKind::RateLimited => "rate_limit_error",
-            ErrorKind::Unavailable => "api_error",
-        }
-    }
 }
 
 /// A refused Check. Messages never contain the presented credential.
@@ -176,63 +142,5 @@ impl Denial {
             Denial::PromptTooLong { .. } => Some("messages"),
             _ => None,
         }
-    }
-
-    /// The `WWW-Authenticate` challenge (RFC 6750 section 3) for 401s.
-    pub fn www_authenticate(&self) -> Option<String> {
-        match self {
-            Denial::MissingCredential | Denial::InvalidLogin => Some(r#"Bearer realm="gatehouse""#.to_owned()),
-            d if d.kind() == ErrorKind::Unauthenticated => Some(format!(
-                r#"Bearer realm="gatehouse", error="invalid_token", error_description="{}""#,
-                d.to_string().replace('"', "'")
-            )),
-            _ => None,
-        }
-    }
-
-    /// The JSON error body shared by the REST API and Check denials.
-    pub fn body(&self) -> String {
-        error_body_with_param(self.kind(), &self.message(), self.param(), serde_json::Value::Null)
-    }
-}
-
-/// `{"error":{"code","message","type","param","details"}}`: the seed's shape with
-/// OpenAI's `type` and `param`, so both kinds of client understand it.
-pub fn error_body(kind: ErrorKind, message: &str, details: serde_json::Value) -> String {
-    error_body_with_param(kind, message, None, details)
-}
-
-fn error_body_with_param(kind: ErrorKind, message: &str, param: Option<&str>, details: serde_json::Value) -> String {
-    serde_json::json!({
-        "error": {
-            "code": kind.code(),
-            "message": message,
-            "type": kind.error_type(),
-            "param": param,
-            "details": details,
-        }
-    })
-    .to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bodies_have_the_seed_shape() {
-        let body: serde_json::Value = serde_json::from_str(&Denial::InvalidCredential.body()).unwrap();
-        assert_eq!(body["error"]["code"], "AUTHENTICATION_FAILED");
-        assert_eq!(body["error"]["type"], "authentication_error");
-        assert!(body["error"]["param"].is_null());
-        assert!(body["error"]["details"].is_null());
-    }
-
-    #[test]
-    fn challenges_only_for_401() {
-        assert_eq!(Denial::MissingCredential.www_authenticate().unwrap(), r#"Bearer realm="gatehouse""#);
-        assert!(Denial::Expired.www_authenticate().unwrap().contains(r#"error="invalid_token""#));
-        assert!(Denial::BackendUnavailable.www_authenticate().is_none());
-        assert!(Denial::ConflictingCredentials.www_authenticate().is_none());
     }
 }

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use crate::accounts::{AccountError, Accounts, Acting, Door, KeyRequest};
 use crate::audit::{Audit, event};
 use crate::authz::Authorizer;
-use crate::domain::{ApiKey, AuditAction, Denial, ErrorKind, NewAuditEvent, Permission, Principal};
+use crate::domain::{ApiKey, AuditAction, Denial, NewAuditEvent, Permission, Principal};
 
 pub mod pb {
     tonic::include_proto!("gatehouse.admin.v1");
@@ -25,7 +25,7 @@ pub struct AdminService {
 
 impl AdminService {
     pub fn new(authorizer: Arc<Authorizer>, accounts: Accounts) -> Self {
-        let audit = Audit::new(accounts.store().clone());
+        let audit = accounts.audit().clone();
         AdminService { authorizer, accounts, audit }
     }
 
@@ -75,14 +75,7 @@ fn now() -> i64 {
 }
 
 fn denial_status(d: &Denial) -> Status {
-    let message = d.message();
-    match d.kind() {
-        ErrorKind::InvalidRequest | ErrorKind::TooLarge => Status::invalid_argument(message),
-        ErrorKind::Unauthenticated => Status::unauthenticated(message),
-        ErrorKind::Forbidden => Status::permission_denied(message),
-        ErrorKind::RateLimited => Status::resource_exhausted(message),
-        ErrorKind::Unavailable => Status::unavailable(message),
-    }
+    crate::render::grpc_status(d)
 }
 
 fn account_status(e: AccountError) -> Status {

@@ -20,9 +20,10 @@ use tonic::{Request, Response, Status};
 
 use crate::authn::credentials;
 use crate::authz::{Allow, Authorizer, Decision, RESTATING_HEADERS, RequestView};
-use crate::domain::{Denial, ErrorKind, Principal};
+use crate::domain::{Denial, Principal};
 use crate::policy::body::RequestBody;
 use crate::ratelimit::{Outcome, ceil_secs};
+use crate::render;
 
 /// Headers Gatehouse sets for the upstream. Any client-sent header in the
 /// `x-auth-` namespace is removed, so none of these can be spoofed; so is one
@@ -98,7 +99,7 @@ impl ExtAuthz {
         if let Some(denial) = shadow {
             identity.push(("x-auth-shadow-decision", "deny".to_owned()));
             identity.push(("x-auth-shadow-reason", denial.reason().to_owned()));
-            identity.push(("x-auth-shadow-status", denial.kind().http_status().to_string()));
+            identity.push(("x-auth-shadow-status", render::http_status(denial.kind()).to_string()));
         }
         let strip_credential = allow.strip_credential && self.strip_credentials;
         // Client-sent identity headers not overwritten below (any spelling
@@ -268,24 +269,24 @@ fn deny_with(denial: &Denial, metadata: Struct) -> CheckResponse {
         header("content-type", "application/json".to_owned(), HeaderAppendAction::OverwriteIfExistsOrAdd),
         header("cache-control", "no-store".to_owned(), HeaderAppendAction::OverwriteIfExistsOrAdd),
     ];
-    if let Some(challenge) = denial.www_authenticate() {
+    if let Some(challenge) = render::challenge(denial) {
         headers.push(header("www-authenticate", challenge, HeaderAppendAction::OverwriteIfExistsOrAdd));
     }
     if let Denial::RateLimited { limit, retry_after_seconds, reset_seconds, .. } = denial {
         let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
         headers.push(header("retry-after", retry_after_seconds.to_string(), overwrite));
-        headers.push(header("x-ratelimit-limit", limit.to_string(), overwrite));
-        headers.push(header("x-ratelimit-remaining", "0".to_owned(), overwrite));
-        headers.push(header("x-ratelimit-reset", (unix_now() + reset_seconds).to_string(), overwrite));
+        for (name, value) in render::rate_limit_headers(*limit, 0, *reset_seconds) {
+            headers.push(header(name, value, overwrite));
+        }
     }
     let denied = DeniedHttpResponse {
-        status: Some(HttpStatus { code: i32::from(kind.http_status()) }),
+        status: Some(HttpStatus { code: i32::from(render::http_status(kind)) }),
         headers,
-        body: denial.body(),
+        body: render::denial_body(denial),
     };
     CheckResponse {
         status: Some(rpc::Status {
-            code: grpc_code(kind) as i32,
+            code: render::grpc_code(kind) as i32,
             message: denial.reason().to_owned(),
             details: vec![],
         }),
@@ -294,19 +295,13 @@ fn deny_with(denial: &Denial, metadata: Struct) -> CheckResponse {
     }
 }
 
-fn unix_now() -> u64 {
-    time::OffsetDateTime::now_utc().unix_timestamp().unsigned_abs()
-}
-
 /// `X-RateLimit-*` for the client's response (seed 003): the limit, what is
 /// left, and when (Unix seconds) the bucket is full again.
 fn rate_headers(rate: Outcome) -> Vec<HeaderValueOption> {
-    let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
-    vec![
-        header("x-ratelimit-limit", rate.limit.to_string(), overwrite),
-        header("x-ratelimit-remaining", rate.remaining.to_string(), overwrite),
-        header("x-ratelimit-reset", (unix_now() + ceil_secs(rate.reset_after)).to_string(), overwrite),
-    ]
+    render::rate_limit_headers(rate.limit, rate.remaining, ceil_secs(rate.reset_after))
+        .into_iter()
+        .map(|(name, value)| header(name, value, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .collect()
 }
 
 /// The downstream client's address, as Envoy reports it.
@@ -316,16 +311,6 @@ fn client_ip(request: &CheckRequest) -> Option<&str> {
     match address {
         Address::SocketAddress(s) if !s.address.is_empty() => Some(s.address.as_str()),
         _ => None,
-    }
-}
-
-fn grpc_code(kind: ErrorKind) -> tonic::Code {
-    match kind {
-        ErrorKind::InvalidRequest | ErrorKind::TooLarge => tonic::Code::InvalidArgument,
-        ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
-        ErrorKind::Forbidden => tonic::Code::PermissionDenied,
-        ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
-        ErrorKind::Unavailable => tonic::Code::Unavailable,
     }
 }
 

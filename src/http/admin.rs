@@ -37,7 +37,7 @@ fn parse_role(role: &str) -> Result<Role, ApiError> {
 ))]
 pub async fn list_users(State(s): State<HttpState>, caller: Caller, audited: Audited) -> Result<Response, ApiError> {
     admin(&audited, &caller).await?;
-    let users = s.accounts.store().list_users().await?;
+    let users = s.accounts.list_users().await?;
     let views: Vec<UserView> = users.iter().map(UserView::from).collect();
     Ok(list("users", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
@@ -217,7 +217,7 @@ pub async fn update_key(
 ))]
 pub async fn list_groups(State(s): State<HttpState>, caller: Caller, audited: Audited) -> Result<Response, ApiError> {
     admin(&audited, &caller).await?;
-    let groups = s.accounts.store().list_groups().await?;
+    let groups = s.accounts.list_groups().await?;
     let views: Vec<GroupView> = groups.iter().map(GroupView::from).collect();
     Ok(list("groups", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
 }
@@ -289,7 +289,7 @@ pub async fn update_group(
     if body.name.as_ref().is_some_and(|n| *n != name) {
         return Err(ApiError::validation("name", "a group cannot be renamed"));
     }
-    let current = s.accounts.store().group(&name).await?.ok_or_else(|| ApiError::NotFound("group not found".into()))?;
+    let current = s.accounts.group(&name).await?.ok_or_else(|| ApiError::NotFound("group not found".into()))?;
     let group = body.into_group(name, Some(&current))?;
     if group.models != current.models {
         let subject = format!("group:{}", group.name);
@@ -378,7 +378,7 @@ pub async fn audit_log(
         before,
         limit,
     };
-    let events = s.accounts.store().audit_events(&query).await?;
+    let events = s.accounts.audit_events(&query).await?;
     let next = (events.len() == limit as usize).then(|| events.last().map(|e| e.id.to_string())).flatten();
     let views: Vec<AuditView> = events.iter().map(AuditView::from).collect();
     Ok(page("events", serde_json::to_value(views).map_err(|_| ApiError::Internal)?, next))

@@ -276,7 +276,7 @@ pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Response
 async fn exchange_handoff(s: &HttpState, handoff: &super::login::Handoff, now: i64) -> Result<Response, ApiError> {
     let authn = s.authorizer.authn();
     s.auth_limits.admit_user("refresh", s.auth_limits.refresh, &handoff.user_id).await?;
-    let user = s.accounts.store().user_by_id(&handoff.user_id).await?.ok_or(Denial::InvalidCredential)?;
+    let user = s.accounts.user_by_id(&handoff.user_id).await?.ok_or(Denial::InvalidCredential)?;
     if user.disabled {
         return Err(Denial::AccountDisabled.into());
     }
@@ -299,7 +299,7 @@ async fn exchange(s: &HttpState, token: &str, now: i64) -> Result<Response, ApiE
         return Err(Denial::Revoked.into());
     }
     s.auth_limits.admit_user("refresh", s.auth_limits.refresh, &claims.sub).await?;
-    let user = s.accounts.store().user_by_id(&claims.sub).await?.ok_or(Denial::InvalidCredential)?;
+    let user = s.accounts.user_by_id(&claims.sub).await?.ok_or(Denial::InvalidCredential)?;
     if user.disabled {
         return Err(Denial::AccountDisabled.into());
     }
@@ -370,7 +370,7 @@ pub async fn logout_all(
 ) -> Result<Response, ApiError> {
     let now = now();
     let claims = session_to_end(&s, &headers, now)?;
-    let user = s.accounts.store().user_by_id(&claims.sub).await?.ok_or(Denial::InvalidCredential)?;
+    let user = s.accounts.user_by_id(&claims.sub).await?.ok_or(Denial::InvalidCredential)?;
     if claims.iat <= user.tokens_valid_after {
         return Err(Denial::Revoked.into());
     }

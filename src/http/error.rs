@@ -1,6 +1,6 @@
 //! The REST API's one error type: every failure becomes a status and the
-//! `{"error":{"code","message","type","param","details"}}` body here, and
-//! internal details never reach the client.
+//! one error envelope (`crate::render::envelope`) here, and internal details
+//! never reach the client.
 
 use std::time::Duration;
 
@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::accounts::AccountError;
 use crate::domain::{Denial, ErrorKind};
+use crate::render;
 use crate::store::StoreError;
 
 #[derive(Debug)]
@@ -39,7 +40,7 @@ impl ApiError {
     }
 
     fn parts(&self) -> (StatusCode, &'static str, &'static str, String, Value) {
-        let kind = |k: ErrorKind| (k.code(), k.error_type());
+        let kind = |k: ErrorKind| (render::code(k), render::error_type(k));
         match self {
             ApiError::Validation { message, field } => {
                 let (code, t) = kind(ErrorKind::InvalidRequest);
@@ -48,7 +49,7 @@ impl ApiError {
             }
             ApiError::Unauthenticated(d) => {
                 let (code, t) = kind(d.kind());
-                let status = StatusCode::from_u16(d.kind().http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+                let status = StatusCode::from_u16(render::http_status(d.kind())).unwrap_or(StatusCode::UNAUTHORIZED);
                 (status, code, t, d.message(), Value::Null)
             }
             ApiError::Forbidden(m) => {
@@ -107,15 +108,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, error_type, message, details) = self.parts();
-        let body = json!({
-            "success": false,
-            "error": { "code": code, "message": message, "type": error_type, "param": null, "details": details },
-        });
+        let body = render::envelope(code, error_type, &message, None, details);
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         if let ApiError::Unauthenticated(d) = &self
-            && let Some(challenge) = d.www_authenticate().and_then(|c| HeaderValue::from_str(&c).ok())
+            && let Some(challenge) = render::challenge(d).and_then(|c| HeaderValue::from_str(&c).ok())
         {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }

@@ -210,7 +210,7 @@ async fn readyz(State(state): State<HttpState>) -> Response {
         }
         Some(_) => "ok",
     };
-    match tokio::time::timeout(Duration::from_secs(2), state.accounts.store().ping()).await {
+    match tokio::time::timeout(Duration::from_secs(2), state.accounts.ping()).await {
         Ok(Ok(())) => {
             let status = if redis.starts_with("unavailable") { "degraded" } else { "ready" };
             Json(json!({"status": status, "database": "ok", "redis": redis})).into_response()
@@ -243,6 +243,12 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> Response {
-    let body = json!({"success": false, "error": {"code": "METHOD_NOT_ALLOWED", "message": "method not allowed on this endpoint", "type": "invalid_request_error", "param": null, "details": null}});
+    let body = crate::render::envelope(
+        "METHOD_NOT_ALLOWED",
+        "invalid_request_error",
+        "method not allowed on this endpoint",
+        None,
+        serde_json::Value::Null,
+    );
     (StatusCode::METHOD_NOT_ALLOWED, Json(body)).into_response()
 }

@@ -3,6 +3,9 @@
 //! command-line flags. Every invalid value fails start-up with a message that
 //! names the variable or key.
 
+mod summary;
+pub use summary::Summary;
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -576,6 +579,25 @@ impl Config {
 
     /// Loads with an explicit environment, for tests.
     pub fn load_with(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let config = Config::layered(file, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The route table alone, layered as at start-up (the file, the
+    /// environment, the policy file). Nothing else is validated or read:
+    /// a policy reload is not refused because a TLS certificate or a key
+    /// file is being replaced at that moment.
+    pub fn load_policy(file: Option<&Path>) -> Result<Policy, ConfigError> {
+        Config::load_policy_with(file, &|name| std::env::var(name).ok())
+    }
+
+    pub fn load_policy_with(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Policy, ConfigError> {
+        Config::layered(file, env)?.compile_policy()
+    }
+
+    /// Defaults, then the file, then the environment, then the policy file.
+    fn layered(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         if let Some(path) = file {
             config.apply_file(path)?;
@@ -583,7 +605,6 @@ impl Config {
         config.apply_env(env)?;
         config.apply_policy_file()?;
         config.apply_env_policy(env)?;
-        config.validate()?;
         Ok(config)
     }
 
@@ -1084,6 +1105,27 @@ mod tests {
             std::fs::write(&path, text).unwrap();
         }
         Config::load_with(file.map(|_| path.as_path()), &|k| vars.get(k).cloned())
+    }
+
+    #[test]
+    fn a_policy_reload_reads_the_policy_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gatehouse.toml");
+        let cert = dir.path().join("missing-cert.pem");
+        let key = dir.path().join("missing-key.pem");
+        let text = format!(
+            "[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n\n[[routes]]\npath = \"/v1/models\"\naccess = \"public\"\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        let env = |_: &str| None;
+        // Start-up reads the certificate (here: it is being replaced, absent)...
+        assert!(Config::load_with(Some(&path), &env).is_err());
+        // ...a policy reload does not.
+        let policy = Config::load_policy_with(Some(&path), &env).unwrap();
+        assert!(!policy.rules().is_empty());
+        // A policy that does not compile is still refused.
+        std::fs::write(&path, "[[routes]]\npath = \"no-slash\"\naccess = \"public\"\n").unwrap();
+        assert!(Config::load_policy_with(Some(&path), &env).is_err());
     }
 
     #[test]
