@@ -64,23 +64,36 @@ impl Provider {
             .args(["serve", self.keys.to_str().unwrap(), &self.port.to_string()])
             .env("REDIRECT_URIS", &self.redirect_uris)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
             .spawn()
             .unwrap();
         self.child = Some(child);
         let url = format!("{}/.well-known/openid-configuration", self.issuer());
-        // Generous: Node, the provider and an RSA key on a loaded 2-core machine.
-        for _ in 0..300 {
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return;
+        let output = || {
+            let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+            format!("{}{}", read(&log), read(&log.with_extension("err")))
+        };
+        // Ready once it says it listens and its discovery document answers
+        // (not some other server that took a reused port). Generous: Node,
+        // the provider and an RSA key on a loaded 2-core machine.
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+        let started = std::time::Instant::now();
+        let mut last = String::from("no answer yet");
+        while started.elapsed() < Duration::from_secs(120) {
+            if output().contains("oidc-provider listening") {
+                match client.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => return,
+                    Ok(r) => last = format!("discovery answered {}", r.status()),
+                    Err(e) => last = format!("discovery failed: {e}"),
+                }
             }
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("oidc-provider exited ({status}): {}", std::fs::read_to_string(&log).unwrap_or_default());
+                panic!("oidc-provider exited ({status}): {}", output());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("oidc-provider did not start in 30 s: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        panic!("oidc-provider did not start in 120 s ({last}): {}", output());
     }
 
     fn stop(&mut self) {

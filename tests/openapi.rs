@@ -180,7 +180,20 @@ async fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document()
         if let Some(key) = &key {
             cmd.args(["--header", &format!("Authorization: Bearer {key}")]);
         }
-        let out = cmd.output().unwrap();
+        // schemathesis (hypothesis, on this Python) now and then crashes
+        // inside itself ("Runtime Error" with its own traceback, and no
+        // finding): that run is repeated; a finding never is.
+        let mut out = cmd.output().unwrap();
+        for _ in 0..2 {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let crashed =
+                text.contains("Runtime Error") && text.contains("Traceback") && text.contains("site-packages/");
+            if out.status.success() || !crashed || text.contains("FAILURES") {
+                break;
+            }
+            eprintln!("schemathesis as {who} crashed inside itself; running it again:\n{text}");
+            out = cmd.output().unwrap();
+        }
         let text = String::from_utf8_lossy(&out.stdout);
         let summary: Vec<&str> = text.lines().filter(|l| l.contains("generated,")).collect();
         assert!(out.status.success(), "schemathesis as {who}:\n{text}{}", String::from_utf8_lossy(&out.stderr));
