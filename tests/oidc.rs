@@ -8,7 +8,7 @@ mod common;
 mod provisioning;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::{Backend, TestServer, free_port};
