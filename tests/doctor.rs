@@ -154,24 +154,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 /// A self-signed certificate for localhost valid for `days`: (cert, key).
 fn certificate(dir: &Path, days: u32) -> (String, String) {
-    let (cert, key) = (dir.join(format!("cert-{days}.pem")), dir.join(format!("key-{days}.pem")));
-    let status = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-days", &days.to_string(), "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (cert, key) = common::self_signed_certificate(dir, days);
     (cert.display().to_string(), key.display().to_string())
 }
 

@@ -291,29 +291,6 @@ async fn wait_for<T, F: std::future::Future<Output = Option<T>>>(
     }
 }
 
-/// A self-signed certificate for localhost valid for `days`: (cert, key).
-fn short_lived_certificate(dir: &Path, days: u32) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
-    let status = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args(["-days", &days.to_string(), "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "openssl req");
-    (cert, key)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_gatehouse_and_raises_the_alerts() {
     let Some(prometheus) = tool("prometheus") else { return };
@@ -339,7 +316,7 @@ async fn a_real_prometheus_scrapes_gatehouse_and_raises_the_alerts() {
         ("GATEHOUSE_BOOTSTRAP_ADMIN_PASSWORD", "an operator password"),
     ]);
     // Replica B: TLS with a certificate that expires in five days.
-    let (cert, key) = short_lived_certificate(dir.path(), 5);
+    let (cert, key) = common::self_signed_certificate(dir.path(), 5);
     let db_b = format!("sqlite://{}", dir.path().join("b.db").display());
     let b = Process::spawn(&[
         ("DATABASE_URL", &db_b),

@@ -704,3 +704,27 @@ pub async fn login(login_url: &str, email: &str, password: &str) -> String {
     let (_, body) = post_json(&reqwest::Client::new(), login_url, None, &body).await;
     body["access_token"].as_str().unwrap_or_else(|| panic!("login failed: {body}")).to_owned()
 }
+
+/// A self-signed P-256 certificate for localhost, valid for `days`, made by
+/// `openssl` in `dir`: (certificate, key) paths.
+pub fn self_signed_certificate(dir: &std::path::Path, days: u32) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join(format!("cert-{days}.pem")), dir.join(format!("key-{days}.pem")));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-days", &days.to_string(), "-keyout", key.to_str().unwrap(), "-out", cert.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "openssl req");
+    (cert, key)
+}
