@@ -11,6 +11,7 @@
 //! * [`render`]: how each door writes a refusal (status, gRPC code, challenge,
 //!   the one JSON error envelope).
 //! * [`grpc`], [`http`]: thin adapters for Envoy's ext_authz, health and probes.
+//! * [`meter`]: the token usage an upstream's response reports.
 //! * [`config`], [`app`], [`cli`], [`telemetry`]: start-up.
 
 pub mod accounts;
@@ -26,6 +27,7 @@ pub mod domain;
 pub mod fuzz;
 pub mod grpc;
 pub mod http;
+pub mod meter;
 pub mod policy;
 pub mod ratelimit;
 pub mod redis_target;

@@ -1,0 +1,581 @@
+//! The token usage an upstream reports in its response, read as the body goes
+//! by: OpenAI-style `usage` (`prompt_tokens`, `completion_tokens`,
+//! `total_tokens`; the Responses API's `input_tokens` / `output_tokens` too).
+//!
+//! A [`Meter`] is fed the response body in chunks, cut anywhere, and says at
+//! the end what was used, or why it cannot tell ([`Metered::Unmeasured`]). It
+//! holds little: a JSON body up to [`MAX_JSON_BYTES`], and for an event stream
+//! (`text/event-stream`) only the line and the event being read. No I/O here.
+//!
+//! Usage figures are refused loudly (a warning, never the body's content)
+//! rather than guessed: each must be a JSON non-negative integer (`7` or
+//! `7.0`, not `"7"`, `7.5` or `-7`) of at most [`MAX_TOKENS`], and a
+//! `total_tokens` given must be the sum of the other two.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The largest JSON response body read for its usage.
+pub const MAX_JSON_BYTES: usize = 4 << 20;
+/// The largest event-stream line, and event, read (a longer one is skipped).
+pub const MAX_EVENT_BYTES: usize = 1 << 20;
+/// The largest token count believed, per field.
+pub const MAX_TOKENS: u64 = 10_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// What a response used, or why that is unknown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metered {
+    Usage(Usage),
+    /// `no_usage`: the whole body was read and reported none.
+    /// `malformed_usage`: it reported one that is refused (see the module).
+    /// `malformed_body`: a JSON body that does not parse.
+    /// `cut`: the body ended before its end (upstream reset, client gone)
+    /// and no usage had been read.
+    /// `too_large`: the JSON body, or an event, was over the cap.
+    /// `unsupported_content_type`, `content_encoding`: not read at all.
+    Unmeasured(&'static str),
+}
+
+impl Metered {
+    /// A label for logs and metrics: `usage` or the reason.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            Metered::Usage(_) => "usage",
+            Metered::Unmeasured(reason) => reason,
+        }
+    }
+}
+
+/// Reads one response body's usage; see the module.
+#[derive(Debug)]
+pub struct Meter {
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Json {
+        body: Vec<u8>,
+        too_large: bool,
+    },
+    Sse(Sse),
+    /// Not read: the reason.
+    Skip(&'static str),
+}
+
+impl Meter {
+    /// For a response of this `content-type`.
+    pub fn new(content_type: Option<&str>) -> Meter {
+        let media = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        let kind = match media.as_deref() {
+            Some("application/json") => Kind::Json { body: Vec::new(), too_large: false },
+            Some(m) if m.starts_with("application/") && m.ends_with("+json") => {
+                Kind::Json { body: Vec::new(), too_large: false }
+            }
+            Some("text/event-stream") => Kind::Sse(Sse::default()),
+            _ => Kind::Skip("unsupported_content_type"),
+        };
+        Meter { kind }
+    }
+
+    /// For a response with these headers: a compressed body (any
+    /// `content-encoding` but `identity`) is not read.
+    pub fn for_response(content_type: Option<&str>, content_encoding: Option<&str>) -> Meter {
+        match content_encoding.map(str::trim) {
+            Some(e) if !e.is_empty() && !e.eq_ignore_ascii_case("identity") => {
+                Meter { kind: Kind::Skip("content_encoding") }
+            }
+            _ => Meter::new(content_type),
+        }
+    }
+
+    /// The next piece of the body, cut anywhere.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        match &mut self.kind {
+            Kind::Json { too_large: true, .. } | Kind::Skip(_) => {}
+            Kind::Json { body, too_large } => {
+                if body.len() + chunk.len() > MAX_JSON_BYTES {
+                    *too_large = true;
+                    *body = Vec::new();
+                } else {
+                    body.extend_from_slice(chunk);
+                }
+            }
+            Kind::Sse(sse) => sse.feed(chunk),
+        }
+    }
+
+    /// What was used. `end_of_stream`: the body was read to its end; without
+    /// it (a cut stream) a usage already read still counts, since streams
+    /// report it last, and otherwise the answer is `cut`.
+    pub fn finish(self, end_of_stream: bool) -> Metered {
+        match self.kind {
+            Kind::Skip(_) | Kind::Json { .. } if !end_of_stream => Metered::Unmeasured("cut"),
+            Kind::Skip(reason) => Metered::Unmeasured(reason),
+            Kind::Json { too_large: true, .. } => Metered::Unmeasured("too_large"),
+            Kind::Json { body, .. } if body.trim_ascii().is_empty() => Metered::Unmeasured("no_usage"),
+            Kind::Json { body, .. } => match Envelope::parse(&body) {
+                Ok(envelope) => match envelope.usage() {
+                    Some(usage) => checked(usage),
+                    None => Metered::Unmeasured("no_usage"),
+                },
+                Err(e) => {
+                    tracing::warn!(
+                        error_line = e.line(),
+                        error_column = e.column(),
+                        bytes = body.len(),
+                        "response body is not JSON: its usage is unknown"
+                    );
+                    Metered::Unmeasured("malformed_body")
+                }
+            },
+            Kind::Sse(sse) => sse.finish(end_of_stream),
+        }
+    }
+}
+
+/// The fields of a response, or of a stream's event, that may hold usage.
+/// Every other field is skipped without being kept.
+#[derive(Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    usage: Option<Value>,
+    /// The Responses API's stream events carry it in `response.usage`.
+    #[serde(default)]
+    response: Option<Value>,
+}
+
+impl Envelope {
+    /// A JSON object's (serde would read an array as the fields in order).
+    fn parse(bytes: &[u8]) -> serde_json::Result<Envelope> {
+        match bytes.trim_ascii_start().first() {
+            Some(b'{') => serde_json::from_slice(bytes),
+            _ => Err(serde::de::Error::custom("not a JSON object")),
+        }
+    }
+
+    /// The usage value, when one is given (`null` is none).
+    fn usage(self) -> Option<Value> {
+        match self.usage {
+            Some(Value::Null) | None => match self.response {
+                Some(Value::Object(mut response)) => response.remove("usage").filter(|u| !u.is_null()),
+                _ => None,
+            },
+            usage => usage,
+        }
+    }
+}
+
+/// A usage value checked, or refused with a warning.
+fn checked(usage: Value) -> Metered {
+    match parse_usage(&usage) {
+        Ok(usage) => Metered::Usage(usage),
+        Err(why) => {
+            tracing::warn!(why, "upstream reported a usage that is refused: this response is not metered");
+            Metered::Unmeasured("malformed_usage")
+        }
+    }
+}
+
+fn parse_usage(usage: &Value) -> Result<Usage, &'static str> {
+    let Value::Object(fields) = usage else { return Err("usage is not an object") };
+    let (prompt, completion) = if fields.contains_key("prompt_tokens") || fields.contains_key("completion_tokens") {
+        ("prompt_tokens", "completion_tokens")
+    } else {
+        ("input_tokens", "output_tokens")
+    };
+    let count = |name: &str| -> Result<Option<u64>, &'static str> {
+        let Some(value) = fields.get(name) else { return Ok(None) };
+        let n = match value {
+            Value::Number(n) => match (n.as_u64(), n.as_f64()) {
+                (Some(n), _) => n,
+                (None, Some(f)) if f >= 0.0 && f.fract() == 0.0 && f <= MAX_TOKENS as f64 => f as u64,
+                (None, Some(f)) if f.fract() != 0.0 => return Err("a token count has a fraction"),
+                _ => return Err("a token count is negative or too large"),
+            },
+            _ => return Err("a token count is not a number"),
+        };
+        if n > MAX_TOKENS {
+            return Err("a token count is over the limit");
+        }
+        Ok(Some(n))
+    };
+    let prompt_tokens = count(prompt)?.ok_or("no prompt (input) token count")?;
+    // Embeddings report no completion.
+    let completion_tokens = count(completion)?.unwrap_or(0);
+    let sum = prompt_tokens + completion_tokens;
+    match count("total_tokens")? {
+        Some(total) if total != sum => Err("total_tokens is not the sum of the others"),
+        _ => Ok(Usage { prompt_tokens, completion_tokens, total_tokens: sum }),
+    }
+}
+
+/// An event stream read line by line: the unfinished line, the unfinished
+/// event's data, and the last usage read.
+#[derive(Debug, Default)]
+struct Sse {
+    line: Vec<u8>,
+    /// The line is over the cap: skipped up to its end.
+    line_skipped: bool,
+    /// The previous chunk ended with `\r`: a `\n` first in this one ends nothing.
+    after_cr: bool,
+    data: Vec<u8>,
+    has_data: bool,
+    /// The event's data is over the cap: skipped up to its end.
+    data_skipped: bool,
+    /// Something was skipped for its size.
+    skipped: bool,
+    last: Option<Metered>,
+}
+
+impl Sse {
+    fn feed(&mut self, mut chunk: &[u8]) {
+        if self.after_cr {
+            self.after_cr = false;
+            if let [b'\n', rest @ ..] = chunk {
+                chunk = rest;
+            }
+        }
+        while let Some(end) = chunk.iter().position(|&b| b == b'\n' || b == b'\r') {
+            self.push_line_part(&chunk[..end]);
+            self.end_line();
+            if chunk[end] == b'\r' {
+                match chunk.get(end + 1) {
+                    Some(b'\n') => chunk = &chunk[end + 2..],
+                    Some(_) => chunk = &chunk[end + 1..],
+                    None => {
+                        self.after_cr = true;
+                        return;
+                    }
+                }
+            } else {
+                chunk = &chunk[end + 1..];
+            }
+        }
+        self.push_line_part(chunk);
+    }
+
+    fn push_line_part(&mut self, part: &[u8]) {
+        if self.line_skipped {
+            return;
+        }
+        if self.line.len() + part.len() > MAX_EVENT_BYTES {
+            self.line_skipped = true;
+            self.skipped = true;
+            self.line = Vec::new();
+        } else {
+            self.line.extend_from_slice(part);
+        }
+    }
+
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        if std::mem::take(&mut self.line_skipped) {
+            // A data line too long to keep spoils its event.
+            self.data_skipped = true;
+            self.has_data = true;
+            return;
+        }
+        if line.is_empty() {
+            self.dispatch();
+            return;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(0) => return, // a comment
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (&line[..], &[][..]),
+        };
+        if field != b"data" || self.data_skipped {
+            return;
+        }
+        if self.has_data {
+            self.data.push(b'\n');
+        }
+        self.has_data = true;
+        if self.data.len() + value.len() > MAX_EVENT_BYTES {
+            self.data_skipped = true;
+            self.skipped = true;
+            self.data = Vec::new();
+        } else {
+            self.data.extend_from_slice(value);
+        }
+        self.line = line;
+        self.line.clear();
+    }
+
+    /// The event is complete: its usage, if it has one, is the last one.
+    fn dispatch(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        let (has_data, skipped) = (std::mem::take(&mut self.has_data), std::mem::take(&mut self.data_skipped));
+        if !has_data || skipped || data == b"[DONE]" {
+            return;
+        }
+        // Only events that mention usage are parsed.
+        if !data.windows(7).any(|w| w == b"\"usage\"") {
+            return;
+        }
+        match Envelope::parse(&data) {
+            Ok(envelope) => {
+                if let Some(usage) = envelope.usage() {
+                    self.last = Some(checked(usage));
+                }
+            }
+            Err(e) => tracing::debug!(error_column = e.column(), "an event's data is not JSON: skipped"),
+        }
+    }
+
+    fn finish(mut self, end_of_stream: bool) -> Metered {
+        if end_of_stream {
+            // The last event, when the stream ends without a blank line.
+            if !self.line.is_empty() || self.line_skipped {
+                self.end_line();
+            }
+            self.dispatch();
+        }
+        match self.last {
+            Some(last) => last,
+            None if !end_of_stream => Metered::Unmeasured("cut"),
+            None if self.skipped => Metered::Unmeasured("too_large"),
+            None => Metered::Unmeasured("no_usage"),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, reason = "tests fail loudly by design")]
+mod tests {
+    use super::*;
+
+    fn usage(prompt: u64, completion: u64) -> Metered {
+        Metered::Usage(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+        })
+    }
+
+    fn meter(content_type: &str, chunks: &[&[u8]], end: bool) -> Metered {
+        let mut m = Meter::new(Some(content_type));
+        for c in chunks {
+            m.feed(c);
+        }
+        m.finish(end)
+    }
+
+    fn json(body: &str) -> Metered {
+        meter("application/json", &[body.as_bytes()], true)
+    }
+
+    const SSE: &str = concat!(
+        ": keep-alive\r\n\r\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"h\u{e9}llo \u{1F600}\"}}],\"usage\":null}\r\n\r\n",
+        "event: message\r\n",
+        "data: {\"id\":\"c1\",\"choices\":[{\"delta\":{\"content\":\"data: {\\\"usage\\\":{}}\"}}]}\r\n\r\n",
+        "data: {\"id\":\"c1\",\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34,",
+        "\"total_tokens\":46}}\r\n\r\n",
+        "data: [DONE]\r\n\r\n",
+    );
+
+    #[test]
+    fn json_usage() {
+        let body = r#"{"id":"x","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        assert_eq!(json(body), usage(5, 7));
+        assert_eq!(meter("Application/JSON; charset=utf-8", &[body.as_bytes()], true), usage(5, 7));
+        // Split anywhere.
+        for i in 0..body.len() {
+            let (a, b) = body.as_bytes().split_at(i);
+            assert_eq!(meter("application/json", &[a, b], true), usage(5, 7), "split at {i}");
+        }
+        // Total computed when absent; embeddings have no completion.
+        assert_eq!(json(r#"{"usage":{"prompt_tokens":5,"completion_tokens":7}}"#), usage(5, 7));
+        assert_eq!(json(r#"{"data":[],"usage":{"prompt_tokens":8,"total_tokens":8}}"#), usage(8, 0));
+        // Whole floats are integers.
+        assert_eq!(json(r#"{"usage":{"prompt_tokens":5.0,"completion_tokens":7,"total_tokens":1.2e1}}"#), usage(5, 7));
+        // The Responses API's spelling.
+        assert_eq!(json(r#"{"usage":{"input_tokens":3,"output_tokens":4,"total_tokens":7}}"#), usage(3, 4));
+    }
+
+    #[test]
+    fn json_without_usage() {
+        assert_eq!(json(r#"{"id":"x","choices":[]}"#), Metered::Unmeasured("no_usage"));
+        assert_eq!(json(r#"{"usage":null}"#), Metered::Unmeasured("no_usage"));
+        assert_eq!(json(r#"{"error":{"message":"rate limited"}}"#), Metered::Unmeasured("no_usage"));
+        assert_eq!(json(r#"{"usage":{"prompt_tokens":1}"#), Metered::Unmeasured("malformed_body"));
+        assert_eq!(json(""), Metered::Unmeasured("no_usage"));
+        assert_eq!(json("x"), Metered::Unmeasured("malformed_body"));
+        assert_eq!(json("[1,2]"), Metered::Unmeasured("malformed_body"));
+        // Two top-level usages: which would count? Neither.
+        let twice = r#"{"usage":{"prompt_tokens":1},"usage":{"prompt_tokens":2}}"#;
+        assert_eq!(json(twice), Metered::Unmeasured("malformed_body"));
+    }
+
+    #[test]
+    fn malformed_usage_is_refused() {
+        for bad in [
+            r#""#,
+            r#""prompt_tokens":"5","completion_tokens":7"#,
+            r#""prompt_tokens":5.5,"completion_tokens":7"#,
+            r#""prompt_tokens":-5,"completion_tokens":7"#,
+            r#""prompt_tokens":5,"completion_tokens":-0.5"#,
+            r#""prompt_tokens":5,"completion_tokens":7,"total_tokens":13"#,
+            r#""prompt_tokens":5,"completion_tokens":7,"total_tokens":"12""#,
+            r#""prompt_tokens":10000001,"completion_tokens":7"#,
+            r#""prompt_tokens":1e300,"completion_tokens":7"#,
+            r#""prompt_tokens":18446744073709551615,"completion_tokens":18446744073709551615"#,
+            r#""prompt_tokens":5,"completion_tokens":null"#,
+            r#""prompt_tokens":true"#,
+            r#""completion_tokens":7"#,
+            r#""input_tokens":[1],"output_tokens":2"#,
+        ] {
+            let body = format!(r#"{{"usage":{{{bad}}}}}"#);
+            assert_eq!(json(&body), Metered::Unmeasured("malformed_usage"), "{body}");
+        }
+        for bad in [r#"{"usage":"12"}"#, r#"{"usage":12}"#, r#"{"usage":[]}"#] {
+            assert_eq!(json(bad), Metered::Unmeasured("malformed_usage"), "{bad}");
+        }
+        // At the limit is fine.
+        let at = r#"{"usage":{"prompt_tokens":10000000,"completion_tokens":10000000}}"#;
+        assert_eq!(json(at), usage(10_000_000, 10_000_000));
+    }
+
+    #[test]
+    fn json_over_the_cap_is_too_large() {
+        let mut m = Meter::new(Some("application/json"));
+        let chunk = vec![b' '; 1 << 20];
+        for _ in 0..4 {
+            m.feed(&chunk);
+        }
+        m.feed(br#"{"usage":{"prompt_tokens":1}}"#);
+        assert!(matches!(&m.kind, Kind::Json { body, too_large: true } if body.is_empty()));
+        assert_eq!(m.finish(true), Metered::Unmeasured("too_large"));
+    }
+
+    #[test]
+    fn json_cut_is_cut() {
+        let body = br#"{"usage":{"prompt_tokens":5,"completion_tokens":7}}"#;
+        assert_eq!(meter("application/json", &[body], false), Metered::Unmeasured("cut"));
+    }
+
+    #[test]
+    fn other_bodies_are_not_read() {
+        assert_eq!(meter("text/plain", &[b"usage"], true), Metered::Unmeasured("unsupported_content_type"));
+        assert_eq!(Meter::new(None).finish(true), Metered::Unmeasured("unsupported_content_type"));
+        let mut m = Meter::for_response(Some("application/json"), Some("gzip"));
+        m.feed(br#"{"usage":{"prompt_tokens":5}}"#);
+        assert_eq!(m.finish(true), Metered::Unmeasured("content_encoding"));
+        let mut m = Meter::for_response(Some("application/json"), Some("identity"));
+        m.feed(br#"{"usage":{"prompt_tokens":5}}"#);
+        assert_eq!(m.finish(true), usage(5, 0));
+    }
+
+    #[test]
+    fn sse_usage_split_at_every_byte() {
+        let bytes = SSE.as_bytes();
+        assert_eq!(meter("text/event-stream", &[bytes], true), usage(12, 34));
+        for i in 0..=bytes.len() {
+            let (a, b) = bytes.split_at(i);
+            assert_eq!(meter("text/event-stream", &[a, b], true), usage(12, 34), "split at {i}");
+            // And cut there: the usage counts once its event is complete.
+            let cut = meter("text/event-stream", &[a], false);
+            // Complete at the CR of the blank line after it.
+            let complete = SSE.find("data: [DONE]").unwrap() - 1;
+            let expected = if i >= complete { usage(12, 34) } else { Metered::Unmeasured("cut") };
+            assert_eq!(cut, expected, "cut at {i}");
+        }
+        // One byte at a time.
+        let singles: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(meter("text/event-stream", &singles, true), usage(12, 34));
+        // With LF only, and with CR only.
+        let lf = SSE.replace("\r\n", "\n");
+        let cr = SSE.replace("\r\n", "\r");
+        for text in [&lf, &cr] {
+            for i in 0..=text.len() {
+                let (a, b) = text.as_bytes().split_at(i);
+                assert_eq!(meter("text/event-stream; charset=utf-8", &[a, b], true), usage(12, 34), "split at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn sse_last_usage_wins_and_done_is_ignored() {
+        let text = concat!(
+            "data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":1}}\n\n",
+            "data: {\"usage\":{\"prompt_tokens\":2,\"completion_tokens\":3}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], true), usage(2, 3));
+        // Data on two lines is one event.
+        let text = "data: {\"usage\":\ndata: {\"prompt_tokens\":4,\"completion_tokens\":5}}\n\n";
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], true), usage(4, 5));
+        // The last event counts without its blank line at the end of the stream.
+        let text = "data: {\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":5}}";
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], true), usage(4, 5));
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], false), Metered::Unmeasured("cut"));
+        // The Responses API's completed event.
+        let text = "event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":6,\"output_tokens\":7,\"total_tokens\":13}}}\n\n";
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], true), usage(6, 7));
+    }
+
+    #[test]
+    fn sse_without_usage() {
+        let text =
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"usage\":null}\n\ndata: [DONE]\n\n";
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], true), Metered::Unmeasured("no_usage"));
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], false), Metered::Unmeasured("cut"));
+        assert_eq!(meter("text/event-stream", &[], true), Metered::Unmeasured("no_usage"));
+        // Not JSON, or usage as text inside a string: no usage.
+        let text = "data: usage\n\ndata: {\"content\":\"\\\"usage\\\":{\\\"prompt_tokens\\\":1}\"}\n\n";
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], true), Metered::Unmeasured("no_usage"));
+    }
+
+    #[test]
+    fn sse_malformed_usage_is_refused() {
+        let text = "data: {\"usage\":{\"prompt_tokens\":\"12\",\"completion_tokens\":3}}\n\ndata: [DONE]\n\n";
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], true), Metered::Unmeasured("malformed_usage"));
+        assert_eq!(meter("text/event-stream", &[text.as_bytes()], false), Metered::Unmeasured("malformed_usage"));
+    }
+
+    #[test]
+    fn sse_memory_is_bounded() {
+        let mut m = Meter::new(Some("text/event-stream"));
+        let big = vec![b'x'; 64 << 10];
+        m.feed(b"data: {\"content\":\"");
+        for _ in 0..40 {
+            m.feed(&big);
+        }
+        m.feed(b"\"}\n\n");
+        let Kind::Sse(sse) = &m.kind else { panic!() };
+        assert!(sse.line.capacity() <= 2 * MAX_EVENT_BYTES && sse.data.capacity() <= 2 * MAX_EVENT_BYTES);
+        // The oversized event is skipped; a later usage still counts.
+        m.feed(b"data: {\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}\n\n");
+        assert_eq!(m.finish(true), usage(1, 2));
+        // Without a later usage, the answer says something was skipped.
+        let mut m = Meter::new(Some("text/event-stream"));
+        m.feed(b"data: ");
+        for _ in 0..40 {
+            m.feed(&big);
+        }
+        m.feed(b"\n\n");
+        assert_eq!(m.finish(true), Metered::Unmeasured("too_large"));
+        // Many small data lines in one event, over the cap together.
+        let mut m = Meter::new(Some("text/event-stream"));
+        let line = [b"data: ".as_slice(), &big, b"\n"].concat();
+        for _ in 0..40 {
+            m.feed(&line);
+        }
+        let Kind::Sse(sse) = &m.kind else { panic!() };
+        assert!(sse.data.capacity() <= 2 * MAX_EVENT_BYTES);
+        m.feed(b"\n");
+        assert_eq!(m.finish(true), Metered::Unmeasured("too_large"));
+    }
+}
