@@ -21,7 +21,8 @@ use crate::authn::{Authenticator, Sources};
 use crate::authz::Authorizer;
 use crate::config::{Config, JwtConfig};
 use crate::domain::{DEFAULT_GROUP, Role};
-use crate::grpc::{self, AdminService, ExtAuthz};
+use crate::grpc::ext_proc::{LogSettle, Settle};
+use crate::grpc::{self, AdminService, ExtAuthz, ExtProc};
 use crate::http::{self, HttpState};
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::redis::RedisLimiter;
@@ -38,6 +39,8 @@ pub struct App {
     pub authorizer: Arc<Authorizer>,
     pub ext_authz: ExtAuthz,
     pub admin: AdminService,
+    /// Where metered responses (ext_proc) are settled.
+    pub settle: Arc<dyn Settle>,
     revocations: Revocations,
     usage: UsageRecorder,
     providers: Arc<Providers>,
@@ -127,6 +130,7 @@ impl App {
             authorizer,
             ext_authz,
             admin,
+            settle: Arc::new(LogSettle),
             revocations,
             usage,
             providers,
@@ -231,6 +235,7 @@ impl App {
                 listener,
                 grpc_tls.clone(),
                 None,
+                None,
                 Some(self.admin.clone()),
                 health.clone(),
                 stop.clone().cancelled_owned(),
@@ -240,6 +245,7 @@ impl App {
             grpc_listener,
             grpc_tls,
             Some(self.ext_authz.clone()),
+            Some(ExtProc::new(self.settle.clone())),
             admin_beside_check,
             health,
             stop.clone().cancelled_owned(),

@@ -1,7 +1,9 @@
-//! gRPC transport: Envoy's ext_authz service and `grpc.health.v1.Health`.
+//! gRPC transport: Envoy's ext_authz and ext_proc services and
+//! `grpc.health.v1.Health`.
 
 pub mod admin;
 pub mod ext_authz;
+pub mod ext_proc;
 
 use std::future::Future;
 
@@ -13,6 +15,7 @@ use tonic_health::server::HealthReporter;
 
 pub use admin::AdminService;
 pub use ext_authz::ExtAuthz;
+pub use ext_proc::ExtProc;
 
 /// The service names health is reported for: the whole server ("") and Check.
 pub const AUTHORIZATION_SERVICE: &str = "envoy.service.auth.v3.Authorization";
@@ -25,11 +28,13 @@ pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
 
 /// Serves until `shutdown` resolves, then stops accepting and lets in-flight
 /// Checks finish. With `tls`, connections are TLS (mTLS when the config
-/// verifies clients). Check, the admin API or both (health always).
+/// verifies clients). Check (with metering, ext_proc, beside it), the admin
+/// API or both (health always).
 pub async fn serve(
     listener: TcpListener,
     tls: Option<crate::tls::SharedConfig>,
     ext_authz: Option<ExtAuthz>,
+    ext_proc: Option<ExtProc>,
     admin: Option<AdminService>,
     health: tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
     shutdown: impl Future<Output = ()> + Send,
@@ -41,6 +46,7 @@ pub async fn serve(
     let router = tonic::transport::Server::builder()
         .add_service(health)
         .add_optional_service(check)
+        .add_optional_service(ext_proc.map(ExtProc::into_server))
         .add_optional_service(admin.map(AdminService::into_server));
     match tls {
         None => router.serve_with_incoming_shutdown(incoming(listener), shutdown).await,

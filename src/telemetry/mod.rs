@@ -246,6 +246,11 @@ pub const METRICS: &[Metric] = {
             "notAfter of the served certificate (server) and of the earliest client CA certificate (client_ca)",
         ),
         metric("gatehouse_tls_reloads_total", Counter, "TLS certificate reloads from disk, by result"),
+        metric(
+            "gatehouse_usage_settlements_total",
+            Counter,
+            "Responses metered (ext_proc) and settled, by outcome (usage, or why it is unknown: no_usage, cut, ...)",
+        ),
         metric("gatehouse_build_info", Gauge, "1, with the version as a label"),
     ]
 };
