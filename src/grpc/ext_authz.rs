@@ -325,6 +325,9 @@ fn decision_metadata(decision: &Decision) -> Struct {
         Err(d) => ("deny", d.reason()),
     };
     let mode = if decision.report_only { "report_only" } else { "" };
+    // Stand-in until budgets reserve: a fresh id for each allowed request
+    // whose body was inspected, which the ext_proc meter settles.
+    let reservation = (decision.verdict.is_ok() && decision.model.is_some()).then(|| uuid::Uuid::new_v4().to_string());
     let method = match (p, &decision.verdict) {
         (Some(p), _) => p.method.as_str(),
         (None, Ok(_)) => "anonymous",
@@ -341,6 +344,7 @@ fn decision_metadata(decision: &Decision) -> Struct {
         ("key_id", p.and_then(|p| p.key_id.as_deref()).unwrap_or("")),
         ("model", decision.model.as_deref().unwrap_or("")),
         ("mode", mode),
+        ("reservation", reservation.as_deref().unwrap_or("")),
     ])
 }
 
