@@ -6,6 +6,7 @@
 pub mod api;
 pub mod browser;
 pub mod database;
+pub mod llm;
 pub mod postgres;
 
 use std::collections::HashMap;
@@ -100,10 +101,17 @@ impl TestServer {
     }
 
     pub async fn start_config(config: Config) -> TestServer {
+        TestServer::start_app(config, |_| {}).await
+    }
+
+    /// Like [`TestServer::start_config`], with `tweak` applied to the built
+    /// app before it serves (e.g. its settlement of metered responses).
+    pub async fn start_app(config: Config, tweak: impl FnOnce(&mut App)) -> TestServer {
         let grpc_listener = TcpListener::bind(config.grpc_addr).await.unwrap();
         let http_listener = TcpListener::bind(config.http_addr).await.unwrap();
         let database_url = config.database_url.clone();
-        let app = App::build(config).await.unwrap();
+        let mut app = App::build(config).await.unwrap();
+        tweak(&mut app);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = TestServer {
             grpc: grpc_listener.local_addr().unwrap(),
@@ -365,12 +373,17 @@ pub struct Envoy {
 
 impl Envoy {
     pub async fn start(gatehouse: &TestServer, upstream: SocketAddr) -> Envoy {
+        Envoy::start_edited(gatehouse, upstream, |config| config).await
+    }
+
+    /// [`Envoy::start`] with the shipped config changed by `edit` first.
+    pub async fn start_edited(gatehouse: &TestServer, upstream: SocketAddr, edit: impl Fn(String) -> String) -> Envoy {
         // Free ports are picked before Envoy binds them, so another process
         // may take one first: Envoy then exits, and a fresh set is tried.
         for _ in 0..5 {
             let port = free_port();
-            let config = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
-                .unwrap()
+            let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")).unwrap();
+            let config = edit(shipped)
                 .replace("port_value: 10000", &format!("port_value: {port}"))
                 .replace("port_value: 9901", &format!("port_value: {}", free_port()))
                 .replace("port_value: 9191", &format!("port_value: {}", gatehouse.grpc.port()))
