@@ -132,7 +132,9 @@ async fn envoy_meters_each_inference_response_once() {
     let mut r = chat(serde_json::json!({"model": "slow", "stream": true, "messages": []})).await.unwrap();
     assert!(r.chunk().await.unwrap().is_some());
     drop(r);
+    let gone = std::time::Instant::now();
     let left = recorder.nth(4, Duration::from_secs(20)).await;
+    eprintln!("client gone: settled after {:?}", gone.elapsed());
     assert_eq!((left.status, left.metered), (200, Metered::Unmeasured("cut")));
 
     // Without a reservation (no model was read, so none was made): Envoy
@@ -379,14 +381,16 @@ async fn measure_metering_cpu() {
     let upstream = spawn_llm().await;
     let (port, config) = Envoy::replicas_config(&[grpc], &[http_port], upstream);
     let envoy = Envoy::run(port, &config).await;
-    let cpu = || {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let (gatehouse_pid, envoy_pid) = (child.id(), envoy.pid());
+    let cpu_of = |pid: u32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         // After the name: the state (field 3), ..., utime and stime (fields
         // 14 and 15), in clock ticks (100 per second).
         let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
         let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
         Duration::from_millis(ticks * 10)
     };
+    let cpu = || (cpu_of(gatehouse_pid), cpu_of(envoy_pid));
     let http = reqwest::Client::new();
     let run = |n: usize, model: Option<&'static str>| {
         let (http, url, token) = (http.clone(), envoy.url("/v1/chat/completions"), token.clone());
@@ -422,18 +426,21 @@ async fn measure_metering_cpu() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let unmetered = (cpu(), ext_proc_stats(&envoy).await);
         let msgs = |a: &HashMap<String, u64>, b: &HashMap<String, u64>| b["stream_msgs_sent"] - a["stream_msgs_sent"];
-        let (m_cpu, u_cpu) = (metered.0 - before.0, unmetered.0 - metered.0);
+        let (m_cpu, u_cpu) = (metered.0.0 - before.0.0, unmetered.0.0 - metered.0.0);
+        let (m_envoy, u_envoy) = (metered.0.1 - before.0.1, unmetered.0.1 - metered.0.1);
         let (m_msgs, u_msgs) = (msgs(&before.1, &metered.1), msgs(&metered.1, &unmetered.1));
         eprintln!(
             "round {round}, {n} responses of 100 chunks each ({binary}):\n  metered: {m_cpu:?} CPU, {m_msgs} messages \
              ({:.1} per response, {:?} per response)\n  not metered (closed at once): {u_cpu:?} CPU, {u_msgs} messages \
-             ({:.1} per response, {:?} per response)\n  metering: {:?} per response, {:.2} us per message",
+             ({:.1} per response, {:?} per response)\n  metering: {:?} per response, {:.2} us per message\n  \
+             Envoy: {m_envoy:?} metered, {u_envoy:?} not: {:?} per response",
             m_msgs as f64 / n as f64,
             m_cpu / n as u32,
             u_msgs as f64 / n as f64,
             u_cpu / n as u32,
             m_cpu.saturating_sub(u_cpu) / n as u32,
             m_cpu.saturating_sub(u_cpu).as_secs_f64() * 1e6 / (m_msgs.saturating_sub(u_msgs)) as f64,
+            m_envoy.saturating_sub(u_envoy) / n as u32,
         );
     }
     drop(envoy);

@@ -532,6 +532,10 @@ impl Envoy {
         format!("http://127.0.0.1:{}{}", self.port, path)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
