@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::llm::{JSON_USAGE, SSE_USAGE, spawn_llm};
 use common::{Backend, Envoy, TestServer};
 use gatehouse::domain::Role;
-use gatehouse::grpc::ext_proc::{LogSettle, Settle};
+use gatehouse::grpc::ext_proc::{Attribution, LogSettle, Settle};
 use gatehouse::meter::{Metered, Usage};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +31,11 @@ struct Recorder(Mutex<Vec<Settled>>);
 
 #[async_trait::async_trait]
 impl Settle for Recorder {
-    async fn settle(&self, reservation: &str, status: u16, metered: Metered) {
-        LogSettle.settle(reservation, status, metered).await;
-        self.0.lock().unwrap().push(Settled { reservation: reservation.to_owned(), status, metered });
+    async fn settle(&self, attribution: &Attribution, status: u16, metered: Metered) {
+        LogSettle.settle(attribution, status, metered).await;
+        let reservation = gatehouse::grpc::ext_proc::reservation(attribution).to_owned();
+        assert!(attribution.get("user_id").is_some_and(|u| !u.is_empty()), "{attribution:?}");
+        self.0.lock().unwrap().push(Settled { reservation, status, metered });
     }
 }
 

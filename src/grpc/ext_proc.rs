@@ -8,11 +8,13 @@
 //! ext_authz filter's dynamic metadata (namespace
 //! `envoy.filters.http.ext_authz`, forwarded by Envoy's
 //! `metadata_options.forwarding_namespaces`); Envoy 1.40 sends it with every
-//! message. A stream without one is closed at its first message, which makes
+//! message. The settlement is given that whole namespace (its string fields:
+//! the reservation, budgets, caller, model...), so any replica can settle. A stream without one is closed at its first message, which makes
 //! Envoy send nothing more for that request. A stream with one is settled
 //! exactly once: when the body ends, or, when the gRPC stream ends or fails
 //! first (the client went away, the upstream reset), as cut.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::HeaderMap;
@@ -31,12 +33,24 @@ pub const METADATA_NAMESPACE: &str = "envoy.filters.http.ext_authz";
 pub const RESERVATION_FIELD: &str = "reservation";
 /// The longest reservation accepted.
 const MAX_RESERVATION_BYTES: usize = 128;
+/// The most metadata fields kept, and the longest value.
+const MAX_FIELDS: usize = 64;
+const MAX_VALUE_BYTES: usize = 4096;
+
+/// The string fields of the request's ext_authz metadata; `reservation` is
+/// always among them.
+pub type Attribution = HashMap<String, String>;
 
 /// Where a metered response goes: once per request that had a reservation.
 /// `status` is the upstream's HTTP status (0 if its headers never came).
 #[async_trait::async_trait]
 pub trait Settle: Send + Sync + 'static {
-    async fn settle(&self, reservation: &str, status: u16, metered: Metered);
+    async fn settle(&self, attribution: &Attribution, status: u16, metered: Metered);
+}
+
+/// The reservation an attribution is for.
+pub fn reservation(attribution: &Attribution) -> &str {
+    attribution.get(RESERVATION_FIELD).map_or("", String::as_str)
 }
 
 /// Logs each settlement and counts it (`gatehouse_usage_settlements_total`
@@ -46,11 +60,11 @@ pub struct LogSettle;
 
 #[async_trait::async_trait]
 impl Settle for LogSettle {
-    async fn settle(&self, reservation: &str, status: u16, metered: Metered) {
+    async fn settle(&self, attribution: &Attribution, status: u16, metered: Metered) {
         use crate::telemetry::{VALUE_CAP, escape};
         let outcome = metered.outcome();
         metrics::counter!("gatehouse_usage_settlements_total", "outcome" => outcome).increment(1);
-        let reservation = escape(reservation, VALUE_CAP);
+        let reservation = escape(reservation(attribution), VALUE_CAP);
         let usage = match metered {
             Metered::Usage(u) => u,
             Metered::Unmeasured(_) => Default::default(),
@@ -120,8 +134,8 @@ async fn meter_stream(mut inbound: Streaming<ProcessingRequest>, settle: &dyn Se
         match step {
             Step::More => {}
             Step::Done => break,
-            Step::Settle(reservation, status, metered) => {
-                settle.settle(&reservation, status, metered).await;
+            Step::Settle(attribution, status, metered) => {
+                settle.settle(&attribution, status, metered).await;
                 break;
             }
         }
@@ -135,14 +149,15 @@ enum Step {
     /// Nothing (more) to do: close the stream.
     Done,
     /// Settle, then close the stream.
-    Settle(String, u16, Metered),
+    Settle(Attribution, u16, Metered),
 }
 
 /// One request's metering: the reservation, the status, the meter.
 #[derive(Debug, Default)]
 struct Exchange {
     messages: u64,
-    reservation: Option<String>,
+    /// The request's metadata, once it showed a reservation.
+    reservation: Option<Attribution>,
     status: u16,
     meter: Option<Meter>,
 }
@@ -152,7 +167,7 @@ impl Exchange {
         use processing_request::Request as R;
         self.messages += 1;
         if self.reservation.is_none() {
-            self.reservation = reservation(&message);
+            self.reservation = attribution(&message);
             // ext_authz decided before anything of the response existed:
             // the first message sees the metadata as it will stay.
             if self.reservation.is_none() {
@@ -206,17 +221,26 @@ impl Exchange {
     }
 }
 
-/// The reservation in the forwarded ext_authz metadata, when there is one.
-fn reservation(message: &ProcessingRequest) -> Option<String> {
+/// The forwarded ext_authz metadata, when it holds a reservation.
+fn attribution(message: &ProcessingRequest) -> Option<Attribution> {
     let namespace = message.metadata_context.as_ref()?.filter_metadata.get(METADATA_NAMESPACE)?;
     match &namespace.fields.get(RESERVATION_FIELD)?.kind {
-        Some(Kind::StringValue(s)) if !s.is_empty() && s.len() <= MAX_RESERVATION_BYTES => Some(s.clone()),
+        Some(Kind::StringValue(s)) if !s.is_empty() && s.len() <= MAX_RESERVATION_BYTES => {}
         Some(_) => {
             tracing::warn!("the reservation in the ext_authz metadata is not a short string: not metered");
-            None
+            return None;
         }
-        None => None,
+        None => return None,
     }
+    let strings = namespace.fields.iter().filter_map(|(k, v)| match &v.kind {
+        Some(Kind::StringValue(s)) if s.len() <= MAX_VALUE_BYTES => Some((k.clone(), s.clone())),
+        _ => None,
+    });
+    let mut attribution: Attribution = strings.take(MAX_FIELDS).collect();
+    if let Some(Kind::StringValue(r)) = &namespace.fields[RESERVATION_FIELD].kind {
+        attribution.insert(RESERVATION_FIELD.to_owned(), r.clone());
+    }
+    Some(attribution)
 }
 
 fn header<'a>(map: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
@@ -234,9 +258,18 @@ mod tests {
     use envoy_types::pb::google::protobuf::{Struct, Value};
     use processing_request::Request as R;
 
+    fn string(s: &str) -> Value {
+        Value { kind: Some(Kind::StringValue(s.to_owned())) }
+    }
+
     fn with_reservation(reservation: Option<&str>, request: R) -> ProcessingRequest {
         let metadata_context = reservation.map(|r| {
-            let fields = [(RESERVATION_FIELD.to_owned(), Value { kind: Some(Kind::StringValue(r.to_owned())) })];
+            let fields = [
+                (RESERVATION_FIELD.to_owned(), string(r)),
+                ("user_id".to_owned(), string("u1")),
+                ("budgets".to_owned(), string("key:k1")),
+                ("n".to_owned(), Value { kind: Some(Kind::NumberValue(1.0)) }),
+            ];
             let namespace = Struct { fields: fields.into_iter().collect() };
             Metadata {
                 filter_metadata: [(METADATA_NAMESPACE.to_owned(), namespace)].into_iter().collect(),
@@ -262,6 +295,14 @@ mod tests {
 
     const USAGE: &str = r#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#;
 
+    /// What the settlement is given: every string field.
+    fn r1() -> Attribution {
+        [("reservation", "r1"), ("user_id", "u1"), ("budgets", "key:k1")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
     fn usage() -> Metered {
         Metered::Usage(Usage { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 })
     }
@@ -273,7 +314,7 @@ mod tests {
         assert_eq!(x.on_message(with_reservation(Some("r1"), body(&USAGE[..10], false))), Step::More);
         assert_eq!(
             x.on_message(with_reservation(Some("r1"), body(&USAGE[10..], true))),
-            Step::Settle("r1".into(), 200, usage())
+            Step::Settle(r1(), 200, usage())
         );
         // Never twice.
         assert_eq!(x.on_end("ended"), Step::Done);
@@ -284,7 +325,7 @@ mod tests {
         let mut x = Exchange::default();
         assert_eq!(x.on_message(with_reservation(Some("r1"), headers("200", "application/json", false))), Step::More);
         assert_eq!(x.on_message(with_reservation(None, body(USAGE, false))), Step::More);
-        assert_eq!(x.on_message(with_reservation(None, body("", true))), Step::Settle("r1".into(), 200, usage()));
+        assert_eq!(x.on_message(with_reservation(None, body("", true))), Step::Settle(r1(), 200, usage()));
     }
 
     #[test]
@@ -304,13 +345,13 @@ mod tests {
         let mut x = Exchange::default();
         x.on_message(with_reservation(Some("r1"), headers("200", "text/event-stream", false)));
         x.on_message(with_reservation(Some("r1"), body("data: {\"choices\":[]}\n\n", false)));
-        assert_eq!(x.on_end("failed"), Step::Settle("r1".into(), 200, Metered::Unmeasured("cut")));
+        assert_eq!(x.on_end("failed"), Step::Settle(r1(), 200, Metered::Unmeasured("cut")));
         assert_eq!(x.on_end("ended"), Step::Done);
         // A usage already read counts.
         let mut x = Exchange::default();
         x.on_message(with_reservation(Some("r1"), headers("200", "text/event-stream", false)));
         x.on_message(with_reservation(Some("r1"), body(&format!("data: {USAGE}\n\n"), false)));
-        assert_eq!(x.on_end("ended"), Step::Settle("r1".into(), 200, usage()));
+        assert_eq!(x.on_end("ended"), Step::Settle(r1(), 200, usage()));
     }
 
     #[test]
@@ -318,12 +359,12 @@ mod tests {
         let mut x = Exchange::default();
         assert_eq!(
             x.on_message(with_reservation(Some("r1"), headers("204", "application/json", true))),
-            Step::Settle("r1".into(), 204, Metered::Unmeasured("no_usage"))
+            Step::Settle(r1(), 204, Metered::Unmeasured("no_usage"))
         );
         let mut x = Exchange::default();
         x.on_message(with_reservation(Some("r1"), headers("200", "application/json", false)));
         x.on_message(with_reservation(Some("r1"), body(USAGE, false)));
         let trailers = R::ResponseTrailers(HttpTrailers::default());
-        assert_eq!(x.on_message(with_reservation(Some("r1"), trailers)), Step::Settle("r1".into(), 200, usage()));
+        assert_eq!(x.on_message(with_reservation(Some("r1"), trailers)), Step::Settle(r1(), 200, usage()));
     }
 }
