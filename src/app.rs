@@ -19,6 +19,9 @@ use crate::authn::revocation::Revocations;
 use crate::authn::throttle::LoginThrottle;
 use crate::authn::{Authenticator, Sources};
 use crate::authz::Authorizer;
+use crate::budget::ledger::{Ledger, LocalLedger};
+use crate::budget::redis::RedisLedger;
+use crate::budget::{Budgets, UsageEvent, UsageSink};
 use crate::config::{Config, JwtConfig};
 use crate::domain::{DEFAULT_GROUP, Role};
 use crate::grpc::{self, AdminService, ExtAuthz};
@@ -38,6 +41,7 @@ pub struct App {
     pub authorizer: Arc<Authorizer>,
     pub ext_authz: ExtAuthz,
     pub admin: AdminService,
+    pub budgets: Arc<Budgets>,
     revocations: Revocations,
     usage: UsageRecorder,
     providers: Arc<Providers>,
@@ -116,8 +120,14 @@ impl App {
             Some(r) => Arc::new(r.clone()),
             None => Arc::new(local.clone()),
         };
+        let ledger: Arc<dyn Ledger> = match &redis {
+            Some(r) => Arc::new(RedisLedger::new(r.clone(), Duration::from_millis(250))),
+            None => Arc::new(LocalLedger::default()),
+        };
+        let budgets = Arc::new(Budgets::new(ledger, groups.clone(), config.budgets.clone(), Arc::new(CountingSink)));
         let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
-        let authorizer = Arc::new(Authorizer::new(authn, policy, limits, config.require_auth));
+        let authorizer =
+            Arc::new(Authorizer::new(authn, policy, limits, config.require_auth).with_budgets(budgets.clone()));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
         let admin = AdminService::new(authorizer.clone(), accounts.clone());
         Ok(App {
@@ -127,6 +137,7 @@ impl App {
             authorizer,
             ext_authz,
             admin,
+            budgets,
             revocations,
             usage,
             providers,
@@ -261,6 +272,7 @@ impl App {
         let poll = self.config.change_poll_interval;
         tasks.spawn(feed.run(self.invalidator.clone(), poll, stop.clone().cancelled_owned()));
         tasks.spawn(self.local.clone().run_purge(Duration::from_secs(60), stop.clone().cancelled_owned()));
+        tasks.spawn(self.budgets.clone().run_expiry(stop.clone()));
         if let Some(redis) = &self.redis {
             tasks.spawn(redis.clone().connect(stop.clone().cancelled_owned()));
         }
@@ -352,5 +364,18 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
                 std::future::pending::<()>().await;
             }
         }
+    }
+}
+
+/// Usage seen at settlement, as metrics.
+struct CountingSink;
+
+impl UsageSink for CountingSink {
+    fn record(&self, event: UsageEvent) {
+        let group = event.group.clone();
+        metrics::counter!("gatehouse_llm_tokens_total", "kind" => "prompt", "group" => group.clone())
+            .increment(event.prompt_tokens);
+        metrics::counter!("gatehouse_llm_tokens_total", "kind" => "completion", "group" => group)
+            .increment(event.completion_tokens);
     }
 }

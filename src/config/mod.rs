@@ -3,6 +3,7 @@
 //! command-line flags. Every invalid value fails start-up with a message that
 //! names the variable or key.
 
+mod budgets;
 mod summary;
 pub use summary::Summary;
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub strip_credentials: bool,
     pub cache: CacheSettings,
     pub usage_flush_interval: Duration,
+    /// Token and spend budgets: prices, ceilings, settlement.
+    pub budgets: crate::budget::Settings,
     /// Time between reporting NOT_SERVING and closing the listeners on shutdown.
     pub shutdown_delay: Duration,
     pub log_json: bool,
@@ -194,6 +197,7 @@ impl Default for Config {
                 lookup_timeout: Duration::from_millis(300),
             },
             usage_flush_interval: Duration::from_secs(10),
+            budgets: crate::budget::Settings::default(),
             shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
             http_header_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(30),
@@ -334,6 +338,8 @@ struct FileConfig {
     oidc: Vec<FileOidc>,
     policy: Option<PolicySettings>,
     routes: Option<Vec<RouteSpec>>,
+    #[serde(default)]
+    budgets: budgets::FileBudgets,
 }
 
 /// One `[[oidc]]` table.
@@ -714,6 +720,7 @@ impl Config {
             // Relative to the config file, like any path a config file names.
             self.policy_file = Some(path.parent().map_or(file.clone(), |dir| dir.join(&file)));
         }
+        file.budgets.apply(&mut self.budgets)?;
         self.routes_in_config = file.routes.is_some();
         self.policy.apply(PolicyDocument { policy: file.policy, routes: file.routes });
         for (i, o) in file.oidc.into_iter().enumerate() {
@@ -807,6 +814,7 @@ impl Config {
             parse_var::<u64>(env, "GATEHOUSE_LOOKUP_TIMEOUT_MS")?.map(Duration::from_millis),
         );
         set(&mut self.usage_flush_interval, secs("GATEHOUSE_USAGE_FLUSH_SECONDS")?);
+        budgets::apply_env(&mut self.budgets, env)?;
         if let Some(format) = parse_var::<String>(env, "GATEHOUSE_LOG_FORMAT")? {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;
         }
@@ -975,6 +983,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        budgets::validate(&self.budgets)?;
         if let Some(tls) = &self.tls {
             let missing = |p: &std::path::Path| p.as_os_str().is_empty();
             if missing(&tls.cert_file) || missing(&tls.key_file) {

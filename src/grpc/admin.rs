@@ -125,6 +125,7 @@ impl KeyAdmin for AdminService {
             permissions: (!req.permissions.is_empty()).then_some(req.permissions.as_slice()),
             expires_in_days: req.expires_in_days,
             models: (!req.allowed_models.is_empty()).then_some(req.allowed_models.as_slice()),
+            budget: Default::default(),
         };
         let (key, secret) =
             self.accounts.create_key(&by, Some(&req.user), request, now).await.map_err(account_status)?;
