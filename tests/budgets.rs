@@ -67,6 +67,12 @@ async fn token_budget_reserves_refuses_and_settles(b: Backend) {
         assert_eq!(meta["reservation"].len(), 32);
         allowed.push(meta);
     }
+    let budget = Api::new(&s).get("/auth/budget", Some(&key)).await;
+    assert_eq!(budget.status, 200, "{}", budget.body);
+    let listed = &budget.body["data"]["budgets"][0];
+    assert_eq!(listed["scope"], format!("key:{id}"));
+    assert_eq!((listed["kind"].as_str(), listed["limit"].as_str()), (Some("tokens"), Some("100/3600")));
+    assert_eq!((listed["used"].as_f64(), listed["remaining"].as_f64()), (Some(78.0), Some(22.0)));
     // 78 + 26 > 100: refused the way OpenAI clients expect.
     let c = s.check_body("POST", "/v1/chat/completions", &h, &chat(20)).await;
     c.assert_denied(429, tonic::Code::ResourceExhausted, "QUOTA_EXCEEDED");

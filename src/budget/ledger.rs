@@ -90,6 +90,12 @@ pub trait Ledger: Send + Sync + 'static {
     async fn used(&self, counter: &str, oldest: i64) -> Result<i64, LedgerError>;
 }
 
+/// The most reservations the embedded ledger keeps open. Settlement closes
+/// each within the upstream's answer, so this many are in flight only when
+/// the proxy does not send answers to the ext_proc service: refusing then
+/// (503) bounds memory.
+pub const MAX_OPEN_RESERVATIONS: usize = 1_000_000;
+
 /// The embedded ledger: exact within one process.
 #[derive(Default)]
 pub struct LocalLedger {
@@ -120,6 +126,11 @@ impl Ledger for LocalLedger {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if state.open.contains_key(&record.id) {
             return Err(LedgerError("reservation id reused".into()));
+        }
+        if state.open.len() >= MAX_OPEN_RESERVATIONS {
+            return Err(LedgerError(format!(
+                "{MAX_OPEN_RESERVATIONS} reservations are open: is ext_proc settling them?"
+            )));
         }
         let mut used = Vec::with_capacity(record.charges.len());
         let mut oldest = Vec::with_capacity(record.charges.len());

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::domain::budget::{Budget, TokenHeaders, format_usd};
+use crate::domain::budget::{Budget, NANO_PER_USD, TokenHeaders, Window, format_usd};
 use crate::domain::{Denial, Principal};
 use crate::meter::{Metered, Usage};
 use crate::store::cache::GroupCache;
@@ -177,21 +177,17 @@ impl Budgets {
         let mut charges = Vec::new();
         let mut windows = Vec::new();
         for (scope, budget) in &scopes {
-            let limits = [
-                budget.tokens.map(|t| (t.window(), t.tokens, tokens, false, t.seconds.to_string())),
-                budget.spend.map(|s| (s.window, s.nano_usd, nano_usd, true, s.window.to_string())),
-            ];
-            for (window, limit, amount, spend, spelled) in limits.into_iter().flatten() {
+            for c in counters(scope, budget) {
                 charges.push(Charge {
-                    counter: format!("{scope}|{}|{spelled}", if spend { "usd" } else { "tokens" }),
-                    bucket: window.bucket(now),
-                    oldest: window.oldest_counted(now),
-                    amount,
-                    limit,
-                    spend,
-                    retention: window.retention_seconds(),
+                    counter: c.counter,
+                    bucket: c.window.bucket(now),
+                    oldest: c.window.oldest_counted(now),
+                    amount: if c.spend { nano_usd } else { tokens },
+                    limit: c.limit,
+                    spend: c.spend,
+                    retention: c.window.retention_seconds(),
                 });
-                windows.push(window);
+                windows.push(c.window);
             }
         }
         let record = Record {
@@ -374,6 +370,75 @@ impl Budgets {
                 () = cancel.cancelled() => return,
             }
         }
+    }
+}
+
+/// One limit of a budget and the ledger counter it is kept in.
+struct Counter {
+    counter: String,
+    window: Window,
+    limit: i64,
+    spend: bool,
+}
+
+/// The counters of `scope`'s budget (`key:ID`, `user:ID`, `group:NAME`).
+/// The window is part of the name: changing it starts a fresh count.
+fn counters(scope: &str, budget: &Budget) -> Vec<Counter> {
+    let tokens = budget.tokens.map(|t| Counter {
+        counter: format!("{scope}|tokens|{}", t.seconds),
+        window: t.window(),
+        limit: t.tokens,
+        spend: false,
+    });
+    let spend = budget.spend.map(|s| Counter {
+        counter: format!("{scope}|usd|{}", s.window),
+        window: s.window,
+        limit: s.nano_usd,
+        spend: true,
+    });
+    tokens.into_iter().chain(spend).collect()
+}
+
+/// Where one budget stands, for the usage pages.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, utoipa::ToSchema)]
+pub struct BudgetStatus {
+    /// `key:ID`, `user:ID` or `group:NAME`.
+    pub scope: String,
+    /// `tokens` or `spend`.
+    pub kind: &'static str,
+    /// As set: `TOKENS/SECONDS` or `USD/PERIOD`.
+    pub limit: String,
+    /// Tokens, or dollars for spend.
+    pub used: f64,
+    pub remaining: f64,
+    /// Seconds until the oldest usage counted leaves the window (rolling),
+    /// or until the period ends (calendar).
+    pub resets_in_seconds: u64,
+}
+
+impl Budgets {
+    /// Where each of these budgets stands now. A ledger that cannot be read
+    /// shows nothing rather than a wrong number.
+    pub async fn status(&self, scopes: &[(String, Budget)], now: i64) -> Result<Vec<BudgetStatus>, String> {
+        let mut out = Vec::new();
+        for (scope, budget) in scopes {
+            for c in counters(scope, budget) {
+                let oldest = c.window.oldest_counted(now);
+                let used = self.ledger.used(&c.counter, oldest).await.map_err(|e| e.to_string())?;
+                let as_number = |v: i64| if c.spend { v as f64 / NANO_PER_USD as f64 } else { v as f64 };
+                let limit =
+                    if c.spend { budget.spend.map(|s| s.to_string()) } else { budget.tokens.map(|t| t.to_string()) };
+                out.push(BudgetStatus {
+                    scope: scope.clone(),
+                    kind: if c.spend { "spend" } else { "tokens" },
+                    limit: limit.unwrap_or_default(),
+                    used: as_number(used),
+                    remaining: as_number((c.limit - used).max(0)),
+                    resets_in_seconds: c.window.seconds_until_dropped(oldest, now),
+                });
+            }
+        }
+        Ok(out)
     }
 }
 
