@@ -1224,6 +1224,41 @@ mod tests {
     }
 
     #[test]
+    fn budget_settings_from_the_environment_and_the_file() {
+        let c = load(
+            &[
+                ("GATEHOUSE_MODEL_PRICES", "gpt-4o*=2.5:10,*=1:4"),
+                ("GATEHOUSE_BUDGET_DEFAULT_MAX_TOKENS", "1000"),
+                ("GATEHOUSE_BUDGET_UNMEASURED_STREAMS", "charge"),
+                ("GATEHOUSE_BUDGET_SETTLE_TIMEOUT_SECONDS", "60"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.budgets.prices.len(), 2);
+        assert_eq!(c.budgets.default_max_tokens, 1000);
+        assert_eq!(c.budgets.unmeasured_streams, crate::budget::UnmeasuredStreams::Charge);
+        assert_eq!(c.budgets.settle_timeout, Duration::from_secs(60));
+        for (name, bad) in [
+            ("GATEHOUSE_MODEL_PRICES", "gpt-4o=x:1"),
+            ("GATEHOUSE_BUDGET_DEFAULT_MAX_TOKENS", "0"),
+            ("GATEHOUSE_BUDGET_CHARS_PER_TOKEN", "0"),
+            ("GATEHOUSE_BUDGET_SETTLE_TIMEOUT_SECONDS", "1"),
+            ("GATEHOUSE_BUDGET_UNMEASURED_STREAMS", "maybe"),
+        ] {
+            let e = load(&[(name, bad)], None).unwrap_err().to_string();
+            assert!(e.contains(name), "{name}={bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "[budgets]\nprices = \"m=1:2\"\nchars_per_token = 4\n").unwrap();
+        let c = Config::load_with(Some(&path), &|_| None).unwrap();
+        assert_eq!((c.budgets.prices.len(), c.budgets.chars_per_token), (1, 4));
+        std::fs::write(&path, "[budgets]\nprice = \"m=1:2\"\n").unwrap();
+        assert!(Config::load_with(Some(&path), &|_| None).is_err(), "unknown keys are errors");
+    }
+
+    #[test]
     fn provider_provisioning_settings() {
         let github = [("GITHUB_CLIENT_ID", "id"), ("GITHUB_CLIENT_SECRET", "secret")];
         let c = load(&github, None).unwrap();
