@@ -240,6 +240,7 @@ impl Authorizer {
                 max_tokens: inspected.max_tokens,
                 stream: inspected.stream,
                 include_usage: inspected.include_usage,
+                route_max_tokens: limits.default_max_tokens,
             });
         }
         let rate = self.limits.check(principal, request.client_ip, rule).await?;

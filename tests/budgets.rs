@@ -173,6 +173,14 @@ async fn budgeted_streams_must_ask_for_usage(b: Backend) {
     assert!(c.allowed(), "{c:?}");
     // No max_tokens: the default ceiling (4096) is reserved.
     assert_eq!(c.metadata("reserved_completion").as_deref(), Some("4096"));
+    // Embeddings reserve no completion tokens (the route's default_max_tokens = 0).
+    let embed = json!({"model": "m", "input": "abc"}).to_string();
+    let c = s.check_body("POST", "/v1/embeddings", &[("x-api-key", &budgeted)], &embed).await;
+    assert!(c.allowed(), "{c:?}");
+    assert_eq!(
+        (c.metadata("reserved_prompt").as_deref(), c.metadata("reserved_completion").as_deref()),
+        (Some("3"), Some("0"))
+    );
     // Without a budget a stream is only metered.
     let c = s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &free)], &bare).await;
     assert!(c.allowed(), "{c:?}");

@@ -35,6 +35,8 @@ pub struct Estimate {
     pub stream: bool,
     /// `stream_options.include_usage: true`.
     pub include_usage: bool,
+    /// The route's ceiling for requests without `max_tokens`, if it has one.
+    pub route_max_tokens: Option<u64>,
 }
 
 /// What to do with a budgeted stream that will not report its usage.
@@ -171,7 +173,7 @@ impl Budgets {
             None => Price::FREE,
         };
         let prompt = (estimate.prompt_chars as u64).div_ceil(self.settings.chars_per_token.max(1));
-        let completion = estimate.max_tokens.unwrap_or(self.settings.default_max_tokens);
+        let completion = estimate.max_tokens.or(estimate.route_max_tokens).unwrap_or(self.settings.default_max_tokens);
         let tokens = i64::try_from(prompt.saturating_add(completion)).unwrap_or(i64::MAX);
         let nano_usd = price.cost(prompt, completion);
         let mut charges = Vec::new();

@@ -20,6 +20,9 @@ use crate::domain::Denial;
 pub struct BodyLimits {
     pub max_bytes: usize,
     pub max_prompt_chars: usize,
+    /// Completion tokens a budget reserves on this route for a request that
+    /// sets no `max_tokens` (0 for embeddings); `None`: the global default.
+    pub default_max_tokens: Option<u64>,
 }
 
 /// The request body as the proxy forwarded it.
@@ -630,7 +633,7 @@ fn sum_seq<'de, T: Deserialize<'de> + Count, A: SeqAccess<'de>>(mut seq: A) -> R
 mod tests {
     use super::*;
 
-    const LIMITS: BodyLimits = BodyLimits { max_bytes: 1000, max_prompt_chars: 20 };
+    const LIMITS: BodyLimits = BodyLimits { max_bytes: 1000, max_prompt_chars: 20, default_max_tokens: None };
 
     fn body(json: &str) -> RequestBody<'_> {
         RequestBody {
