@@ -192,8 +192,14 @@ impl Budgets {
                 windows.push(c.window);
             }
         }
+        let id = reservation_id();
+        let budgets: Vec<String> = scopes.iter().map(|(s, _)| s.clone()).collect();
+        let mut reservation = Reservation { id: id.clone(), budgets, prompt, completion, nano_usd, tokens: None };
+        if charges.is_empty() {
+            return Ok(reservation);
+        }
         let record = Record {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id,
             user_id: principal.user_id.to_string(),
             group: principal.group.to_string(),
             key_id: principal.key_id.as_deref().map(str::to_owned),
@@ -204,12 +210,6 @@ impl Budgets {
             deadline: now + i64::try_from(self.settings.settle_timeout.as_secs()).unwrap_or(i64::MAX / 4),
             charges,
         };
-        let budgets: Vec<String> = scopes.iter().map(|(s, _)| s.clone()).collect();
-        let mut reservation =
-            Reservation { id: record.id.clone(), budgets, prompt, completion, nano_usd, tokens: None };
-        if record.charges.is_empty() {
-            return Ok(reservation);
-        }
         let outcome = self.ledger.reserve(&record, now).await.map_err(|e| {
             tracing::warn!(error = %e, "budget ledger unavailable: refusing a budgeted request");
             Denial::BackendUnavailable
@@ -442,6 +442,18 @@ impl Budgets {
         }
         Ok(out)
     }
+}
+
+/// A reservation id, unique across replicas and restarts: 64 random bits
+/// drawn once per process, then a counter (32 hex digits). Ids travel only in
+/// Envoy's dynamic metadata, which clients cannot set, so they need not be
+/// unguessable; one system call per process instead of one per Check.
+fn reservation_id() -> String {
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: LazyLock<u64> = LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{:016x}{:016x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn number(attribution: &Attribution, name: &str) -> u64 {
