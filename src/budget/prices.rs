@@ -88,7 +88,8 @@ mod tests {
         let prices: Prices = "gpt-4o-mini*=0.15:0.60, gpt-4o*=2.50:10".parse().unwrap();
         let mini = prices.price("gpt-4o-mini-2024-07-18").unwrap();
         assert_eq!(mini.cost(1_000_000, 0), 150_000_000);
-        assert_eq!(mini.cost(1, 1), 1);
+        assert_eq!(mini.cost(1, 1), 750);
+        assert_eq!(Price { input_nano_per_million: 1, output_nano_per_million: 0 }.cost(1, 0), 1, "rounded up");
         assert_eq!(prices.price("gpt-4o").unwrap().cost(1000, 1000), 12_500_000);
         assert_eq!(prices.price("llama"), None);
         assert_eq!(prices.to_string(), "gpt-4o-mini*=0.15:0.6,gpt-4o*=2.5:10");
