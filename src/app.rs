@@ -367,15 +367,9 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
     }
 }
 
-/// Usage seen at settlement, as metrics.
+/// Until usage is stored: settled usage is dropped.
 struct CountingSink;
 
 impl UsageSink for CountingSink {
-    fn record(&self, event: UsageEvent) {
-        let group = event.group.clone();
-        metrics::counter!("gatehouse_llm_tokens_total", "kind" => "prompt", "group" => group.clone())
-            .increment(event.prompt_tokens);
-        metrics::counter!("gatehouse_llm_tokens_total", "kind" => "completion", "group" => group)
-            .increment(event.completion_tokens);
-    }
+    fn record(&self, _: UsageEvent) {}
 }
