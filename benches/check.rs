@@ -123,7 +123,13 @@ fn fixture() -> Fixture {
             .create_user("bench@example.com", None, Role::Operator, DEFAULT_GROUP)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        let request = KeyRequest { name: "bench", permissions: None, expires_in_days: None, models: None };
+        let request = KeyRequest {
+            name: "bench",
+            permissions: None,
+            expires_in_days: None,
+            models: None,
+            budget: Default::default(),
+        };
         let (_, key) = hs
             .accounts
             .create_key(&gatehouse::accounts::Acting::operator(), Some(&user.id), request, now())

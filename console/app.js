@@ -172,6 +172,8 @@
     const expiry = h("select", { name: "expires" },
       h("option", { value: "" }, "Never"), h("option", { value: "7" }, "7 days"), h("option", { value: "30" }, "30 days"),
       h("option", { value: "90", selected: true }, "90 days"), h("option", { value: "365" }, "1 year"));
+    const tokenLimit = h("input", { name: "token_limit", placeholder: "none, e.g. 100000/60", pattern: "[0-9]+/[0-9]+" });
+    const spendLimit = h("input", { name: "spend_limit", placeholder: "none, e.g. 25/month", pattern: "[0-9]*[.]?[0-9]+/(day|week|month|[0-9]+)" });
     const submit = h("button", { type: "submit" }, "Create key");
     const reveal = h("div");
     const list = h("div", { class: "table-wrap" });
@@ -182,6 +184,8 @@
         const chosen = perms.map((l) => l.querySelector("input")).filter((i) => i.checked).map((i) => i.value);
         if (chosen.length) body.permissions = chosen;
         if (expiry.value) body.expires_in_days = Number(expiry.value);
+        if (tokenLimit.value.trim()) body.token_limit = tokenLimit.value.trim();
+        if (spendLimit.value.trim()) body.spend_limit = spendLimit.value.trim();
         const created = await api("POST", "/auth/keys", body);
         form.reset();
         showSecret(reveal, created);
@@ -190,7 +194,9 @@
     } },
       field("Name", name),
       h("fieldset", {}, h("legend", {}, "Permissions (none checked: whatever your role allows)"), perms),
-      field("Expires", expiry), submit);
+      field("Expires", expiry),
+      field("Token budget (TOKENS/SECONDS, optional)", tokenLimit),
+      field("Spend budget (USD/PERIOD: day, week, month or seconds; optional)", spendLimit), submit);
     show(h("h1", {}, "API keys"), reveal, h("h2", {}, "Create a key"), form, h("h2", {}, "Your keys"), list);
     await attempt(() => renderKeys(list, reveal));
   }
@@ -252,11 +258,18 @@
         h("td", {}, k.name), h("td", {}, h("code", {}, k.prefix)),
         h("td", {}, k.permissions ? k.permissions.join(", ") : h("span", { class: "muted" }, "as your role")),
         h("td", {}, h("span", { class: "badge " + k.status }, k.status)),
-        h("td", {}, when(k.last_used_at)), h("td", {}, when(k.expires_at)), actions);
+        h("td", {}, when(k.last_used_at)), h("td", {}, when(k.expires_at)), h("td", {}, budgetText(k)), actions);
     });
     container.replaceChildren(h("table", {},
-      h("thead", {}, h("tr", {}, ["Name", "Prefix", "Permissions", "Status", "Last used", "Expires", ""].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", {}, h("tr", {}, ["Name", "Prefix", "Permissions", "Status", "Last used", "Expires", "Budget", ""].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", {}, rows)));
+  }
+
+  function budgetText(x) {
+    const parts = [];
+    if (x.token_limit) parts.push(x.token_limit + " tokens/s");
+    if (x.spend_limit) parts.push("$" + x.spend_limit);
+    return parts.length ? parts.join(", ") : h("span", { class: "muted" }, "none");
   }
 
   async function profilePage() {
@@ -307,15 +320,18 @@
       period: h("input", { type: "number", min: "1", "aria-label": "Period in seconds for " + label, value: g.period_seconds ?? "" }),
       burst: h("input", { type: "number", min: "1", "aria-label": "Burst for " + label, value: g.burst ?? "" }),
       models: h("input", { "aria-label": "Allowed models for " + label, placeholder: "any", value: (g.allowed_models || []).join(", ") }),
+      tokens: h("input", { "aria-label": "Token budget for " + label, placeholder: "none", value: g.token_limit || "" }),
+      spend: h("input", { "aria-label": "Spend budget for " + label, placeholder: "none", value: g.spend_limit || "" }),
     });
-    const body = (i) => ({ requests_per_period: numberOrNull(i.requests), period_seconds: numberOrNull(i.period), burst: numberOrNull(i.burst), allowed_models: modelsOrNull(i.models) });
+    const textOrNull = (input) => input.value.trim() === "" ? null : input.value.trim();
+    const body = (i) => ({ requests_per_period: numberOrNull(i.requests), period_seconds: numberOrNull(i.period), burst: numberOrNull(i.burst), allowed_models: modelsOrNull(i.models), token_limit: textOrNull(i.tokens), spend_limit: textOrNull(i.spend) });
     const rows = groups.map((g) => {
       const i = limitInputs(g, g.name);
       const save = h("button", { type: "button", onclick: () => attempt(async () => {
         await api("PATCH", "/admin/groups/" + encodeURIComponent(g.name), body(i));
         statusText("Saved group " + g.name + ".");
       }, save) }, "Save");
-      return h("tr", { "data-group": g.name }, h("td", {}, g.name), h("td", {}, i.requests), h("td", {}, i.period), h("td", {}, i.burst), h("td", {}, i.models), h("td", {}, save));
+      return h("tr", { "data-group": g.name }, h("td", {}, g.name), h("td", {}, i.requests), h("td", {}, i.period), h("td", {}, i.burst), h("td", {}, i.models), h("td", {}, i.tokens), h("td", {}, i.spend), h("td", {}, save));
     });
     const name = h("input", { name: "group", required: true, pattern: "[A-Za-z0-9_.-]+" });
     const fresh = limitInputs({}, "the new group");
@@ -328,13 +344,83 @@
         await groupsPage();
       }, create);
     } }, field("Name", name), field("Requests", fresh.requests), field("Per seconds", fresh.period), field("Burst", fresh.burst),
-      field("Allowed models (comma-separated, empty: any)", fresh.models), create);
+      field("Allowed models (comma-separated, empty: any)", fresh.models),
+      field("Token budget (TOKENS/SECONDS)", fresh.tokens), field("Spend budget (USD/PERIOD)", fresh.spend), create);
     show(h("h1", {}, "Groups"),
-      h("p", { class: "muted" }, "Rate limits apply per user; empty fields mean unlimited. Allowed models may use * patterns, e.g. gpt-4o*."),
+      h("p", { class: "muted" }, "Rate limits apply per user; empty fields mean unlimited. Allowed models may use * patterns, e.g. gpt-4o*. Budgets are shared by the group's members: tokens as TOKENS/SECONDS (100000/60), spend as USD/PERIOD (100/month)."),
       h("div", { class: "table-wrap" }, h("table", {},
-        h("thead", {}, h("tr", {}, ["Name", "Requests", "Per seconds", "Burst", "Allowed models", ""].map((t) => h("th", { scope: "col" }, t)))),
+        h("thead", {}, h("tr", {}, ["Name", "Requests", "Per seconds", "Burst", "Allowed models", "Token budget", "Spend budget", ""].map((t) => h("th", { scope: "col" }, t)))),
         h("tbody", {}, rows))),
       h("h2", {}, "New group"), form);
+  }
+
+  // --- usage ----------------------------------------------------------------
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, String(v));
+    for (const c of children.flat()) if (c != null) el.append(typeof c === "string" ? document.createTextNode(c) : c);
+    return el;
+  }
+  const PALETTE = ["#2563eb", "#d97706", "#059669", "#dc2626", "#7c3aed", "#0891b2", "#65a30d", "#db2777"];
+
+  /** A stacked bar per day, one colour per model. */
+  function chart(rows, metric, title, format) {
+    const days = [...new Set(rows.map((r) => r.day))].sort();
+    const models = [...new Set(rows.map((r) => r.model))].sort();
+    const value = (day, model) => rows.filter((r) => r.day === day && r.model === model).reduce((a, r) => a + metric(r), 0);
+    const totals = days.map((d) => models.reduce((a, m) => a + value(d, m), 0));
+    const max = Math.max(1e-9, ...totals);
+    const width = Math.max(320, days.length * 48 + 60), height = 200, base = 170, bar = 28;
+    const bars = days.flatMap((d, i) => {
+      let y = base;
+      const x = 50 + i * 48;
+      return models.map((m, j) => {
+        const v = value(d, m);
+        const hgt = (v / max) * 150;
+        y -= hgt;
+        return v > 0 ? svg("rect", { x, y, width: bar, height: hgt, fill: PALETTE[j % PALETTE.length], "data-day": d, "data-model": m },
+          svg("title", {}, d + " " + m + ": " + format(v))) : null;
+      }).concat([svg("text", { x: x + bar / 2, y: base + 16, "text-anchor": "middle", "font-size": 10 }, d.slice(5))]);
+    });
+    const legend = h("ul", { class: "legend" }, models.map((m, j) =>
+      h("li", {}, h("span", { class: "swatch c" + (j % PALETTE.length) }), m)));
+    return h("figure", { class: "chart" },
+      h("figcaption", {}, title + " (max " + format(max) + " a day)"),
+      svg("svg", { viewBox: "0 0 " + width + " " + height, width, height, role: "img", "aria-label": title },
+        svg("line", { x1: 45, y1: base, x2: width - 5, y2: base, stroke: "#888" }), bars),
+      legend);
+  }
+
+  async function usagePage() {
+    const to = new Date().toISOString().slice(0, 10);
+    const from = new Date(Date.now() - 29 * 86400000).toISOString().slice(0, 10);
+    const [usage, budget] = await Promise.all([
+      api("GET", "/auth/usage?group_by=day,model&from=" + from + "&to=" + to),
+      api("GET", "/auth/budget"),
+    ]);
+    const data = usage.data || usage;
+    const rows = data.rows || [];
+    const usd = (v) => "$" + Number(v).toFixed(v < 1 ? 4 : 2);
+    const budgets = (budget.budgets || (budget.data && budget.data.budgets) || []).map((b) =>
+      h("tr", { "data-budget": b.scope + ":" + b.kind }, h("td", {}, b.scope), h("td", {}, b.kind), h("td", {}, b.limit),
+        h("td", {}, b.kind === "spend" ? usd(b.used) : String(b.used)),
+        h("td", {}, b.kind === "spend" ? usd(b.remaining) : String(b.remaining)),
+        h("td", {}, Math.ceil(b.resets_in_seconds / 60) + " min")));
+    const table = rows.length ? h("div", { class: "table-wrap" }, h("table", {},
+      h("thead", {}, h("tr", {}, ["Day", "Model", "Requests", "Prompt tokens", "Completion tokens", "Cost"].map((t) => h("th", { scope: "col" }, t)))),
+      h("tbody", {}, rows.map((r) => h("tr", {}, h("td", {}, r.day), h("td", {}, r.model), h("td", {}, String(r.requests)),
+        h("td", {}, String(r.prompt_tokens)), h("td", {}, String(r.completion_tokens)), h("td", {}, usd(r.cost_usd)))))))
+      : h("p", { class: "muted" }, "No usage in the last 30 days.");
+    show(h("h1", {}, "Usage"),
+      h("h2", {}, "Budgets"),
+      budgets.length ? h("div", { class: "table-wrap" }, h("table", { id: "budgets" },
+        h("thead", {}, h("tr", {}, ["Budget", "Kind", "Limit", "Used", "Remaining", "Resets in"].map((t) => h("th", { scope: "col" }, t)))),
+        h("tbody", {}, budgets))) : h("p", { class: "muted" }, "No budget applies to you."),
+      h("h2", {}, "Last 30 days"),
+      rows.length ? chart(rows, (r) => r.prompt_tokens + r.completion_tokens, "Tokens per day", (v) => String(Math.round(v))) : null,
+      rows.length ? chart(rows, (r) => r.cost_usd, "Spend per day", usd) : null,
+      table);
   }
 
   const ACTIONS = ["login.succeeded", "login.failed", "logout", "user.registered", "user.created", "user.updated",
@@ -450,7 +536,7 @@
   }
 
   // --- routing ---------------------------------------------------------------
-  const PAGES = { "#/keys": keysPage, "#/profile": profilePage, "#/users": usersPage, "#/groups": groupsPage, "#/audit": auditPage, "#/api": apiPage };
+  const PAGES = { "#/keys": keysPage, "#/usage": usagePage, "#/profile": profilePage, "#/users": usersPage, "#/groups": groupsPage, "#/audit": auditPage, "#/api": apiPage };
   async function route() {
     const notice = session.notice;
     session.notice = "";

@@ -19,6 +19,9 @@ use crate::authn::revocation::Revocations;
 use crate::authn::throttle::LoginThrottle;
 use crate::authn::{Authenticator, Sources};
 use crate::authz::Authorizer;
+use crate::budget::ledger::{Ledger, LocalLedger};
+use crate::budget::redis::RedisLedger;
+use crate::budget::{Budgets, UsageEvent, UsageSink};
 use crate::config::{Config, JwtConfig};
 use crate::domain::{DEFAULT_GROUP, Role};
 use crate::grpc::ext_proc::{LogSettle, Settle};
@@ -39,6 +42,7 @@ pub struct App {
     pub authorizer: Arc<Authorizer>,
     pub ext_authz: ExtAuthz,
     pub admin: AdminService,
+    pub budgets: Arc<Budgets>,
     /// Where metered responses (ext_proc) are settled.
     pub settle: Arc<dyn Settle>,
     revocations: Revocations,
@@ -119,8 +123,14 @@ impl App {
             Some(r) => Arc::new(r.clone()),
             None => Arc::new(local.clone()),
         };
+        let ledger: Arc<dyn Ledger> = match &redis {
+            Some(r) => Arc::new(RedisLedger::new(r.clone(), Duration::from_millis(250))),
+            None => Arc::new(LocalLedger::default()),
+        };
+        let budgets = Arc::new(Budgets::new(ledger, groups.clone(), config.budgets.clone(), Arc::new(CountingSink)));
         let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
-        let authorizer = Arc::new(Authorizer::new(authn, policy, limits, config.require_auth));
+        let authorizer =
+            Arc::new(Authorizer::new(authn, policy, limits, config.require_auth).with_budgets(budgets.clone()));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
         let admin = AdminService::new(authorizer.clone(), accounts.clone());
         Ok(App {
@@ -130,6 +140,7 @@ impl App {
             authorizer,
             ext_authz,
             admin,
+            budgets,
             settle: Arc::new(LogSettle),
             revocations,
             usage,
@@ -267,6 +278,7 @@ impl App {
         let poll = self.config.change_poll_interval;
         tasks.spawn(feed.run(self.invalidator.clone(), poll, stop.clone().cancelled_owned()));
         tasks.spawn(self.local.clone().run_purge(Duration::from_secs(60), stop.clone().cancelled_owned()));
+        tasks.spawn(self.budgets.clone().run_expiry(stop.clone()));
         if let Some(redis) = &self.redis {
             tasks.spawn(redis.clone().connect(stop.clone().cancelled_owned()));
         }
@@ -359,4 +371,11 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
             }
         }
     }
+}
+
+/// Until usage is stored: settled usage is dropped.
+struct CountingSink;
+
+impl UsageSink for CountingSink {
+    fn record(&self, _: UsageEvent) {}
 }

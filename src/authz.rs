@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 
 use crate::authn::credentials::ExtraSources;
 use crate::authn::{Authenticator, credentials};
+use crate::budget::{Budgets, Estimate, Reservation};
 use crate::domain::{DEFAULT_GROUP, Denial, ModelList, Permission, PermissionSet, Principal};
 use crate::policy::body::{self, RequestBody};
 use crate::policy::{Access, Policy, normalize_host, path};
@@ -80,6 +81,9 @@ pub struct Decision {
     /// The rule's credential places besides the headers (the transport
     /// removes a query credential before the upstream, and a cookie one).
     pub sources: Option<Arc<ExtraSources>>,
+    /// What the request reserved against the caller's budgets (routes that
+    /// inspect the body, authenticated callers); settled after the call.
+    pub reservation: Option<Reservation>,
 }
 
 impl Decision {
@@ -90,6 +94,7 @@ impl Decision {
         model: None,
         report_only: false,
         sources: None,
+        reservation: None,
     };
 
     pub fn is_allowed(&self) -> bool {
@@ -113,12 +118,23 @@ pub struct Authorizer {
     limits: LimitPolicy,
     groups: GroupCache,
     require_auth: bool,
+    budgets: Option<Arc<Budgets>>,
 }
 
 impl Authorizer {
     pub fn new(authn: Authenticator, policy: Policy, limits: LimitPolicy, require_auth: bool) -> Self {
         let groups = limits.groups.clone();
-        Authorizer { authn, policy: ArcSwap::from_pointee(policy), limits, groups, require_auth }
+        Authorizer { authn, policy: ArcSwap::from_pointee(policy), limits, groups, require_auth, budgets: None }
+    }
+
+    /// Meters and budgets requests on routes that inspect the body.
+    pub fn with_budgets(mut self, budgets: Arc<Budgets>) -> Self {
+        self.budgets = Some(budgets);
+        self
+    }
+
+    pub fn budgets(&self) -> Option<&Arc<Budgets>> {
+        self.budgets.as_ref()
     }
 
     /// Replaces the route table. Checks in flight finish with the table they
@@ -204,6 +220,7 @@ impl Authorizer {
             None => {}
         }
         request.body.check_size(policy.max_request_bytes)?;
+        let mut estimate = None;
         if let Some(limits) = rule.body {
             let inspected = body::inspect(&request.body, request.method, limits)?;
             decision.model = inspected.model;
@@ -218,8 +235,19 @@ impl Authorizer {
             // Anonymous callers are held to the default group's models.
             let (group, own) = principal.map_or((DEFAULT_GROUP, None), |p| (&*p.group, p.models.as_ref()));
             self.check_model(group, own, decision.model.as_deref()).await?;
+            estimate = Some(Estimate {
+                prompt_chars: inspected.prompt_chars,
+                max_tokens: inspected.max_tokens,
+                stream: inspected.stream,
+                include_usage: inspected.include_usage,
+                route_max_tokens: limits.default_max_tokens,
+            });
         }
         let rate = self.limits.check(principal, request.client_ip, rule).await?;
+        // Last, so a request refused for any other reason holds nothing.
+        if let (Some(budgets), Some(p), Some(estimate)) = (&self.budgets, principal, estimate) {
+            decision.reservation = Some(budgets.reserve(p, decision.model.as_deref(), estimate, now).await?);
+        }
         Ok(Allow { strip_credential: principal.is_some() && !rule.forward_credentials, rate })
     }
 

@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
 use crate::accounts::{Accounts, Acting, KeyRequest, parse_models};
-use crate::domain::{AuditAction, DEFAULT_GROUP, Group, Role};
+use crate::domain::budget::{Budget, BudgetUpdate};
+use crate::domain::{AuditAction, DEFAULT_GROUP, Group, KeyUpdate, Role, UserUpdate};
 use crate::secret::Secret;
 use crate::views::{CreatedKeyView, GroupView, KeyView, UserView, timestamp};
 
@@ -113,6 +114,17 @@ pub enum UsersCommand {
     },
     /// List users.
     List,
+    /// Set or remove a user's token and spend budgets (all their keys and sessions).
+    Budget {
+        /// User id or email.
+        user: String,
+        /// Token budget, `TOKENS/SECONDS` (e.g. 100000/60); `none` removes it.
+        #[arg(long)]
+        token_limit: Option<String>,
+        /// Spend budget, `USD/PERIOD` (PERIOD: day, week, month or seconds); `none` removes it.
+        #[arg(long)]
+        spend_limit: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,9 +143,25 @@ pub enum GroupsCommand {
         /// default: any.
         #[arg(long = "model")]
         models: Vec<String>,
+        /// Token budget shared by the members, `TOKENS/SECONDS`.
+        #[arg(long)]
+        token_limit: Option<String>,
+        /// Spend budget shared by the members, `USD/PERIOD`.
+        #[arg(long)]
+        spend_limit: Option<String>,
     },
     /// List groups.
     List,
+    /// Set or remove a group's token and spend budgets (shared by its members).
+    Budget {
+        name: String,
+        /// Token budget, `TOKENS/SECONDS` (e.g. 100000/60); `none` removes it.
+        #[arg(long)]
+        token_limit: Option<String>,
+        /// Spend budget, `USD/PERIOD` (PERIOD: day, week, month or seconds); `none` removes it.
+        #[arg(long)]
+        spend_limit: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -154,6 +182,22 @@ pub enum KeysCommand {
         /// the owner's group allows.
         #[arg(long = "model")]
         models: Vec<String>,
+        /// The key's own token budget, `TOKENS/SECONDS`.
+        #[arg(long)]
+        token_limit: Option<String>,
+        /// The key's own spend budget, `USD/PERIOD`.
+        #[arg(long)]
+        spend_limit: Option<String>,
+    },
+    /// Set or remove a key's own token and spend budgets.
+    Budget {
+        id: String,
+        /// Token budget, `TOKENS/SECONDS` (e.g. 100000/60); `none` removes it.
+        #[arg(long)]
+        token_limit: Option<String>,
+        /// Spend budget, `USD/PERIOD` (PERIOD: day, week, month or seconds); `none` removes it.
+        #[arg(long)]
+        spend_limit: Option<String>,
     },
     /// List keys (never their secrets).
     List {
@@ -175,6 +219,25 @@ pub enum KeysCommand {
 
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse().map_err(|e: crate::domain::UnknownRole| e.to_string())
+}
+
+/// `--token-limit` / `--spend-limit` as a change: `none` removes a limit.
+fn budget_flags(token_limit: Option<&str>, spend_limit: Option<&str>) -> anyhow::Result<BudgetUpdate> {
+    fn change(v: Option<&str>) -> Option<Option<&str>> {
+        v.map(|v| (!v.eq_ignore_ascii_case("none")).then_some(v))
+    }
+    let update = crate::accounts::parse_budget_update(change(token_limit), change(spend_limit))?;
+    anyhow::ensure!(!update.is_empty(), "set --token-limit or --spend-limit (`none` removes one)");
+    Ok(update)
+}
+
+fn budget_summary(b: &Budget) -> String {
+    let show = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    format!(
+        "token limit {}, spend limit {}",
+        show(b.tokens.map(|t| t.to_string())),
+        show(b.spend.map(|s| s.to_string()))
+    )
 }
 
 fn now() -> i64 {
@@ -218,6 +281,17 @@ pub async fn run_users(accounts: Accounts, json: bool, cmd: UsersCommand) -> any
                 .await;
             print(json, &UserView::from(&user), || format!("password set for {}", user.email))
         }
+        UsersCommand::Budget { user, token_limit, spend_limit } => {
+            let user = accounts.find_user(&user).await?;
+            let update = UserUpdate {
+                budget: budget_flags(token_limit.as_deref(), spend_limit.as_deref())?,
+                ..UserUpdate::default()
+            };
+            let user = accounts.update_user(&user.id, &update).await?;
+            let detail = format!("budget: {}", budget_summary(&user.budget));
+            accounts.record_operator(AuditAction::UserUpdated, format!("user:{}", user.id), detail.clone()).await;
+            print(json, &UserView::from(&user), || format!("{}: {detail}", user.email))
+        }
         UsersCommand::List => {
             let users = accounts.list_users().await?;
             let views: Vec<UserView> = users.iter().map(UserView::from).collect();
@@ -243,12 +317,21 @@ pub async fn run_users(accounts: Accounts, json: bool, cmd: UsersCommand) -> any
 
 pub async fn run_groups(accounts: Accounts, json: bool, cmd: GroupsCommand) -> anyhow::Result<()> {
     match cmd {
-        GroupsCommand::Create { name, requests, period_seconds, burst, models } => {
+        GroupsCommand::Create { name, requests, period_seconds, burst, models, token_limit, spend_limit } => {
             let models = (!models.is_empty()).then(|| parse_models(&models)).transpose()?;
-            let group = Group { name, requests_per_period: requests, period_seconds, burst, models };
+            let budget = crate::accounts::parse_budget(token_limit.as_deref(), spend_limit.as_deref())?;
+            let group = Group { name, requests_per_period: requests, period_seconds, burst, models, budget };
             let group = accounts.create_group(group).await?;
             accounts.record_operator(AuditAction::GroupCreated, format!("group:{}", group.name), String::new()).await;
             print(json, &GroupView::from(&group), || format!("created group {}", group.name))
+        }
+        GroupsCommand::Budget { name, token_limit, spend_limit } => {
+            let mut group = accounts.group(&name).await?.ok_or_else(|| anyhow::anyhow!("no group '{name}'"))?;
+            budget_flags(token_limit.as_deref(), spend_limit.as_deref())?.apply(&mut group.budget);
+            let group = accounts.update_group(group).await?;
+            let detail = format!("budget: {}", budget_summary(&group.budget));
+            accounts.record_operator(AuditAction::GroupUpdated, format!("group:{}", group.name), detail.clone()).await;
+            print(json, &GroupView::from(&group), || format!("group {}: {detail}", group.name))
         }
         GroupsCommand::List => {
             let groups = accounts.list_groups().await?;
@@ -270,12 +353,13 @@ pub async fn run_groups(accounts: Accounts, json: bool, cmd: GroupsCommand) -> a
 pub async fn run_keys(accounts: Accounts, json: bool, cmd: KeysCommand) -> anyhow::Result<()> {
     let now = now();
     match cmd {
-        KeysCommand::Create { user, name, permissions, expires_in_days, models } => {
+        KeysCommand::Create { user, name, permissions, expires_in_days, models, token_limit, spend_limit } => {
             let request = KeyRequest {
                 name: &name,
                 permissions: (!permissions.is_empty()).then_some(permissions.as_slice()),
                 expires_in_days,
                 models: (!models.is_empty()).then_some(models.as_slice()),
+                budget: crate::accounts::parse_budget(token_limit.as_deref(), spend_limit.as_deref())?,
             };
             let (key, secret) = accounts.create_key(&Acting::operator(), Some(&user), request, now).await?;
             let owner = accounts.find_user(&key.user_id).await?;
@@ -289,6 +373,15 @@ pub async fn run_keys(accounts: Accounts, json: bool, cmd: KeysCommand) -> anyho
                     view.secret.expose()
                 )
             })
+        }
+        KeysCommand::Budget { id, token_limit, spend_limit } => {
+            let update = KeyUpdate {
+                budget: budget_flags(token_limit.as_deref(), spend_limit.as_deref())?,
+                ..KeyUpdate::default()
+            };
+            let key = accounts.update_key(&Acting::operator(), &id, &update).await?;
+            let detail = budget_summary(&key.budget);
+            print(json, &KeyView::new(&key, now), || format!("key {}: {detail}", key.id))
         }
         KeysCommand::List { user } => {
             let user_id = match user {

@@ -5,6 +5,8 @@
 //! * [`authn`]: credentials to principals (API keys today).
 //! * [`policy`]: path normalization and route rules.
 //! * [`authz`]: one decision per request, transport-independent.
+//! * [`budget`]: token and spend budgets: reservations at Check, settlement
+//!   from the usage [`meter`]ed in responses.
 //! * [`store`]: the `Store` trait, its SQLite and Postgres implementation, and
 //!   the in-process cache the Check path reads through.
 //! * [`accounts`]: managing users, groups and keys (CLI and REST share it).
@@ -19,6 +21,7 @@ pub mod app;
 pub mod audit;
 pub mod authn;
 pub mod authz;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod doctor;

@@ -14,7 +14,7 @@ pub const fn http_status(kind: ErrorKind) -> u16 {
         ErrorKind::Unauthenticated => 401,
         ErrorKind::Forbidden => 403,
         ErrorKind::TooLarge => 413,
-        ErrorKind::RateLimited => 429,
+        ErrorKind::RateLimited | ErrorKind::QuotaExceeded => 429,
         ErrorKind::Unavailable => 503,
     }
 }
@@ -27,6 +27,7 @@ pub const fn code(kind: ErrorKind) -> &'static str {
         ErrorKind::Forbidden => "PERMISSION_DENIED",
         ErrorKind::TooLarge => "PAYLOAD_TOO_LARGE",
         ErrorKind::RateLimited => "RATE_LIMITED",
+        ErrorKind::QuotaExceeded => "QUOTA_EXCEEDED",
         ErrorKind::Unavailable => "AUTH_BACKEND_UNAVAILABLE",
     }
 }
@@ -38,6 +39,7 @@ pub const fn error_type(kind: ErrorKind) -> &'static str {
         ErrorKind::Unauthenticated => "authentication_error",
         ErrorKind::Forbidden => "permission_error",
         ErrorKind::RateLimited => "rate_limit_error",
+        ErrorKind::QuotaExceeded => "insufficient_quota",
         ErrorKind::Unavailable => "api_error",
     }
 }
@@ -47,7 +49,7 @@ pub const fn grpc_code(kind: ErrorKind) -> tonic::Code {
         ErrorKind::InvalidRequest | ErrorKind::TooLarge => tonic::Code::InvalidArgument,
         ErrorKind::Unauthenticated => tonic::Code::Unauthenticated,
         ErrorKind::Forbidden => tonic::Code::PermissionDenied,
-        ErrorKind::RateLimited => tonic::Code::ResourceExhausted,
+        ErrorKind::RateLimited | ErrorKind::QuotaExceeded => tonic::Code::ResourceExhausted,
         ErrorKind::Unavailable => tonic::Code::Unavailable,
     }
 }
@@ -97,6 +99,26 @@ pub fn rate_limit_headers(limit: u32, remaining: u32, reset_after_seconds: u64) 
     ]
 }
 
+/// OpenAI's `x-ratelimit-limit-tokens`, `-remaining-tokens` and
+/// `-reset-tokens` (a duration such as `6m0s`).
+pub fn token_limit_headers(t: crate::domain::budget::TokenHeaders) -> [(&'static str, String); 3] {
+    [
+        ("x-ratelimit-limit-tokens", t.limit.to_string()),
+        ("x-ratelimit-remaining-tokens", t.remaining.max(0).to_string()),
+        ("x-ratelimit-reset-tokens", duration(t.reset_seconds)),
+    ]
+}
+
+/// Seconds as OpenAI writes durations: `45s`, `6m0s`, `1h2m3s`.
+pub fn duration(seconds: u64) -> String {
+    let (h, m, s) = (seconds / 3600, seconds % 3600 / 60, seconds % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +134,23 @@ mod tests {
         let body: Value =
             serde_json::from_str(&denial_body(&Denial::ModelNotAllowed { model: "gpt-x".into() })).unwrap();
         assert_eq!(body["error"]["param"], "model");
+    }
+
+    #[test]
+    fn durations_read_like_openai_headers() {
+        assert_eq!(duration(0), "0s");
+        assert_eq!(duration(45), "45s");
+        assert_eq!(duration(360), "6m0s");
+        assert_eq!(duration(3723), "1h2m3s");
+    }
+
+    #[test]
+    fn quota_refusals_read_as_insufficient_quota() {
+        let denial = Denial::QuotaExceeded { message: "out".into(), retry_after_seconds: None, tokens: None };
+        let body: Value = serde_json::from_str(&denial_body(&denial)).unwrap();
+        assert_eq!(body["error"]["code"], "QUOTA_EXCEEDED");
+        assert_eq!(body["error"]["type"], "insufficient_quota");
+        assert_eq!(http_status(denial.kind()), 429);
     }
 
     #[test]
@@ -131,6 +170,7 @@ mod tests {
             (Forbidden, 403, tonic::Code::PermissionDenied),
             (TooLarge, 413, tonic::Code::InvalidArgument),
             (RateLimited, 429, tonic::Code::ResourceExhausted),
+            (QuotaExceeded, 429, tonic::Code::ResourceExhausted),
             (Unavailable, 503, tonic::Code::Unavailable),
         ] {
             assert_eq!(http_status(kind), http);

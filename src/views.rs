@@ -31,6 +31,10 @@ pub struct UserView {
     pub rate_limit: Option<String>,
     /// Whether a provider's identity with this verified email may be linked.
     pub email_verified: bool,
+    /// `TOKENS/SECONDS`: the user's token budget, if any.
+    pub token_limit: Option<String>,
+    /// `USD/PERIOD`: the user's spend budget, if any.
+    pub spend_limit: Option<String>,
 }
 
 impl From<&User> for UserView {
@@ -45,6 +49,8 @@ impl From<&User> for UserView {
             created_at: timestamp(u.created_at),
             rate_limit: u.rate_limit.map(|l| l.to_string()),
             email_verified: u.email_verified,
+            token_limit: u.budget.tokens.map(|t| t.to_string()),
+            spend_limit: u.budget.spend.map(|s| s.to_string()),
         }
     }
 }
@@ -57,6 +63,10 @@ pub struct GroupView {
     pub burst: Option<i64>,
     /// `null`: any model.
     pub allowed_models: Option<Vec<String>>,
+    /// `TOKENS/SECONDS` shared by the members, if any.
+    pub token_limit: Option<String>,
+    /// `USD/PERIOD` shared by the members, if any.
+    pub spend_limit: Option<String>,
 }
 
 impl From<&Group> for GroupView {
@@ -67,6 +77,8 @@ impl From<&Group> for GroupView {
             period_seconds: g.period_seconds,
             burst: g.burst,
             allowed_models: g.models.as_ref().map(|m| m.names().to_vec()),
+            token_limit: g.budget.tokens.map(|t| t.to_string()),
+            spend_limit: g.budget.spend.map(|s| s.to_string()),
         }
     }
 }
@@ -92,6 +104,10 @@ pub struct KeyView {
     pub rate_limit: Option<String>,
     /// `null`: any model the owner's group allows.
     pub allowed_models: Option<Vec<String>>,
+    /// `TOKENS/SECONDS`: the key's own token budget, if any.
+    pub token_limit: Option<String>,
+    /// `USD/PERIOD`: the key's own spend budget, if any.
+    pub spend_limit: Option<String>,
     /// When the secret was last rotated.
     pub rotated_at: Option<String>,
     /// Until when the secret replaced by the last rotation still works
@@ -122,6 +138,8 @@ impl KeyView {
             status,
             rate_limit: k.rate_limit.map(|l| l.to_string()),
             allowed_models: k.models.as_ref().map(|m| m.names().to_vec()),
+            token_limit: k.budget.tokens.map(|t| t.to_string()),
+            spend_limit: k.budget.spend.map(|s| s.to_string()),
             rotated_at: opt_timestamp(k.rotated_at),
             previous_secret_expires_at: opt_timestamp(k.previous_secret_expires_at.filter(|t| *t > now)),
         }

@@ -41,6 +41,8 @@ async fn admin_manages_keys_that_check_honours(b: Backend) {
                 permissions: vec!["read_models".into()],
                 expires_in_days: Some(7),
                 allowed_models: vec!["gpt-4o*".into()],
+                token_limit: Some("100000/60".into()),
+                spend_limit: None,
             },
             &admin_key,
         ))
@@ -48,6 +50,7 @@ async fn admin_manages_keys_that_check_honours(b: Backend) {
         .unwrap()
         .into_inner();
     let key = created.key.unwrap();
+    assert_eq!((key.token_limit.as_deref(), key.spend_limit.as_deref()), (Some("100000/60"), None));
     assert_eq!(key.user_id, viewer.id);
     assert_eq!(key.permissions, vec!["read_models"]);
     assert!(!key.inherits_permissions);
@@ -124,8 +127,12 @@ async fn bad_requests_get_precise_codes(b: Backend) {
         permissions: permissions.iter().map(|p| p.to_string()).collect(),
         expires_in_days: None,
         allowed_models: vec![],
+        token_limit: None,
+        spend_limit: None,
     };
+    let bad_budget = pb::CreateKeyRequest { spend_limit: Some("5/year".into()), ..create("v@example.com", "b", &[]) };
     let cases = [
+        (bad_budget, Code::InvalidArgument),
         (create("v@example.com", "", &[]), Code::InvalidArgument),
         (create("v@example.com", "k", &["bogus"]), Code::InvalidArgument),
         (create("v@example.com", "k", &["manage_users"]), Code::PermissionDenied),

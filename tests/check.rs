@@ -165,6 +165,7 @@ async fn expired_key_is_401(b: Backend) {
         permissions: None,
         expires_at: Some(now() - 1),
         models: None,
+        budget: Default::default(),
     };
     s.store.create_api_key(&new).await.unwrap();
     let c = s.check("GET", "/v1/models", &[("x-api-key", generated.key.expose())]).await;

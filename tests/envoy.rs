@@ -147,6 +147,7 @@ async fn envoy_shows_rate_limit_headers_and_429() {
         period_seconds: Some(60),
         burst: None,
         models: None,
+        budget: Default::default(),
     };
     s.accounts.create_group(group).await.unwrap();
     let user = s.accounts.create_user("trial@example.com", None, Role::Viewer, "trial").await.unwrap();
@@ -176,7 +177,14 @@ async fn envoy_relays_body_based_denials() {
     use gatehouse::domain::{Group, ModelList};
     let s = TestServer::start(Backend::Sqlite).await;
     let models = Some(ModelList::new(["llama-*"]).unwrap());
-    let group = Group { name: "llama".into(), requests_per_period: None, period_seconds: None, burst: None, models };
+    let group = Group {
+        name: "llama".into(),
+        requests_per_period: None,
+        period_seconds: None,
+        burst: None,
+        models,
+        budget: Default::default(),
+    };
     s.accounts.create_group(group).await.unwrap();
     let user = s.accounts.create_user("l@example.com", None, Role::Viewer, "llama").await.unwrap();
     let key = s.key_for(&user, None).await;

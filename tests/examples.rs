@@ -62,8 +62,14 @@ impl Drop for Upstream {
 async fn stack() -> (TestServer, Upstream, Envoy, [String; 2]) {
     let server = TestServer::start(Backend::Sqlite).await;
     let models = Some(ModelList::new(["llama-*"]).unwrap());
-    let group =
-        Group { name: "examples".into(), requests_per_period: Some(5), period_seconds: Some(60), burst: None, models };
+    let group = Group {
+        name: "examples".into(),
+        requests_per_period: Some(5),
+        period_seconds: Some(60),
+        burst: None,
+        models,
+        budget: Default::default(),
+    };
     server.accounts.create_group(group).await.unwrap();
     let mut keys = Vec::new();
     for email in ["sdk@example.com", "curl@example.com"] {

@@ -181,6 +181,7 @@ async fn gatehouse(provider: &Provider, b: Backend) -> TestServer {
             period_seconds: None,
             burst: None,
             models: None,
+            budget: Default::default(),
         })
         .await
         .unwrap();

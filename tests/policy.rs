@@ -212,7 +212,14 @@ async fn deny_metadata_carries_the_decision_context(b: Backend) {
 async fn model_allowlists_of_group_and_key(b: Backend) {
     let s = server(b).await;
     let models = Some(ModelList::new(["llama-*", "mistral-7b"]).unwrap());
-    let group = Group { name: "oss".into(), requests_per_period: None, period_seconds: None, burst: None, models };
+    let group = Group {
+        name: "oss".into(),
+        requests_per_period: None,
+        period_seconds: None,
+        burst: None,
+        models,
+        budget: Default::default(),
+    };
     s.accounts.create_group(group).await.unwrap();
     let user = s.accounts.create_user("m@example.com", None, Role::Viewer, "oss").await.unwrap();
     let key = s.key_for(&user, None).await;

@@ -28,6 +28,7 @@ async fn limited_group(s: &TestServer, name: &str, requests: i64) {
         period_seconds: Some(60),
         burst: None,
         models: None,
+        budget: Default::default(),
     };
     s.accounts.create_group(group).await.unwrap();
 }
@@ -94,6 +95,7 @@ async fn group_limit_allows_exactly_n_then_429(b: Backend) {
         period_seconds: Some(60),
         burst: None,
         models: None,
+        budget: Default::default(),
     };
     s.accounts.update_group(raised).await.unwrap();
     let c = s.check("GET", "/v1/models", &[("x-api-key", &key)]).await;

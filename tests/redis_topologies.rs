@@ -25,6 +25,7 @@ async fn shared_limits_and_revocations(redis_url: &str) {
         period_seconds: Some(60),
         burst: None,
         models: None,
+        budget: Default::default(),
     };
     setup.accounts.create_group(limited).await.unwrap();
     let mut keys = Vec::new();

@@ -137,7 +137,7 @@ impl Accounts {
             (_, Some(p)) => self.find_user(&p.user_id).await?,
             (None, None) => return Err(validation("user", "name the key's owner")),
         };
-        let KeyRequest { name, permissions, expires_in_days, models } = request;
+        let KeyRequest { name, permissions, expires_in_days, models, budget } = request;
         let name = validate_text("name", name, 100)?;
         let role_permissions = self.roles.of(owner.role);
         let requested = permissions
@@ -201,10 +201,17 @@ impl Accounts {
             permissions,
             expires_at,
             models,
+            budget,
         };
         let key = self.store.create_api_key(&new).await?;
         let granted = permissions.map_or_else(|| format!("the {} role's", owner.role), |p| p.to_string());
-        let detail = format!("owner user:{}, permissions: {granted}", owner.id);
+        let mut detail = format!("owner user:{}, permissions: {granted}", owner.id);
+        if let Some(t) = budget.tokens {
+            detail.push_str(&format!(", token limit {t}"));
+        }
+        if let Some(s) = budget.spend {
+            detail.push_str(&format!(", spend limit {s}"));
+        }
         self.audit.record(by.event(AuditAction::KeyCreated, format!("key:{}", key.id), detail)).await;
         Ok((key, generated.key))
     }
@@ -263,10 +270,16 @@ impl Accounts {
     /// Sets or clears a key's own rate limit or model list; applies at once
     /// on this replica, within the change feed's interval on the others.
     pub async fn update_key(&self, by: &Acting<'_>, id: &str, update: &KeyUpdate) -> Result<ApiKey, AccountError> {
-        if update.rate_limit.is_none() && update.models.is_none() {
-            return Err(validation("rate_limit", "set rate_limit or allowed_models"));
+        if update.rate_limit.is_none() && update.models.is_none() && update.budget.is_empty() {
+            return Err(validation("rate_limit", "set rate_limit, allowed_models, token_limit or spend_limit"));
         }
         self.may_manage_key(by, id, KeyAction::Update).await?;
+        // A budget limits its holder: only who manages users sets or lifts one.
+        if let Some(caller) = by.principal()
+            && !update.budget.is_empty()
+        {
+            self.require_manage_users(by, caller, "change a key's budget").await?;
+        }
         if let Some(caller) = by.principal()
             && caller.key_id.as_deref() == Some(id)
         {
@@ -279,11 +292,15 @@ impl Accounts {
         }
         let key = self.store.update_api_key(id, update).await?.ok_or(AccountError::NotFound("API key"))?;
         self.changed(Change::Key(id.to_owned())).await;
-        let changed: Vec<&str> =
-            [(update.rate_limit.is_some(), "rate limit"), (update.models.is_some(), "allowed models")]
-                .into_iter()
-                .filter_map(|(set, name)| set.then_some(name))
-                .collect();
+        let changed: Vec<&str> = [
+            (update.rate_limit.is_some(), "rate limit"),
+            (update.models.is_some(), "allowed models"),
+            (update.budget.tokens.is_some(), "token limit"),
+            (update.budget.spend.is_some(), "spend limit"),
+        ]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
         let detail = format!("changed: {}", changed.join(", "));
         self.audit.record(by.event(AuditAction::KeyUpdated, format!("key:{id}"), detail)).await;
         Ok(key)

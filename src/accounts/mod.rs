@@ -13,6 +13,7 @@ use crate::audit::{Audit, event};
 use crate::authn::oidc::ExternalIdentity;
 use crate::authn::password;
 use crate::config::AccountSettings;
+use crate::domain::budget::{Budget, BudgetUpdate, SpendLimit, TokenLimit};
 use crate::domain::{
     ApiKey, AuditAction, AuditEvent, AuditQuery, DEFAULT_GROUP, Group, ModelList, NewUser, Principal, Role,
     RolePermissions, User, UserUpdate,
@@ -56,6 +57,30 @@ impl From<password::HashingError> for AccountError {
 
 fn validation(field: &'static str, message: impl Into<String>) -> AccountError {
     AccountError::Validation { field, message: message.into() }
+}
+
+/// A budget change as the doors receive it: `None` leaves a limit alone,
+/// `Some(None)` removes it, `Some(Some(text))` sets it (`TOKENS/SECONDS`,
+/// `USD/PERIOD`).
+pub fn parse_budget_update(
+    token_limit: Option<Option<&str>>,
+    spend_limit: Option<Option<&str>>,
+) -> Result<BudgetUpdate, AccountError> {
+    Ok(BudgetUpdate {
+        tokens: token_limit
+            .map(|v| v.map(|s| s.parse::<TokenLimit>().map_err(|e| validation("token_limit", e))).transpose())
+            .transpose()?,
+        spend: spend_limit
+            .map(|v| v.map(|s| s.parse::<SpendLimit>().map_err(|e| validation("spend_limit", e))).transpose())
+            .transpose()?,
+    })
+}
+
+/// A new budget from optional `token_limit` and `spend_limit` texts.
+pub fn parse_budget(token_limit: Option<&str>, spend_limit: Option<&str>) -> Result<Budget, AccountError> {
+    let mut budget = Budget::default();
+    parse_budget_update(token_limit.map(Some), spend_limit.map(Some))?.apply(&mut budget);
+    Ok(budget)
 }
 
 /// Why a provider's identity gets no account: shown to the user (403) and
@@ -578,6 +603,8 @@ pub struct KeyRequest<'a> {
     pub expires_in_days: Option<u32>,
     /// `None`: any model the owner's group allows.
     pub models: Option<&'a [String]>,
+    /// The key's own token and spend budgets.
+    pub budget: Budget,
 }
 
 /// The models a key created by `caller` may have: a key made with a

@@ -15,6 +15,7 @@ use moka::Expiry;
 use sha2::{Digest, Sha256};
 
 use crate::accounts::{AccountError, Accounts};
+use crate::domain::budget::{Budget, CallerBudgets};
 use crate::domain::{AuthMethod, Denial, KeyGrant, Principal, RolePermissions, Session, User};
 use crate::ratelimit::Override;
 use crate::store::cache::{KeyCache, UserCache};
@@ -149,6 +150,7 @@ impl Authenticator {
                 .map(|limit| Override { limit, per_key: true })
                 .or(grant.user_rate_limit.map(|limit| Override { limit, per_key: false })),
             models: grant.key_models.clone(),
+            budgets: CallerBudgets { key: grant.key_budget, user: grant.user_budget },
             previous_secret,
         })
     }
@@ -254,6 +256,7 @@ impl Authenticator {
             session,
             rate_limit: user.rate_limit.map(|limit| Override { limit, per_key: false }),
             models: None,
+            budgets: CallerBudgets { key: Budget::default(), user: user.budget },
             previous_secret: false,
         })
     }

@@ -66,6 +66,10 @@ struct LoadArgs {
     method: String,
     #[arg(long, default_value = "/v1/models")]
     path: String,
+    /// A JSON request body, forwarded as Envoy does with `with_request_body`
+    /// (sets `content-type: application/json` and the partial-body marker).
+    #[arg(long)]
+    body: Option<String>,
     /// A header for every request, `name: value` (repeat).
     #[arg(short = 'H', long = "header")]
     headers: Vec<String>,
@@ -143,7 +147,12 @@ fn parse_headers<'a>(pairs: impl Iterator<Item = &'a str>) -> anyhow::Result<Vec
 }
 
 fn request(args: &LoadArgs, set: &[(String, String)], fixed: &[(String, String)]) -> CheckRequest {
-    let headers = fixed.iter().chain(set).cloned().collect();
+    let mut headers: std::collections::HashMap<String, String> = fixed.iter().chain(set).cloned().collect();
+    if let Some(body) = &args.body {
+        headers.insert("content-type".into(), "application/json".into());
+        headers.insert("content-length".into(), body.len().to_string());
+        headers.insert("x-envoy-auth-partial-body".into(), "false".into());
+    }
     let http = attribute_context::HttpRequest {
         id: "bench".into(),
         method: args.method.clone(),
@@ -152,7 +161,8 @@ fn request(args: &LoadArgs, set: &[(String, String)], fixed: &[(String, String)]
         scheme: "http".into(),
         protocol: "HTTP/1.1".into(),
         headers,
-        size: -1,
+        size: args.body.as_ref().map_or(-1, |b| i64::try_from(b.len()).unwrap_or(-1)),
+        body: args.body.clone().unwrap_or_default(),
         ..Default::default()
     };
     let source = attribute_context::Peer {

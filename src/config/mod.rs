@@ -3,6 +3,7 @@
 //! command-line flags. Every invalid value fails start-up with a message that
 //! names the variable or key.
 
+mod budgets;
 mod summary;
 pub use summary::Summary;
 
@@ -49,6 +50,8 @@ pub struct Config {
     pub strip_credentials: bool,
     pub cache: CacheSettings,
     pub usage_flush_interval: Duration,
+    /// Token and spend budgets: prices, ceilings, settlement.
+    pub budgets: crate::budget::Settings,
     /// Time between reporting NOT_SERVING and closing the listeners on shutdown.
     pub shutdown_delay: Duration,
     pub log_json: bool,
@@ -194,6 +197,7 @@ impl Default for Config {
                 lookup_timeout: Duration::from_millis(300),
             },
             usage_flush_interval: Duration::from_secs(10),
+            budgets: crate::budget::Settings::default(),
             shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
             http_header_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(30),
@@ -334,6 +338,8 @@ struct FileConfig {
     oidc: Vec<FileOidc>,
     policy: Option<PolicySettings>,
     routes: Option<Vec<RouteSpec>>,
+    #[serde(default)]
+    budgets: budgets::FileBudgets,
 }
 
 /// One `[[oidc]]` table.
@@ -714,6 +720,7 @@ impl Config {
             // Relative to the config file, like any path a config file names.
             self.policy_file = Some(path.parent().map_or(file.clone(), |dir| dir.join(&file)));
         }
+        file.budgets.apply(&mut self.budgets)?;
         self.routes_in_config = file.routes.is_some();
         self.policy.apply(PolicyDocument { policy: file.policy, routes: file.routes });
         for (i, o) in file.oidc.into_iter().enumerate() {
@@ -807,6 +814,7 @@ impl Config {
             parse_var::<u64>(env, "GATEHOUSE_LOOKUP_TIMEOUT_MS")?.map(Duration::from_millis),
         );
         set(&mut self.usage_flush_interval, secs("GATEHOUSE_USAGE_FLUSH_SECONDS")?);
+        budgets::apply_env(&mut self.budgets, env)?;
         if let Some(format) = parse_var::<String>(env, "GATEHOUSE_LOG_FORMAT")? {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;
         }
@@ -975,6 +983,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        budgets::validate(&self.budgets)?;
         if let Some(tls) = &self.tls {
             let missing = |p: &std::path::Path| p.as_os_str().is_empty();
             if missing(&tls.cert_file) || missing(&tls.key_file) {
@@ -1212,6 +1221,41 @@ mod tests {
         let c = Config::load_with(Some(&path), &|_| None).unwrap();
         let d = Config::default();
         assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn budget_settings_from_the_environment_and_the_file() {
+        let c = load(
+            &[
+                ("GATEHOUSE_MODEL_PRICES", "gpt-4o*=2.5:10,*=1:4"),
+                ("GATEHOUSE_BUDGET_DEFAULT_MAX_TOKENS", "1000"),
+                ("GATEHOUSE_BUDGET_UNMEASURED_STREAMS", "charge"),
+                ("GATEHOUSE_BUDGET_SETTLE_TIMEOUT_SECONDS", "60"),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.budgets.prices.len(), 2);
+        assert_eq!(c.budgets.default_max_tokens, 1000);
+        assert_eq!(c.budgets.unmeasured_streams, crate::budget::UnmeasuredStreams::Charge);
+        assert_eq!(c.budgets.settle_timeout, Duration::from_secs(60));
+        for (name, bad) in [
+            ("GATEHOUSE_MODEL_PRICES", "gpt-4o=x:1"),
+            ("GATEHOUSE_BUDGET_DEFAULT_MAX_TOKENS", "0"),
+            ("GATEHOUSE_BUDGET_CHARS_PER_TOKEN", "0"),
+            ("GATEHOUSE_BUDGET_SETTLE_TIMEOUT_SECONDS", "1"),
+            ("GATEHOUSE_BUDGET_UNMEASURED_STREAMS", "maybe"),
+        ] {
+            let e = load(&[(name, bad)], None).unwrap_err().to_string();
+            assert!(e.contains(name), "{name}={bad}: {e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        std::fs::write(&path, "[budgets]\nprices = \"m=1:2\"\nchars_per_token = 4\n").unwrap();
+        let c = Config::load_with(Some(&path), &|_| None).unwrap();
+        assert_eq!((c.budgets.prices.len(), c.budgets.chars_per_token), (1, 4));
+        std::fs::write(&path, "[budgets]\nprice = \"m=1:2\"\n").unwrap();
+        assert!(Config::load_with(Some(&path), &|_| None).is_err(), "unknown keys are errors");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Summary {
     pub tls: &'static str,
     pub console: bool,
     pub registration: bool,
+    /// Model prices configured for spend budgets.
+    pub prices: usize,
 }
 
 impl Config {
@@ -71,6 +73,7 @@ impl Config {
             tls,
             console: self.console,
             registration: self.accounts.allow_registration,
+            prices: self.budgets.prices.len(),
         }
     }
 }
@@ -86,7 +89,7 @@ impl fmt::Display for Summary {
         if let Some(addr) = self.metrics {
             write!(f, ", metrics {addr}")?;
         }
-        write!(f, "; database {}; limits {}", self.database, self.limits)?;
+        write!(f, "; database {}; limits and budgets {}", self.database, self.limits)?;
         match self.providers.is_empty() {
             true => write!(f, "; no identity providers")?,
             false => write!(f, "; providers {}", self.providers.join(", "))?,
@@ -104,6 +107,7 @@ impl fmt::Display for Summary {
         if !self.require_auth {
             write!(f, ", anonymous callers allowed (REQUIRE_AUTH=false)")?;
         }
+        write!(f, "; {} model prices", self.prices)?;
         write!(f, "; TLS {}", self.tls)?;
         write!(f, "; console {}", if self.console { "on" } else { "off" })?;
         write!(f, "; registration {}", if self.registration { "open" } else { "closed" })
@@ -132,7 +136,7 @@ mod tests {
         }
         assert!(line.contains("gRPC 127.0.0.1:9191"), "{line}");
         assert!(line.contains("database postgres, read replica"), "{line}");
-        assert!(line.contains("limits redis (single)"), "{line}");
+        assert!(line.contains("limits and budgets redis (single)"), "{line}");
         assert!(line.contains("policy 12 rules"), "{line}");
         assert!(line.len() < 400, "one short line: {line}");
     }

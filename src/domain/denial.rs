@@ -17,6 +17,8 @@ pub enum ErrorKind {
     TooLarge,
     /// 429 `RATE_LIMITED` / `rate_limit_error`
     RateLimited,
+    /// 429 `QUOTA_EXCEEDED` / `insufficient_quota`
+    QuotaExceeded,
     /// 503 `AUTH_BACKEND_UNAVAILABLE` / `api_error`
     Unavailable,
 }
@@ -77,6 +79,15 @@ pub enum Denial {
     /// `Retry-After` headers.
     #[error("rate limit exceeded: {limit} requests per {period_seconds}s, retry in {retry_after_seconds}s")]
     RateLimited { limit: u32, period_seconds: u64, retry_after_seconds: u64, reset_seconds: u64 },
+    /// A token or spend budget cannot hold the request's reservation.
+    /// `retry_after_seconds`: when the window frees capacity (`None`: the
+    /// request is larger than the whole budget, or the period is calendar
+    /// and far off); `tokens`: the `x-ratelimit-*-tokens` values.
+    #[error("{message}")]
+    QuotaExceeded { message: String, retry_after_seconds: Option<u64>, tokens: Option<super::budget::TokenHeaders> },
+    /// A spend budget applies and the price table has no price for the model.
+    #[error("model '{model}' has no price configured, so it cannot be used under a spend budget")]
+    ModelNotPriced { model: String },
 }
 
 impl Denial {
@@ -98,10 +109,12 @@ impl Denial {
             | Denial::NotProvisioned(_)
             | Denial::ReplacedSecret
             | Denial::RoleRequired { .. }
-            | Denial::ModelNotAllowed { .. } => ErrorKind::Forbidden,
+            | Denial::ModelNotAllowed { .. }
+            | Denial::ModelNotPriced { .. } => ErrorKind::Forbidden,
             Denial::BodyTooLarge { .. } => ErrorKind::TooLarge,
             Denial::BackendUnavailable => ErrorKind::Unavailable,
             Denial::RateLimited { .. } => ErrorKind::RateLimited,
+            Denial::QuotaExceeded { .. } => ErrorKind::QuotaExceeded,
         }
     }
 
@@ -128,6 +141,8 @@ impl Denial {
             Denial::InvalidBody(_) => "invalid_body",
             Denial::BackendUnavailable => "backend_unavailable",
             Denial::RateLimited { .. } => "rate_limited",
+            Denial::QuotaExceeded { .. } => "quota_exceeded",
+            Denial::ModelNotPriced { .. } => "model_not_priced",
         }
     }
 
@@ -138,7 +153,7 @@ impl Denial {
     /// The request field at fault, for OpenAI's `param`.
     pub const fn param(&self) -> Option<&'static str> {
         match self {
-            Denial::ModelNotAllowed { .. } => Some("model"),
+            Denial::ModelNotAllowed { .. } | Denial::ModelNotPriced { .. } => Some("model"),
             Denial::PromptTooLong { .. } => Some("messages"),
             _ => None,
         }

@@ -2,6 +2,7 @@
 //! here knows about gRPC, HTTP or SQL.
 
 pub mod audit;
+pub mod budget;
 pub mod denial;
 pub mod models;
 pub mod permission;

@@ -53,6 +53,8 @@ pub struct Principal {
     pub session: Option<Session>,
     /// A limit that replaces the group's: the key's own, else the user's.
     pub rate_limit: Option<crate::ratelimit::Override>,
+    /// The key's and the user's token and spend budgets.
+    pub budgets: super::budget::CallerBudgets,
     /// Models the credential may call (an API key's own list); the group's
     /// list applies as well.
     pub models: Option<super::ModelList>,

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::budget::{Budget, BudgetUpdate};
 use super::models::ModelList;
 use super::permission::PermissionSet;
 use super::role::Role;
@@ -21,6 +22,8 @@ pub struct User {
     pub created_at: i64,
     /// Replaces the group's limit for this user.
     pub rate_limit: Option<Limit>,
+    /// The user's token and spend budgets (all their keys and sessions).
+    pub budget: Budget,
     /// Whether Gatehouse knows the address is the holder's (made by an admin,
     /// the CLI or the bootstrap, or from a provider's verified email; never by
     /// self-registration). Only such accounts are linked to a provider's
@@ -52,6 +55,7 @@ pub struct UserUpdate {
     pub disabled: Option<bool>,
     /// `Some(None)` removes the override.
     pub rate_limit: Option<Option<Limit>>,
+    pub budget: BudgetUpdate,
     pub email_verified: Option<bool>,
 }
 
@@ -64,6 +68,8 @@ pub struct Group {
     pub burst: Option<i64>,
     /// Models the group's members may call; `None`: any.
     pub models: Option<ModelList>,
+    /// The team's token and spend budgets, shared by every member.
+    pub budget: Budget,
 }
 
 /// An API key as listed to its owner: everything but the secret.
@@ -82,6 +88,8 @@ pub struct ApiKey {
     pub rate_limit: Option<Limit>,
     /// Models this key may call, within its owner's group's; `None`: any.
     pub models: Option<ModelList>,
+    /// The key's own token and spend budgets.
+    pub budget: Budget,
     /// When the secret was last replaced.
     pub rotated_at: Option<i64>,
     /// Until when the secret replaced by the last rotation still works.
@@ -98,6 +106,7 @@ pub struct NewApiKey {
     pub permissions: Option<PermissionSet>,
     pub expires_at: Option<i64>,
     pub models: Option<ModelList>,
+    pub budget: Budget,
 }
 
 /// Changes to a key; `None` leaves a field as it is, `Some(None)` clears it.
@@ -105,6 +114,7 @@ pub struct NewApiKey {
 pub struct KeyUpdate {
     pub rate_limit: Option<Option<Limit>>,
     pub models: Option<Option<ModelList>>,
+    pub budget: BudgetUpdate,
 }
 
 /// What Check needs to authenticate a key: the key joined with its owner.
@@ -123,6 +133,8 @@ pub struct KeyGrant {
     pub key_rate_limit: Option<Limit>,
     pub user_rate_limit: Option<Limit>,
     pub key_models: Option<ModelList>,
+    pub key_budget: Budget,
+    pub user_budget: Budget,
     /// The hash of the secret replaced by the last rotation, and until when
     /// it still works (the grace period).
     pub previous_secret: Option<([u8; 32], i64)>,

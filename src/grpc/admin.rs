@@ -106,6 +106,8 @@ fn key_message(k: &ApiKey) -> pb::ApiKey {
         created_at: k.created_at,
         last_used_at: k.last_used_at,
         allowed_models: k.models.as_ref().map(|m| m.names().to_vec()).unwrap_or_default(),
+        token_limit: k.budget.tokens.map(|t| t.to_string()),
+        spend_limit: k.budget.spend.map(|s| s.to_string()),
     }
 }
 
@@ -125,6 +127,8 @@ impl KeyAdmin for AdminService {
             permissions: (!req.permissions.is_empty()).then_some(req.permissions.as_slice()),
             expires_in_days: req.expires_in_days,
             models: (!req.allowed_models.is_empty()).then_some(req.allowed_models.as_slice()),
+            budget: crate::accounts::parse_budget(req.token_limit.as_deref(), req.spend_limit.as_deref())
+                .map_err(account_status)?,
         };
         let (key, secret) =
             self.accounts.create_key(&by, Some(&req.user), request, now).await.map_err(account_status)?;

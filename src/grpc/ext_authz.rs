@@ -139,7 +139,13 @@ impl ExtAuthz {
             headers: set,
             headers_to_remove: remove,
             query_parameters_to_remove,
-            response_headers_to_add: allow.rate.map(rate_headers).unwrap_or_default(),
+            response_headers_to_add: allow
+                .rate
+                .map(rate_headers)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(decision.reservation.as_ref().and_then(|r| r.tokens).map(token_headers).into_iter().flatten())
+                .collect(),
             ..Default::default()
         };
         CheckResponse {
@@ -272,12 +278,18 @@ fn deny_with(denial: &Denial, metadata: Struct) -> CheckResponse {
     if let Some(challenge) = render::challenge(denial) {
         headers.push(header("www-authenticate", challenge, HeaderAppendAction::OverwriteIfExistsOrAdd));
     }
+    let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
     if let Denial::RateLimited { limit, retry_after_seconds, reset_seconds, .. } = denial {
-        let overwrite = HeaderAppendAction::OverwriteIfExistsOrAdd;
         headers.push(header("retry-after", retry_after_seconds.to_string(), overwrite));
         for (name, value) in render::rate_limit_headers(*limit, 0, *reset_seconds) {
             headers.push(header(name, value, overwrite));
         }
+    }
+    if let Denial::QuotaExceeded { retry_after_seconds, tokens, .. } = denial {
+        if let Some(seconds) = retry_after_seconds {
+            headers.push(header("retry-after", seconds.to_string(), overwrite));
+        }
+        headers.extend(tokens.map(token_headers).into_iter().flatten());
     }
     let denied = DeniedHttpResponse {
         status: Some(HttpStatus { code: i32::from(render::http_status(kind)) }),
@@ -304,6 +316,14 @@ fn rate_headers(rate: Outcome) -> Vec<HeaderValueOption> {
         .collect()
 }
 
+/// OpenAI's `x-ratelimit-*-tokens` for the token budget with the least left.
+fn token_headers(tokens: crate::domain::budget::TokenHeaders) -> Vec<HeaderValueOption> {
+    render::token_limit_headers(tokens)
+        .into_iter()
+        .map(|(name, value)| header(name, value, HeaderAppendAction::OverwriteIfExistsOrAdd))
+        .collect()
+}
+
 /// The downstream client's address, as Envoy reports it.
 fn client_ip(request: &CheckRequest) -> Option<&str> {
     use envoy_types::pb::envoy::config::core::v3::address::Address;
@@ -325,15 +345,19 @@ fn decision_metadata(decision: &Decision) -> Struct {
         Err(d) => ("deny", d.reason()),
     };
     let mode = if decision.report_only { "report_only" } else { "" };
-    // Stand-in until budgets reserve: a fresh id for each allowed request
-    // whose body was inspected, which the ext_proc meter settles.
-    let reservation = (decision.verdict.is_ok() && decision.model.is_some()).then(|| uuid::Uuid::new_v4().to_string());
     let method = match (p, &decision.verdict) {
         (Some(p), _) => p.method.as_str(),
         (None, Ok(_)) => "anonymous",
         (None, Err(_)) => "",
     };
+    let reservation = decision.reservation.as_ref();
+    let budgets = reservation.map(|r| r.budgets.join(",")).unwrap_or_default();
+    let reserved = reservation.map(|r| (r.prompt.to_string(), r.completion.to_string())).unwrap_or_default();
     metadata(&[
+        ("reservation", reservation.map_or("", |r| &r.id)),
+        ("budgets", &budgets),
+        ("reserved_prompt", &reserved.0),
+        ("reserved_completion", &reserved.1),
         ("decision", verdict),
         ("reason", reason),
         ("route", decision.rule.as_deref().unwrap_or("")),
@@ -344,7 +368,6 @@ fn decision_metadata(decision: &Decision) -> Struct {
         ("key_id", p.and_then(|p| p.key_id.as_deref()).unwrap_or("")),
         ("model", decision.model.as_deref().unwrap_or("")),
         ("mode", mode),
-        ("reservation", reservation.as_deref().unwrap_or("")),
     ])
 }
 

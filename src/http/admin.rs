@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::extract::{Audited, Caller, JsonBody, QueryParams};
 use crate::accounts::parse_models;
 use crate::audit::event;
+use crate::domain::budget::BudgetUpdate;
 use crate::domain::{
     AuditAction, AuditQuery, DEFAULT_GROUP, Group, KeyUpdate, ModelList, Permission, Role, UserUpdate,
 };
@@ -106,6 +107,24 @@ pub struct UpdateUserBody {
     /// `"REQUESTS/SECONDS[/BURST]"` replaces the group's limit; `null` removes it.
     #[serde(default, deserialize_with = "present")]
     rate_limit: Option<Option<String>>,
+    /// `"TOKENS/SECONDS"`: the user's token budget (all their keys and
+    /// sessions); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    token_limit: Option<Option<String>>,
+    /// `"USD/PERIOD"` (PERIOD: day, week, month or seconds); `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    spend_limit: Option<Option<String>>,
+}
+
+/// A budget change from a body's `token_limit` and `spend_limit`.
+fn budget_change(
+    token_limit: &Option<Option<String>>,
+    spend_limit: &Option<Option<String>>,
+) -> Result<BudgetUpdate, ApiError> {
+    Ok(crate::accounts::parse_budget_update(
+        token_limit.as_ref().map(Option::as_deref),
+        spend_limit.as_ref().map(Option::as_deref),
+    )?)
 }
 
 /// Tells a field set to `null` (`Some(None)`) from one left out (`None`).
@@ -136,6 +155,7 @@ pub async fn update_user(
         group: body.group,
         disabled: body.disabled,
         rate_limit: parse_override(body.rate_limit)?,
+        budget: budget_change(&body.token_limit, &body.spend_limit)?,
         email_verified: body.email_verified,
     };
     let target = s.accounts.find_user(&id).await?;
@@ -163,6 +183,9 @@ pub async fn update_user(
     if update.rate_limit.is_some() {
         changes.push("rate limit changed".to_owned());
     }
+    if user.budget != target.budget {
+        changes.push(format!("budget {} -> {}", budget_text(&target.budget), budget_text(&user.budget)));
+    }
     if user.email_verified != target.email_verified {
         changes.push(format!("email_verified {} -> {}", target.email_verified, user.email_verified));
     }
@@ -180,6 +203,21 @@ pub struct UpdateKeyBody {
     rate_limit: Option<Option<String>>,
     #[serde(default, deserialize_with = "present")]
     allowed_models: Option<Option<Vec<String>>>,
+    /// `"TOKENS/SECONDS"`: the key's own token budget; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    token_limit: Option<Option<String>>,
+    /// `"USD/PERIOD"`: the key's own spend budget; `null` removes it.
+    #[serde(default, deserialize_with = "present")]
+    spend_limit: Option<Option<String>>,
+}
+
+/// `tokens 1000/60, spend 5/day` or `none`, for the audit log.
+fn budget_text(b: &crate::domain::budget::Budget) -> String {
+    let parts: Vec<String> = [b.tokens.map(|t| format!("tokens {t}")), b.spend.map(|s| format!("spend {s}"))]
+        .into_iter()
+        .flatten()
+        .collect();
+    if parts.is_empty() { "none".to_owned() } else { parts.join(", ") }
 }
 
 /// `["m", "p*"]` sets a list; `null` removes it (any model).
@@ -205,8 +243,11 @@ pub async fn update_key(
     JsonBody(body): JsonBody<UpdateKeyBody>,
 ) -> Result<Response, ApiError> {
     admin(&audited, &caller).await?;
-    let update =
-        KeyUpdate { rate_limit: parse_override(body.rate_limit)?, models: parse_model_change(body.allowed_models)? };
+    let update = KeyUpdate {
+        rate_limit: parse_override(body.rate_limit)?,
+        models: parse_model_change(body.allowed_models)?,
+        budget: budget_change(&body.token_limit, &body.spend_limit)?,
+    };
     let key = s.accounts.update_key(&audited.acting(&caller.0), &id, &update).await?;
     tracing::info!(actor = %caller.0.user_id, key_id = %key.id, "API key changed");
     respond(StatusCode::OK, KeyView::new(&key, crate::app::now()))
@@ -232,6 +273,14 @@ pub struct GroupBody {
     /// Left out on an update: unchanged; `null`: any model.
     #[serde(default, deserialize_with = "present")]
     allowed_models: Option<Option<Vec<String>>>,
+    /// `"TOKENS/SECONDS"`, shared by every member. Left out on an update:
+    /// unchanged; `null`: none.
+    #[serde(default, deserialize_with = "present")]
+    token_limit: Option<Option<String>>,
+    /// `"USD/PERIOD"`, shared by every member. Left out on an update:
+    /// unchanged; `null`: none.
+    #[serde(default, deserialize_with = "present")]
+    spend_limit: Option<Option<String>>,
 }
 
 impl GroupBody {
@@ -241,12 +290,15 @@ impl GroupBody {
             Some(models) => models,
             None => current.and_then(|g| g.models.clone()),
         };
+        let mut budget = current.map(|g| g.budget).unwrap_or_default();
+        budget_change(&self.token_limit, &self.spend_limit)?.apply(&mut budget);
         Ok(Group {
             name,
             requests_per_period: self.requests_per_period,
             period_seconds: self.period_seconds,
             burst: self.burst,
             models,
+            budget,
         })
     }
 }

@@ -466,6 +466,12 @@ pub struct CreateKeyBody {
     /// Models the key may call (names or `*` patterns); default: any the
     /// owner's group allows.
     allowed_models: Option<Vec<String>>,
+    /// `"TOKENS/SECONDS"`: the key's own token budget (within its owner's
+    /// and group's, which apply as well).
+    token_limit: Option<String>,
+    /// `"USD/PERIOD"` (PERIOD: day, week, month or seconds): the key's own
+    /// spend budget.
+    spend_limit: Option<String>,
 }
 
 #[utoipa::path(post, path = "/auth/keys", tag = "keys", security(("bearer" = []), ("api_key" = [])), request_body = CreateKeyBody, responses(
@@ -483,6 +489,7 @@ pub async fn create_key(
         permissions: body.permissions.as_deref(),
         expires_in_days: body.expires_in_days,
         models: body.allowed_models.as_deref(),
+        budget: crate::accounts::parse_budget(body.token_limit.as_deref(), body.spend_limit.as_deref())?,
     };
     let now = now();
     let by = audited.acting(&caller);

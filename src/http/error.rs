@@ -131,7 +131,7 @@ impl From<Denial> for ApiError {
                 ApiError::Unauthenticated(d)
             }
             ErrorKind::Forbidden => ApiError::Forbidden(d.message()),
-            ErrorKind::RateLimited => ApiError::RateLimited(Duration::from_secs(1)),
+            ErrorKind::RateLimited | ErrorKind::QuotaExceeded => ApiError::RateLimited(Duration::from_secs(1)),
             ErrorKind::Unavailable => ApiError::Unavailable,
         }
     }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod budget;
 pub mod console;
 pub mod error;
 pub mod extract;
@@ -74,6 +75,7 @@ fn auth_routes() -> Router<HttpState> {
         .route("/logout/all", post(auth::logout_all))
         .route("/password", post(auth::change_password))
         .route("/me", get(auth::me))
+        .route("/budget", get(budget::my_budget))
         .nest("/keys", keys.clone())
         .nest("/api-keys", keys)
         .route("/oidc/login", get(login::oidc_login))

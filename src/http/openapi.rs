@@ -125,6 +125,11 @@ enveloped!(
     CreatedKeyView
 );
 enveloped!(ValidationEnvelope, ValidationBody);
+enveloped!(
+    /// Each of the caller's budgets: limit, use, what is left, when it resets.
+    BudgetEnvelope,
+    super::budget::BudgetBody
+);
 
 macro_rules! listed {
     ($name:ident, $field:ident, $item:ty) => {
@@ -238,6 +243,7 @@ pub async fn openapi_doc() {}
         super::auth::rotate_key,
         super::auth::delete_key,
         super::auth::jwks,
+        super::budget::my_budget,
         super::login::providers,
         super::login::oidc_login,
         super::login::oidc_callback,
@@ -264,6 +270,7 @@ pub async fn openapi_doc() {}
         (name = "auth", description = "Registration, login and session tokens"),
         (name = "keys", description = "The caller's API keys (others' with manage_users)"),
         (name = "providers", description = "Login through OpenID Connect providers and GitHub"),
+        (name = "usage", description = "Token and spend budgets, and usage"),
         (name = "admin", description = "Users, groups and keys, for manage_users; the audit log for view_audit_logs"),
         (name = "probes", description = "Health, readiness, metrics, this document"),
         (name = "seed aliases", description = "The same operations under the paths seed clients call"),

@@ -20,6 +20,9 @@ use crate::domain::Denial;
 pub struct BodyLimits {
     pub max_bytes: usize,
     pub max_prompt_chars: usize,
+    /// Completion tokens a budget reserves on this route for a request that
+    /// sets no `max_tokens` (0 for embeddings); `None`: the global default.
+    pub default_max_tokens: Option<u64>,
 }
 
 /// The request body as the proxy forwarded it.
@@ -85,7 +88,16 @@ pub struct Inspected {
     /// (see [`Fields`]). Token ids count one each; images, audio and files
     /// count nothing.
     pub prompt_chars: usize,
+    /// The most completion tokens the request may produce: the largest of
+    /// `max_tokens`, `max_completion_tokens` and `max_output_tokens`, times
+    /// the number of choices (`n`, `best_of`); `None` when it sets none.
+    pub max_tokens: Option<u64>,
+    /// `stream_options.include_usage: true`: a stream ends with its usage.
+    pub include_usage: bool,
 }
+
+/// The most choices (`n`, `best_of`) one request may ask for.
+pub const MAX_CHOICES: u64 = 128;
 
 /// Checks size, media type and JSON shape, and reads the OpenAI fields.
 ///
@@ -135,7 +147,22 @@ pub fn inspect(body: &RequestBody<'_>, method: &str, limits: BodyLimits) -> Resu
     if let Some(model) = &fields.model {
         check_model_name(model)?;
     }
-    Ok(Inspected { model: fields.model, stream: fields.stream.unwrap_or(false), prompt_chars })
+    let choices = fields.n.unwrap_or(1).max(fields.best_of.unwrap_or(1)).max(1);
+    if choices > MAX_CHOICES {
+        return Err(Denial::InvalidBody(format!("`n` and `best_of` may be at most {MAX_CHOICES}")));
+    }
+    let max_tokens = [fields.max_tokens, fields.max_completion_tokens, fields.max_output_tokens]
+        .into_iter()
+        .flatten()
+        .max()
+        .map(|m| m.saturating_mul(choices));
+    Ok(Inspected {
+        model: fields.model,
+        stream: fields.stream.unwrap_or(false),
+        prompt_chars,
+        max_tokens,
+        include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+    })
 }
 
 /// `application/json`, `application/<x>+json`, with any parameters.
@@ -203,6 +230,19 @@ struct Fields {
     text: Option<TextConfig>,
     /// Predicted output (`{type: "content", content}`).
     prediction: Option<Item>,
+    /// Completion ceilings (chat, completions; newer chat; Responses).
+    max_tokens: Option<u64>,
+    max_completion_tokens: Option<u64>,
+    max_output_tokens: Option<u64>,
+    /// Choices per request: each may use the ceiling.
+    n: Option<u64>,
+    best_of: Option<u64>,
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptions {
+    include_usage: Option<bool>,
 }
 
 impl Count for Fields {
@@ -593,7 +633,7 @@ fn sum_seq<'de, T: Deserialize<'de> + Count, A: SeqAccess<'de>>(mut seq: A) -> R
 mod tests {
     use super::*;
 
-    const LIMITS: BodyLimits = BodyLimits { max_bytes: 1000, max_prompt_chars: 20 };
+    const LIMITS: BodyLimits = BodyLimits { max_bytes: 1000, max_prompt_chars: 20, default_max_tokens: None };
 
     fn body(json: &str) -> RequestBody<'_> {
         RequestBody {
@@ -625,6 +665,32 @@ mod tests {
     }
 
     #[test]
+    fn reads_completion_ceilings_and_stream_usage() {
+        for (json, max, usage) in [
+            (r#"{"max_tokens":10}"#, Some(10), false),
+            (r#"{"max_tokens":10,"max_completion_tokens":30}"#, Some(30), false),
+            (r#"{"max_output_tokens":7,"n":3}"#, Some(21), false),
+            (r#"{"max_tokens":5,"best_of":4,"n":2}"#, Some(20), false),
+            (r#"{"max_tokens":null,"stream":true,"stream_options":{"include_usage":true}}"#, None, true),
+            (r#"{"stream":true,"stream_options":{"include_usage":false}}"#, None, false),
+        ] {
+            let got = post(json).unwrap();
+            assert_eq!((got.max_tokens, got.include_usage), (max, usage), "{json}");
+        }
+        // What two readers could read differently is refused.
+        for bad in [
+            r#"{"max_tokens":-1}"#,
+            r#"{"max_tokens":"10"}"#,
+            r#"{"max_tokens":10.5}"#,
+            r#"{"max_tokens":1,"max_tokens":100000}"#,
+            r#"{"n":129}"#,
+            r#"{"stream_options":{"include_usage":"yes"}}"#,
+        ] {
+            assert_eq!(post(bad).unwrap_err().reason(), "invalid_body", "{bad}");
+        }
+    }
+
+    #[test]
     fn reads_model_stream_and_prompt_length() {
         for (json, model, stream, chars) in [
             (r#"{"model":"m","messages":[{"role":"user","content":"héllo"}]}"#, Some("m"), false, 5),
@@ -647,7 +713,8 @@ mod tests {
             ),
         ] {
             let got = post(json).unwrap();
-            assert_eq!(got, Inspected { model: model.map(str::to_owned), stream, prompt_chars: chars }, "{json}");
+            let want = Inspected { model: model.map(str::to_owned), stream, prompt_chars: chars, ..Default::default() };
+            assert_eq!(got, want, "{json}");
         }
     }
 

@@ -344,7 +344,11 @@ impl Policy {
                 forward_credentials: false,
             })
             .collect();
-        let defaults = BodyLimits { max_bytes: spec.max_request_bytes, max_prompt_chars: spec.max_prompt_chars };
+        let defaults = BodyLimits {
+            max_bytes: spec.max_request_bytes,
+            max_prompt_chars: spec.max_prompt_chars,
+            default_max_tokens: None,
+        };
         for (i, route) in spec.routes.iter().enumerate() {
             let rule = route.compile(defaults, spec.mode).map_err(|e| format!("routes[{i}]: {e}"))?;
             if rules.iter().any(|r| r.name == rule.name) {

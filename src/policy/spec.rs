@@ -140,6 +140,10 @@ pub struct RouteSpec {
     pub body: Option<String>,
     pub max_request_bytes: Option<usize>,
     pub max_prompt_chars: Option<usize>,
+    /// Completion tokens a token or spend budget reserves for a request that
+    /// sets no `max_tokens` (`0` on embeddings routes); default:
+    /// `GATEHOUSE_BUDGET_DEFAULT_MAX_TOKENS`.
+    pub default_max_tokens: Option<u64>,
     /// `enforce` or `report_only`; default: the table's `mode`.
     pub mode: Option<Mode>,
     /// `true`: the same as `mode = "report_only"` (`false`: `"enforce"`).
@@ -187,6 +191,7 @@ impl RouteSpec {
             Some("json") => Some(BodyLimits {
                 max_bytes: self.max_request_bytes.unwrap_or(defaults.max_bytes).min(defaults.max_bytes),
                 max_prompt_chars: self.max_prompt_chars.unwrap_or(defaults.max_prompt_chars),
+                default_max_tokens: self.default_max_tokens,
             }),
             Some(other) => return Err(format!("unknown body '{other}': expected json or none")),
         };

@@ -89,6 +89,11 @@ impl RedisLimiter {
         }
     }
 
+    /// The shared connection, when there is one (budgets use it too).
+    pub async fn connection(&self) -> Option<Conn> {
+        self.conn.read().await.clone()
+    }
+
     fn mark_degraded(&self, error: &str) {
         if !self.degraded.swap(true, Ordering::Relaxed) {
             metrics::gauge!("gatehouse_ratelimit_redis_available").set(0.0);

@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, Row, SqlitePool};
 
 use super::{DynStore, Store, StoreError, StoreResult};
+use crate::domain::budget::Budget;
 use crate::domain::{
     ApiKey, AuditAction, AuditEvent, AuditOutcome, AuditQuery, Group, KeyGrant, KeyUpdate, ModelList, NewApiKey,
     NewAuditEvent, NewUser, PermissionSet, Role, User, UserUpdate,
@@ -185,13 +186,14 @@ pub struct PostgresStore {
     read: Option<PgPool>,
 }
 
-const USER_COLUMNS: &str =
-    "id, email, name, role, group_name, disabled, created_at, rate_limit, email_verified, tokens_valid_after";
+const USER_COLUMNS: &str = "id, email, name, role, group_name, disabled, created_at, rate_limit, email_verified, \
+                            tokens_valid_after, token_limit, spend_limit";
 const USER_COLUMNS_U: &str = "u.id, u.email, u.name, u.role, u.group_name, u.disabled, u.created_at, u.rate_limit, \
-                              u.email_verified, u.tokens_valid_after";
+                              u.email_verified, u.tokens_valid_after, u.token_limit, u.spend_limit";
 const KEY_COLUMNS: &str = "id, user_id, name, permissions, expires_at, revoked_at, created_at, last_used_at, rate_limit, \
-                           allowed_models, rotated_at, previous_secret_expires_at";
-const GROUP_COLUMNS: &str = "name, requests_per_period, period_seconds, burst, allowed_models";
+                           allowed_models, rotated_at, previous_secret_expires_at, token_limit, spend_limit";
+const GROUP_COLUMNS: &str =
+    "name, requests_per_period, period_seconds, burst, allowed_models, token_limit, spend_limit";
 
 fn parse_role(s: &str) -> StoreResult<Role> {
     s.parse().map_err(|e| StoreError::Internal(format!("corrupt role: {e}")))
@@ -205,6 +207,16 @@ fn parse_permissions(s: Option<String>) -> StoreResult<Option<PermissionSet>> {
 
 fn parse_limit(s: Option<String>) -> StoreResult<Option<crate::ratelimit::Limit>> {
     s.map(|s| s.parse()).transpose().map_err(|e| StoreError::Internal(format!("corrupt rate limit: {e}")))
+}
+
+fn parse_budget(tokens: Option<String>, spend: Option<String>) -> StoreResult<Budget> {
+    Budget::from_columns(tokens.as_deref(), spend.as_deref())
+        .map_err(|e| StoreError::Internal(format!("corrupt budget: {e}")))
+}
+
+/// `(change?, new value)` for a `CASE WHEN $n THEN $m ELSE column END` update.
+fn budget_binds<T: ToString>(change: Option<Option<T>>) -> (bool, Option<String>) {
+    (change.is_some(), change.flatten().map(|v| v.to_string()))
 }
 
 fn parse_models(s: Option<String>) -> StoreResult<Option<ModelList>> {
@@ -234,6 +246,7 @@ macro_rules! sql_store {
                     rate_limit: parse_limit(r.try_get("rate_limit")?)?,
                     email_verified: r.try_get("email_verified")?,
                     tokens_valid_after: r.try_get("tokens_valid_after")?,
+                    budget: parse_budget(r.try_get("token_limit")?, r.try_get("spend_limit")?)?,
                 })
             }
 
@@ -244,6 +257,7 @@ macro_rules! sql_store {
                     period_seconds: r.try_get("period_seconds")?,
                     burst: r.try_get("burst")?,
                     models: parse_models(r.try_get("allowed_models")?)?,
+                    budget: parse_budget(r.try_get("token_limit")?, r.try_get("spend_limit")?)?,
                 })
             }
 
@@ -261,6 +275,7 @@ macro_rules! sql_store {
                     models: parse_models(r.try_get("allowed_models")?)?,
                     rotated_at: r.try_get("rotated_at")?,
                     previous_secret_expires_at: r.try_get("previous_secret_expires_at")?,
+                    budget: parse_budget(r.try_get("token_limit")?, r.try_get("spend_limit")?)?,
                 })
             }
 
@@ -279,6 +294,8 @@ macro_rules! sql_store {
                     key_rate_limit: parse_limit(r.try_get("rate_limit")?)?,
                     user_rate_limit: parse_limit(r.try_get("user_rate_limit")?)?,
                     key_models: parse_models(r.try_get("allowed_models")?)?,
+                    key_budget: parse_budget(r.try_get("token_limit")?, r.try_get("spend_limit")?)?,
+                    user_budget: parse_budget(r.try_get("user_token_limit")?, r.try_get("user_spend_limit")?)?,
                     previous_secret: match (
                         r.try_get::<Option<Vec<u8>>, _>("previous_secret_hash")?,
                         r.try_get::<Option<i64>, _>("previous_secret_expires_at")?,
@@ -353,7 +370,8 @@ macro_rules! sql_store {
                     .lookup(
                         "SELECT k.id, k.secret_hash, k.permissions, k.expires_at, k.revoked_at, k.rate_limit, \
                          k.allowed_models, k.previous_secret_hash, k.previous_secret_expires_at, k.user_id, u.email, \
-                         u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit \
+                         u.role, u.group_name, u.disabled, u.rate_limit AS user_rate_limit, k.token_limit, \
+                         k.spend_limit, u.token_limit AS user_token_limit, u.spend_limit AS user_spend_limit \
                          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
                         key_id,
                     )
@@ -427,6 +445,8 @@ macro_rules! sql_store {
                      disabled = COALESCE($4, disabled), updated_at = $5, \
                      rate_limit = CASE WHEN $6 THEN $7 ELSE rate_limit END, \
                      email_verified = COALESCE($8, email_verified), \
+                     token_limit = CASE WHEN $9 THEN $10 ELSE token_limit END, \
+                     spend_limit = CASE WHEN $11 THEN $12 ELSE spend_limit END, \
                      tokens_valid_after = CASE WHEN $4 THEN \
                      (CASE WHEN tokens_valid_after >= $5 THEN tokens_valid_after + 1 ELSE $5 END) \
                      ELSE tokens_valid_after END \
@@ -441,6 +461,10 @@ macro_rules! sql_store {
                     .bind(update.rate_limit.is_some())
                     .bind(update.rate_limit.flatten().map(|l| l.to_string()))
                     .bind(update.email_verified)
+                    .bind(budget_binds(update.budget.tokens).0)
+                    .bind(budget_binds(update.budget.tokens).1)
+                    .bind(budget_binds(update.budget.spend).0)
+                    .bind(budget_binds(update.budget.spend).1)
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref().map(Self::user).transpose()
@@ -448,8 +472,8 @@ macro_rules! sql_store {
 
             async fn create_group(&self, group: &Group) -> StoreResult<()> {
                 sqlx::query(
-                    "INSERT INTO groups (name, requests_per_period, period_seconds, burst, allowed_models, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO groups (name, requests_per_period, period_seconds, burst, allowed_models, created_at, \
+                     token_limit, spend_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(&group.name)
                 .bind(group.requests_per_period)
@@ -457,6 +481,8 @@ macro_rules! sql_store {
                 .bind(group.burst)
                 .bind(group.models.as_ref().map(ToString::to_string))
                 .bind(now())
+                .bind(group.budget.tokens.map(|t| t.to_string()))
+                .bind(group.budget.spend.map(|s| s.to_string()))
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -464,14 +490,16 @@ macro_rules! sql_store {
 
             async fn update_group(&self, group: &Group) -> StoreResult<bool> {
                 let done = sqlx::query(
-                    "UPDATE groups SET requests_per_period = $2, period_seconds = $3, burst = $4, allowed_models = $5 \
-                     WHERE name = $1",
+                    "UPDATE groups SET requests_per_period = $2, period_seconds = $3, burst = $4, allowed_models = $5, \
+                     token_limit = $6, spend_limit = $7 WHERE name = $1",
                 )
                 .bind(&group.name)
                 .bind(group.requests_per_period)
                 .bind(group.period_seconds)
                 .bind(group.burst)
                 .bind(group.models.as_ref().map(ToString::to_string))
+                .bind(group.budget.tokens.map(|t| t.to_string()))
+                .bind(group.budget.spend.map(|s| s.to_string()))
                 .execute(&self.pool)
                 .await?;
                 Ok(done.rows_affected() > 0)
@@ -547,7 +575,8 @@ macro_rules! sql_store {
             async fn create_api_key(&self, key: &NewApiKey) -> StoreResult<ApiKey> {
                 let sql = format!(
                     "INSERT INTO api_keys (id, user_id, name, secret_hash, permissions, expires_at, created_at, \
-                     allowed_models) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {KEY_COLUMNS}"
+                     allowed_models, token_limit, spend_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     RETURNING {KEY_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
                     .bind(&key.id)
@@ -558,6 +587,8 @@ macro_rules! sql_store {
                     .bind(key.expires_at)
                     .bind(now())
                     .bind(key.models.as_ref().map(ToString::to_string))
+                    .bind(key.budget.tokens.map(|t| t.to_string()))
+                    .bind(key.budget.spend.map(|s| s.to_string()))
                     .fetch_one(&self.pool)
                     .await?;
                 Self::key(&row)
@@ -581,7 +612,9 @@ macro_rules! sql_store {
             async fn update_api_key(&self, id: &str, update: &KeyUpdate) -> StoreResult<Option<ApiKey>> {
                 let sql = format!(
                     "UPDATE api_keys SET rate_limit = CASE WHEN $2 THEN $3 ELSE rate_limit END, \
-                     allowed_models = CASE WHEN $4 THEN $5 ELSE allowed_models END \
+                     allowed_models = CASE WHEN $4 THEN $5 ELSE allowed_models END, \
+                     token_limit = CASE WHEN $6 THEN $7 ELSE token_limit END, \
+                     spend_limit = CASE WHEN $8 THEN $9 ELSE spend_limit END \
                      WHERE id = $1 RETURNING {KEY_COLUMNS}"
                 );
                 let row = sqlx::query(&sql)
@@ -590,6 +623,10 @@ macro_rules! sql_store {
                     .bind(update.rate_limit.flatten().map(|l| l.to_string()))
                     .bind(update.models.is_some())
                     .bind(update.models.clone().flatten().map(|m| m.to_string()))
+                    .bind(budget_binds(update.budget.tokens).0)
+                    .bind(budget_binds(update.budget.tokens).1)
+                    .bind(budget_binds(update.budget.spend).0)
+                    .bind(budget_binds(update.budget.spend).1)
                     .fetch_optional(&self.pool)
                     .await?;
                 row.as_ref().map(Self::key).transpose()

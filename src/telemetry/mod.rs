@@ -196,6 +196,13 @@ pub const METRICS: &[Metric] = {
         metric("gatehouse_check_duration_seconds", Histogram, "Time to decide a Check"),
         metric("gatehouse_rate_limited_total", Counter, "Requests refused by a rate limit, by group"),
         metric("gatehouse_ratelimit_redis_available", Gauge, "1 while rate limits are shared through Redis"),
+        metric("gatehouse_budget_reservations_total", Counter, "Budget reservations at Check, granted or refused"),
+        metric(
+            "gatehouse_budget_settlements_total",
+            Counter,
+            "Reservations settled: measured, charged_reservation (no usage), expired, unknown, error",
+        ),
+        metric("gatehouse_budget_unmeasured_total", Counter, "Responses without a usable usage report, by reason"),
         metric(
             "gatehouse_ratelimit_fallback_total",
             Counter,

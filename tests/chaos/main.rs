@@ -74,6 +74,7 @@ async fn chaos() {
             period_seconds: limit.map(|l| l.1),
             burst: limit.map(|l| l.2),
             models: None,
+            budget: Default::default(),
         };
         setup.accounts.create_group(group).await.unwrap();
     }

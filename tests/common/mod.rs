@@ -80,6 +80,8 @@ pub struct TestServer {
     pub accounts: Accounts,
     /// The server's own decision maker, for checks at an injected time.
     pub authorizer: std::sync::Arc<gatehouse::authz::Authorizer>,
+    /// Token and spend budgets, for settlements made by hand.
+    pub budgets: std::sync::Arc<gatehouse::budget::Budgets>,
     pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -119,6 +121,7 @@ impl TestServer {
             store: app.store.clone(),
             accounts: app.accounts.clone(),
             authorizer: app.authorizer.clone(),
+            budgets: app.budgets.clone(),
             database_url,
             stop: Some(stop),
             task: None,
@@ -269,6 +272,32 @@ impl Check {
             }
             _ => HashMap::new(),
         }
+    }
+
+    /// Headers for the client's response: added on allow, or the denial's.
+    pub fn client_headers(&self) -> HashMap<String, String> {
+        match &self.0.http_response {
+            Some(HttpResponse::OkResponse(ok)) => ok
+                .response_headers_to_add
+                .iter()
+                .filter_map(|h| h.header.as_ref())
+                .map(|h| (h.key.clone(), h.value.clone()))
+                .collect(),
+            _ => self.denied_headers(),
+        }
+    }
+
+    /// Every string field of the dynamic metadata.
+    pub fn all_metadata(&self) -> HashMap<String, String> {
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let Some(m) = self.0.dynamic_metadata.as_ref() else { return HashMap::new() };
+        m.fields
+            .iter()
+            .filter_map(|(k, v)| match &v.kind {
+                Some(Kind::StringValue(s)) => Some((k.clone(), s.clone())),
+                _ => None,
+            })
+            .collect()
     }
 
     pub fn removed(&self) -> Vec<String> {

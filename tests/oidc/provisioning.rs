@@ -47,6 +47,7 @@ async fn gatehouse_for(
             period_seconds: None,
             burst: None,
             models: None,
+            budget: Default::default(),
         })
         .await
         .unwrap();
