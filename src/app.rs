@@ -27,6 +27,7 @@ use crate::domain::{DEFAULT_GROUP, Role};
 use crate::grpc::ext_proc::{LogSettle, Settle};
 use crate::grpc::{self, AdminService, ExtAuthz, ExtProc};
 use crate::http::{self, HttpState};
+use crate::meter::Metered;
 use crate::ratelimit::local::LocalLimiter;
 use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{LimitPolicy, Limiter};
@@ -133,6 +134,7 @@ impl App {
             Arc::new(Authorizer::new(authn, policy, limits, config.require_auth).with_budgets(budgets.clone()));
         let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
         let admin = AdminService::new(authorizer.clone(), accounts.clone());
+        let settle = Arc::new(Settlement { budgets: budgets.clone() });
         Ok(App {
             config,
             store,
@@ -141,7 +143,7 @@ impl App {
             ext_authz,
             admin,
             budgets,
-            settle: Arc::new(LogSettle),
+            settle,
             revocations,
             usage,
             providers,
@@ -378,4 +380,18 @@ struct CountingSink;
 
 impl UsageSink for CountingSink {
     fn record(&self, _: UsageEvent) {}
+}
+
+/// What ext_proc measured goes to the budgets: the reservation is settled
+/// (or charged in full when nothing was measured) and the usage recorded.
+struct Settlement {
+    budgets: Arc<Budgets>,
+}
+
+#[async_trait::async_trait]
+impl Settle for Settlement {
+    async fn settle(&self, attribution: &crate::grpc::ext_proc::Attribution, status: u16, metered: Metered) {
+        LogSettle.settle(attribution, status, metered.clone()).await;
+        self.budgets.settle(attribution, &metered, now()).await;
+    }
 }

@@ -71,3 +71,92 @@ async fn concurrent_requests_through_envoy_never_exceed_a_shared_budget() {
     assert_eq!(allowed, 10, "exactly what the budget holds");
     drop(envoy);
 }
+
+/// The caller's budget of this kind as `GET /auth/budget` shows it.
+async fn used(s: &TestServer, key: &str, kind: &str) -> f64 {
+    let r = common::api::Api::new(s).get("/auth/budget", Some(key)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["data"]["budgets"].as_array().unwrap().iter().find(|b| b["kind"] == kind).unwrap()["used"].as_f64().unwrap()
+}
+
+/// Waits (10 s at most) until the budget shows `want` used.
+async fn until_used(s: &TestServer, key: &str, kind: &str, want: f64) {
+    for _ in 0..200 {
+        if (used(s, key, kind).await - want).abs() < 1e-9 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{kind} used is {} after 10 s, not {want}", used(s, key, kind).await);
+}
+
+/// Through Envoy and a fake OpenAI upstream: reservations are replaced by
+/// the usage the upstream reports (JSON and streamed), a cut stream is
+/// charged its reservation, streams must ask for usage, spend is priced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_settles_reservations_with_reported_usage() {
+    use common::llm::{JSON_USAGE, SSE_USAGE, spawn_llm};
+    let (url, _db) = common::fresh_database(Backend::Sqlite).await;
+    let mut config = common::test_config(&url);
+    // $1 / $2 per million tokens.
+    config.budgets.prices = "*=1:2".parse().unwrap();
+    let s = TestServer::start_config(config).await;
+    let (_, key) = s.user_with_key("dev@example.com", Role::Operator, None).await;
+    let update = KeyUpdate {
+        budget: BudgetUpdate {
+            tokens: Some(Some("1000/3600".parse().unwrap())),
+            spend: Some(Some("1/day".parse().unwrap())),
+        },
+        ..KeyUpdate::default()
+    };
+    s.accounts.update_key(&Acting::operator(), &key[3..19], &update).await.unwrap();
+    let envoy = Envoy::start(&s, spawn_llm().await).await;
+    let http = reqwest::Client::new();
+    let chat = |body: serde_json::Value| {
+        http.post(envoy.url("/v1/chat/completions")).header("x-api-key", &key).json(&body).send()
+    };
+
+    // JSON: "hi" + max_tokens 98 reserve 100; the upstream reports 11 + 22.
+    let r =
+        chat(json!({"model": "m", "max_tokens": 98, "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "1000");
+    assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "900");
+    let json_tokens = (JSON_USAGE.0 + JSON_USAGE.1) as f64;
+    until_used(&s, &key, "tokens", json_tokens).await;
+    let json_cost = (JSON_USAGE.0 as f64 + 2.0 * JSON_USAGE.1 as f64) / 1e6;
+    until_used(&s, &key, "spend", json_cost).await;
+
+    // A stream must ask for its usage.
+    let r = chat(json!({"model": "m", "stream": true, "max_tokens": 5, "messages": []})).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("include_usage"), "{body}");
+
+    // A stream that does: its last chunk's usage is what counts.
+    let streamed = json!({"model": "chunks-5", "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 100, "messages": []});
+    let r = chat(streamed).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().ends_with("data: [DONE]\n\n"));
+    let sse_tokens = (SSE_USAGE.0 + SSE_USAGE.1) as f64;
+    until_used(&s, &key, "tokens", json_tokens + sse_tokens).await;
+
+    // A stream the upstream cuts is charged its whole reservation (200).
+    let cut = json!({"model": "cut", "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 200, "messages": []});
+    let r = chat(cut).await.unwrap();
+    let _ = r.text().await;
+    until_used(&s, &key, "tokens", json_tokens + sse_tokens + 200.0).await;
+
+    // What is left (1000 - 33 - 77 - 200 = 690) cannot hold 700: OpenAI's 429.
+    let r = chat(json!({"model": "m", "max_tokens": 700, "messages": []})).await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "690");
+    assert!(r.headers().contains_key("retry-after"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["error"]["code"].as_str(), body["error"]["type"].as_str()),
+        (Some("QUOTA_EXCEEDED"), Some("insufficient_quota"))
+    );
+    drop(envoy);
+    s.finish().await;
+}

@@ -267,10 +267,7 @@ impl Budgets {
         let Some(id) = attribution.get("reservation") else { return false };
         let usage = match metered {
             Metered::Usage(u) => Some(*u),
-            Metered::Unmeasured(reason) => {
-                metrics::counter!("gatehouse_budget_unmeasured_total", "reason" => *reason).increment(1);
-                None
-            }
+            Metered::Unmeasured(_) => None,
         };
         let budgeted = attribution.get("budgets").is_some_and(|b| !b.is_empty());
         let record = if budgeted {

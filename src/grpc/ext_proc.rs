@@ -69,7 +69,7 @@ impl Settle for LogSettle {
             Metered::Usage(u) => u,
             Metered::Unmeasured(_) => Default::default(),
         };
-        tracing::info!(
+        tracing::debug!(
             reservation = %reservation,
             status,
             outcome,

@@ -202,7 +202,6 @@ pub const METRICS: &[Metric] = {
             Counter,
             "Reservations settled: measured, charged_reservation (no usage), expired, unknown, error",
         ),
-        metric("gatehouse_budget_unmeasured_total", Counter, "Responses without a usable usage report, by reason"),
         metric(
             "gatehouse_ratelimit_fallback_total",
             Counter,
