@@ -160,3 +160,28 @@ async fn envoy_settles_reservations_with_reported_usage() {
     drop(envoy);
     s.finish().await;
 }
+
+/// Metered routes ask the upstream for an uncompressed answer, so its usage
+/// can be read (the OpenAI SDKs send `accept-encoding: gzip`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metered_routes_reach_the_upstream_without_accept_encoding() {
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (_, key) = s.user_with_key("gz@example.com", Role::Operator, None).await;
+    let envoy = Envoy::start(&s, common::spawn_echo().await).await;
+    let http = reqwest::Client::new();
+    for path in ["/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/api/v1/inference"] {
+        let r = http
+            .post(envoy.url(path))
+            .header("x-api-key", &key)
+            .header("accept-encoding", "gzip, deflate, br")
+            .json(&json!({"model": "m", "max_tokens": 1, "messages": []}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let echoed: serde_json::Value = r.json().await.unwrap();
+        assert!(echoed["headers"].get("accept-encoding").is_none(), "{path}: {echoed}");
+    }
+    drop(envoy);
+    s.finish().await;
+}
