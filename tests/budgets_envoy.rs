@@ -185,3 +185,44 @@ async fn metered_routes_reach_the_upstream_without_accept_encoding() {
     drop(envoy);
     s.finish().await;
 }
+
+/// A proxy that runs ext_proc waiting for answers (not in observability
+/// mode, as Envoy Gateway does) is told to go on after each message: the
+/// response reaches the client unchanged and is still settled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metering_works_when_the_proxy_waits_for_answers() {
+    use common::llm::{SSE_USAGE, spawn_llm};
+    let s = TestServer::start(Backend::Sqlite).await;
+    let (_, key) = s.user_with_key("wait@example.com", Role::Operator, None).await;
+    let update = KeyUpdate {
+        budget: BudgetUpdate { tokens: Some(Some("10000/3600".parse().unwrap())), spend: None },
+        ..KeyUpdate::default()
+    };
+    s.accounts.update_key(&Acting::operator(), &key[3..19], &update).await.unwrap();
+    let upstream = spawn_llm().await;
+    let port = common::free_port();
+    let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")).unwrap();
+    assert!(shipped.contains("observability_mode: true"));
+    let config = shipped
+        .replace("observability_mode: true", "observability_mode: false")
+        .replace("port_value: 10000", &format!("port_value: {port}"))
+        .replace("port_value: 9901", &format!("port_value: {}", common::free_port()))
+        .replace("port_value: 9191", &format!("port_value: {}", s.grpc.port()))
+        .replace("port_value: 8080", &format!("port_value: {}", s.http.port()))
+        .replace("port_value: 9000", &format!("port_value: {}", upstream.port()))
+        .replace("address: 0.0.0.0", "address: 127.0.0.1");
+    let envoy = Envoy::run(port, &config).await;
+    let http = reqwest::Client::new();
+    let streamed = json!({"model": "chunks-30", "stream": true, "stream_options": {"include_usage": true}, "max_tokens": 100, "messages": []});
+    let r =
+        http.post(envoy.url("/v1/chat/completions")).header("x-api-key", &key).json(&streamed).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("word29") && text.ends_with("data: [DONE]\n\n"), "{text}");
+    until_used(&s, &key, "tokens", (SSE_USAGE.0 + SSE_USAGE.1) as f64).await;
+    // Routes without a reservation pass too.
+    let r = http.get(envoy.url("/v1/models")).header("x-api-key", &key).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(envoy);
+    s.finish().await;
+}

@@ -1,7 +1,9 @@
 //! Envoy `envoy.service.ext_proc.v3.ExternalProcessor/Process`, in
 //! observability mode: Envoy sends the response's headers and body as they go
-//! by and waits for nothing, so metering adds no latency. Gatehouse never
-//! answers a message; it reads the token usage the upstream reports
+//! by and waits for nothing, so metering adds no latency. Gatehouse answers
+//! no message then (a proxy that cannot run ext_proc in observability mode,
+//! such as Envoy Gateway, is told to go on unchanged after each one); it
+//! reads the token usage the upstream reports
 //! ([`crate::meter`]) and settles the request's reservation with it.
 //!
 //! One gRPC stream per HTTP request. The reservation is `reservation` in the
@@ -104,15 +106,17 @@ impl ExternalProcessor for ExtProc {
         request: Request<Streaming<ProcessingRequest>>,
     ) -> Result<Response<Self::ProcessStream>, Status> {
         let inbound = request.into_inner();
-        // Nothing is ever sent: the sender is held while the stream is read,
-        // and dropping it closes the stream (cleanly), which tells Envoy to
-        // send nothing more for this request.
-        let (open, answers) = tokio::sync::mpsc::channel(1);
+        // In observability mode nothing is sent: the sender is held while the
+        // stream is read, and dropping it closes the stream (cleanly), which
+        // tells Envoy to send nothing more for this request. A proxy that
+        // waits for answers (not in observability mode) is told to go on,
+        // unchanged, after each message.
+        let (open, answers) = tokio::sync::mpsc::channel(4);
         let settle = self.settle.clone();
         // A task of its own, so a stream Envoy resets (its client went away)
         // is still settled: the response side would be dropped with it.
         tokio::spawn(async move {
-            meter_stream(inbound, settle.as_ref()).await;
+            meter_stream(inbound, settle.as_ref(), &open).await;
             drop(open);
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(answers)))
@@ -120,11 +124,21 @@ impl ExternalProcessor for ExtProc {
 }
 
 /// Reads one stream to its end, or until nothing more is needed.
-async fn meter_stream(mut inbound: Streaming<ProcessingRequest>, settle: &dyn Settle) {
+async fn meter_stream(
+    mut inbound: Streaming<ProcessingRequest>,
+    settle: &dyn Settle,
+    answers: &tokio::sync::mpsc::Sender<Result<ProcessingResponse, Status>>,
+) {
     let mut exchange = Exchange::default();
     loop {
         let step = match inbound.message().await {
-            Ok(Some(message)) => exchange.on_message(message),
+            Ok(Some(message)) => {
+                if let Some(answer) = go_on(&message) {
+                    // The proxy waits for this; a closed stream means it left.
+                    let _ = answers.send(Ok(answer)).await;
+                }
+                exchange.on_message(message)
+            }
             Ok(None) => exchange.on_end("ended"),
             Err(e) => {
                 tracing::debug!(code = ?e.code(), "ext_proc stream failed");
@@ -140,6 +154,27 @@ async fn meter_stream(mut inbound: Streaming<ProcessingRequest>, settle: &dyn Se
             }
         }
     }
+}
+
+/// "Continue, unchanged" for a message the proxy waits on (not in
+/// observability mode); `None` in observability mode.
+fn go_on(message: &ProcessingRequest) -> Option<ProcessingResponse> {
+    use envoy_types::pb::envoy::service::ext_proc::v3::{
+        BodyResponse, HeadersResponse, TrailersResponse, processing_response::Response as A,
+    };
+    use processing_request::Request as R;
+    if message.observability_mode {
+        return None;
+    }
+    let answer = match message.request.as_ref()? {
+        R::RequestHeaders(_) => A::RequestHeaders(HeadersResponse::default()),
+        R::ResponseHeaders(_) => A::ResponseHeaders(HeadersResponse::default()),
+        R::RequestBody(_) => A::RequestBody(BodyResponse::default()),
+        R::ResponseBody(_) => A::ResponseBody(BodyResponse::default()),
+        R::RequestTrailers(_) => A::RequestTrailers(TrailersResponse::default()),
+        R::ResponseTrailers(_) => A::ResponseTrailers(TrailersResponse::default()),
+    };
+    Some(ProcessingResponse { response: Some(answer), ..Default::default() })
 }
 
 /// What to do after a message.
