@@ -31,6 +31,7 @@ use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{LimitPolicy, Limiter};
 use crate::reload::PolicyReloader;
 use crate::store::bus::Bus;
+use crate::store::metering::Metering;
 use crate::store::usage::UsageRecorder;
 use crate::store::{self, DynStore, cache};
 
@@ -42,6 +43,11 @@ pub struct App {
     pub ext_authz: ExtAuthz,
     pub admin: AdminService,
     pub budgets: Arc<Budgets>,
+    /// Metered LLM usage (tokens, spend) per day, user, group, key and model:
+    /// `app.metering.record(UsageEvent { .. })` from wherever a request's
+    /// usage becomes known; written to `usage_daily` in batches every
+    /// `metering_flush_interval` (`GATEHOUSE_USAGE_FLUSH_MS`) by `serve`.
+    pub metering: Metering,
     revocations: Revocations,
     usage: UsageRecorder,
     providers: Arc<Providers>,
@@ -98,6 +104,7 @@ impl App {
         let bus = Bus::new(redis_target.clone());
         let revocations = Revocations::new(store.clone(), bus.clone(), jwt.settings().leeway_seconds);
         let usage = UsageRecorder::default();
+        let metering = Metering::default();
         let groups = cache::group_cache(store.clone(), &config.cache, &breaker);
         let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: bus.clone() };
         let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
@@ -138,6 +145,7 @@ impl App {
             ext_authz,
             admin,
             budgets,
+            metering,
             revocations,
             usage,
             providers,
@@ -204,6 +212,7 @@ impl App {
             public_url: self.config.public_url.clone(),
             http_client: crate::authn::oidc::http_client()?,
             audit: crate::audit::Audit::new(self.store.clone()),
+            metering: self.metering.clone(),
             console: self.config.console,
             secure_cookies: self.config.public_url.starts_with("https://") || self.config.tls.is_some(),
         };
@@ -264,6 +273,11 @@ impl App {
         tasks.spawn(self.usage.clone().run(
             self.store.clone(),
             self.config.usage_flush_interval,
+            stop.clone().cancelled_owned(),
+        ));
+        tasks.spawn(self.metering.clone().run(
+            self.store.clone(),
+            self.config.metering_flush_interval,
             stop.clone().cancelled_owned(),
         ));
         tasks.spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stop.clone().cancelled_owned()));
