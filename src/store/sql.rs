@@ -798,25 +798,39 @@ macro_rules! sql_store {
                     (format!("{columns}, "), format!(" GROUP BY {columns} ORDER BY {columns}"))
                 };
                 let limit = if q.limit == 0 { String::new() } else { format!(" LIMIT {}", q.limit) };
+                // Only the filters given, so the planner sees plain
+                // conditions and uses the (column, day) indexes.
+                let filters = [
+                    ("user_id =", &q.user_id),
+                    ("group_name =", &q.group),
+                    ("key_id =", &q.key_id),
+                    ("model =", &q.model),
+                    ("day >=", &q.from),
+                    ("day <=", &q.to),
+                ];
+                let mut conditions = Vec::new();
+                let mut values = Vec::new();
+                for (condition, value) in filters {
+                    if let Some(value) = value {
+                        values.push(value.as_str());
+                        conditions.push(format!("{condition} ${}", values.len()));
+                    }
+                }
+                let filter =
+                    if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
                 let sql = format!(
                     "SELECT {select}CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
                      CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
                      CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
                      CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT) AS cost_nano_usd, \
-                     CAST(COALESCE(SUM(unmeasured), 0) AS BIGINT) AS unmeasured FROM usage_daily \
-                     WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR group_name = $2) \
-                     AND ($3 IS NULL OR key_id = $3) AND ($4 IS NULL OR model = $4) \
-                     AND ($5 IS NULL OR day >= $5) AND ($6 IS NULL OR day <= $6){group}{limit}"
+                     CAST(COALESCE(SUM(unmeasured), 0) AS BIGINT) AS unmeasured \
+                     FROM usage_daily{filter}{group}{limit}"
                 );
-                let rows = sqlx::query(&sql)
-                    .bind(&q.user_id)
-                    .bind(&q.group)
-                    .bind(&q.key_id)
-                    .bind(&q.model)
-                    .bind(&q.from)
-                    .bind(&q.to)
-                    .fetch_all(&self.pool)
-                    .await?;
+                let mut query = sqlx::query(&sql);
+                for value in values {
+                    query = query.bind(value);
+                }
+                let rows = query.fetch_all(&self.pool).await?;
                 rows.iter()
                     .map(|r| {
                         Ok(UsageSum {
