@@ -24,6 +24,7 @@ backend_tests! {
     admin_usage_needs_manage_users_and_filters,
     bad_usage_queries_are_refused,
     the_cli_prints_usage,
+    the_server_flushes_on_its_interval_and_at_shutdown,
 }
 
 const DAY: i64 = 86_400;
@@ -306,6 +307,14 @@ async fn admin_usage_needs_manage_users_and_filters(b: Backend) {
     api.get("/admin/usage?user=nobody@example.com", Some(&admin)).await.assert_error(404, "NOT_FOUND");
     let r = api.get("/api/v1/admin/usage?group_by=day,model", Some(&admin)).await;
     assert_eq!(r.body["rows"].as_array().unwrap().len(), 2, "{}", r.body);
+
+    // Prometheus has the same counters, by group only.
+    let (_, admin) = s.user_with_key("metrics@example.com", Role::Operator, Some(&["read_metrics"])).await;
+    let prompt = s.metric(&admin, "gatehouse_llm_tokens_total", &["kind=\"prompt\"", "group=\"default\""]).await;
+    assert_eq!(prompt, 220);
+    let completion = s.metric(&admin, "gatehouse_llm_tokens_total", &["kind=\"completion\""]).await;
+    assert_eq!(completion, 115);
+    assert_eq!(s.metric(&admin, "gatehouse_llm_spend_nano_usd_total", &["group=\"default\""]).await, 9_247_001);
     s.finish().await;
 }
 
@@ -391,4 +400,34 @@ async fn the_cli_prints_usage(b: Backend) {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+async fn the_server_flushes_on_its_interval_and_at_shutdown(b: Backend) {
+    let s = TestServer::start_with(b, |c| c.metering_flush_interval = Duration::from_millis(100)).await;
+    let all = UsageQuery { group_by: UsageGroupBy::Total, ..UsageQuery::default() };
+    s.metering.record(event(now(), "alice", "default", None, "m", (1, 1), 1));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while total(&sums(&s.store, all.clone()).await).0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "not flushed within 10 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(s.metering.pending_rows(), 0);
+    s.finish().await;
+
+    // An interval that never comes: only the shutdown writes.
+    let mut s = TestServer::start_with(b, |c| c.metering_flush_interval = Duration::from_secs(3600)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // past the interval's first, immediate tick
+    let mut unmeasured = event(now(), "bob", "default", Some("k"), "m", (5, 0), 50);
+    unmeasured.measured = false;
+    s.metering.record(unmeasured);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(total(&sums(&s.store, all.clone()).await).0, 0, "nothing written before shutdown");
+    s.begin_shutdown();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while total(&sums(&s.store, all.clone()).await).0 == 0 {
+        assert!(std::time::Instant::now() < deadline, "not flushed at shutdown");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(total(&sums(&s.store, all).await), (1, 5, 0, 50, 1));
+    s.finish().await;
 }
