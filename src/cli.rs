@@ -517,9 +517,8 @@ pub async fn run_usage(accounts: Accounts, json: bool, args: UsageArgs) -> anyho
         group_by: args.by,
         limit: 0,
     };
-    let store = accounts.store();
-    let rows = store.usage(&q).await?;
-    let totals = store.usage(&UsageQuery { group_by: UsageGroupBy::Total, ..q.clone() }).await?;
+    let rows = accounts.usage(&q).await?;
+    let totals = accounts.usage(&UsageQuery { group_by: UsageGroupBy::Total, ..q.clone() }).await?;
     let totals = totals.first().map(|t| t.counters).unwrap_or_default();
     let output = UsageOutput {
         from,

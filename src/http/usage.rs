@@ -129,12 +129,11 @@ fn query(from: Option<&str>, to: Option<&str>, group_by: Option<&str>) -> Result
 }
 
 async fn report(s: &HttpState, mut q: UsageQuery) -> Result<Response, ApiError> {
-    let store = s.accounts.store();
     q.limit = MAX_ROWS + 1;
-    let mut rows = store.usage(&q).await?;
+    let mut rows = s.accounts.usage(&q).await?;
     let truncated = rows.len() > MAX_ROWS as usize;
     rows.truncate(MAX_ROWS as usize);
-    let totals = store.usage(&UsageQuery { group_by: UsageGroupBy::Total, limit: 0, ..q.clone() }).await?;
+    let totals = s.accounts.usage(&UsageQuery { group_by: UsageGroupBy::Total, limit: 0, ..q.clone() }).await?;
     let totals = totals.first().map(|t| t.counters).unwrap_or_default();
     let body = UsageReport {
         object: "usage".into(),
@@ -166,8 +165,7 @@ pub async fn own_usage(
     if let Some(key_id) = params.key_id.as_deref().filter(|k| !k.is_empty()) {
         // One answer for someone else's key and for no key at all: the
         // endpoint does not tell which key ids exist.
-        let own = s.accounts.store().api_key(key_id).await?.is_some_and(|k| *k.user_id == *caller.user_id);
-        if !own {
+        if !s.accounts.owns_key(&caller.user_id, key_id).await? {
             return Err(ApiError::Forbidden("key_id is not one of your API keys".into()));
         }
     }
