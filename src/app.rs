@@ -19,9 +19,9 @@ use crate::authn::revocation::Revocations;
 use crate::authn::throttle::LoginThrottle;
 use crate::authn::{Authenticator, Sources};
 use crate::authz::Authorizer;
+use crate::budget::Budgets;
 use crate::budget::ledger::{Ledger, LocalLedger};
 use crate::budget::redis::RedisLedger;
-use crate::budget::{Budgets, UsageEvent, UsageSink};
 use crate::config::{Config, JwtConfig};
 use crate::domain::{DEFAULT_GROUP, Role};
 use crate::grpc::{self, AdminService, ExtAuthz};
@@ -44,9 +44,10 @@ pub struct App {
     pub admin: AdminService,
     pub budgets: Arc<Budgets>,
     /// Metered LLM usage (tokens, spend) per day, user, group, key and model:
-    /// `app.metering.record(UsageEvent { .. })` from wherever a request's
-    /// usage becomes known; written to `usage_daily` in batches every
-    /// `metering_flush_interval` (`GATEHOUSE_USAGE_FLUSH_MS`) by `serve`.
+    /// the budgets' usage sink (every settlement records into it, as would
+    /// `app.metering.record(UsageEvent { .. })`); written to `usage_daily` in
+    /// batches every `metering_flush_interval` (`GATEHOUSE_USAGE_FLUSH_MS`)
+    /// by `serve`.
     pub metering: Metering,
     revocations: Revocations,
     usage: UsageRecorder,
@@ -131,7 +132,8 @@ impl App {
             Some(r) => Arc::new(RedisLedger::new(r.clone(), Duration::from_millis(250))),
             None => Arc::new(LocalLedger::default()),
         };
-        let budgets = Arc::new(Budgets::new(ledger, groups.clone(), config.budgets.clone(), Arc::new(CountingSink)));
+        let budgets =
+            Arc::new(Budgets::new(ledger, groups.clone(), config.budgets.clone(), Arc::new(metering.clone())));
         let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
         let authorizer =
             Arc::new(Authorizer::new(authn, policy, limits, config.require_auth).with_budgets(budgets.clone()));
@@ -379,11 +381,4 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
             }
         }
     }
-}
-
-/// Until usage is stored: settled usage is dropped.
-struct CountingSink;
-
-impl UsageSink for CountingSink {
-    fn record(&self, _: UsageEvent) {}
 }

@@ -25,6 +25,7 @@ backend_tests! {
     bad_usage_queries_are_refused,
     the_cli_prints_usage,
     the_server_flushes_on_its_interval_and_at_shutdown,
+    settled_budget_usage_reaches_the_usage_table,
 }
 
 const DAY: i64 = 86_400;
@@ -429,5 +430,44 @@ async fn the_server_flushes_on_its_interval_and_at_shutdown(b: Backend) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(total(&sums(&s.store, all).await), (1, 5, 0, 50, 1));
+    s.finish().await;
+}
+
+/// End to end: a Check against a token budget reserves, the settlement
+/// records what was used (measured, or the reservation when nothing was
+/// reported), and `/auth/usage` shows it once flushed.
+async fn settled_budget_usage_reaches_the_usage_table(b: Backend) {
+    use gatehouse::accounts::Acting;
+    use gatehouse::domain::KeyUpdate;
+    use gatehouse::domain::budget::BudgetUpdate;
+    use gatehouse::meter::{Metered, Usage};
+
+    let s = TestServer::start_with(b, |c| c.budgets.prices = "llama-*=1000:2000".parse().unwrap()).await;
+    let (user, key) = s.user_with_key("budgeted@example.com", Role::Operator, None).await;
+    let id = key_id(&s, &user.id).await;
+    let budget = BudgetUpdate { tokens: Some(Some("1000/3600".parse().unwrap())), spend: None };
+    let update = KeyUpdate { budget, ..KeyUpdate::default() };
+    s.accounts.update_key(&Acting::operator(), &id, &update).await.unwrap();
+    let h = [("x-api-key", key.as_str())];
+    let body = r#"{"model":"llama-3-8b","max_tokens":20,"messages":[{"role":"user","content":"Hello!"}]}"#;
+    let first = s.check_body("POST", "/v1/chat/completions", &h, body).await;
+    let second = s.check_body("POST", "/v1/chat/completions", &h, body).await;
+    assert!(first.allowed() && second.allowed(), "{first:?} {second:?}");
+    let t = now();
+    let used = Metered::Usage(Usage { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 });
+    assert!(s.budgets.settle(&first.all_metadata(), &used, t).await);
+    assert!(s.budgets.settle(&second.all_metadata(), &Metered::Unmeasured("cut"), t).await);
+    s.metering.flush(&s.store).await.unwrap();
+
+    let r = Api::new(&s).get(&format!("/auth/usage?group_by=model&key_id={id}"), Some(&key)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let row = &r.body["rows"][0];
+    assert_eq!(row["model"], "llama-3-8b", "{}", r.body);
+    assert_eq!(row["requests"], 2);
+    // Measured: 3 + 2; unmeasured: the reservation, 6 + 20.
+    assert_eq!((row["prompt_tokens"].as_i64(), row["completion_tokens"].as_i64()), (Some(9), Some(22)), "{}", r.body);
+    assert_eq!(row["unmeasured"], 1);
+    // $1000 / $2000 per million: (9 * 1000 + 22 * 2000) / 1e6 = $0.053.
+    assert!((row["cost_usd"].as_f64().unwrap() - 0.053).abs() < 1e-9, "{}", r.body);
     s.finish().await;
 }

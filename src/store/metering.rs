@@ -1,7 +1,9 @@
 //! LLM usage (requests, tokens, spend) per UTC day, user, group, API key and
 //! model, without a database write per request.
 //!
-//! [`Metering::record`] adds an event to counters in memory, keyed by day and
+//! The budgets' settlement reports each request's usage here (`Metering` is
+//! their [`crate::budget::UsageSink`]). [`Metering::record`] adds an event to
+//! counters in memory, keyed by day and
 //! dimensions; [`Metering::run`] writes them every interval (and once at
 //! shutdown) as one transaction of upserts that add to the stored counters.
 //! Unlike `last_used_at` ([`super::usage`]), usage is money: a batch that
@@ -26,24 +28,8 @@ pub const MAX_MODEL_LEN: usize = 200;
 /// The longest range of days one usage query may cover.
 pub const MAX_RANGE_DAYS: i64 = 366;
 
-/// One metered LLM request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UsageEvent {
-    /// When it happened, Unix seconds (the UTC day counts it).
-    pub at: i64,
-    pub user_id: String,
-    pub group: String,
-    /// The API key used; `None` for sessions and provider tokens.
-    pub key_id: Option<String>,
-    pub model: String,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// In 1e-9 USD.
-    pub cost_nano_usd: i64,
-    /// `false`: no usage was reported, and the request was charged its
-    /// reservation (counted in `unmeasured`).
-    pub measured: bool,
-}
+/// One metered LLM request, as the budgets' settlement reports it.
+pub use crate::budget::UsageEvent;
 
 /// One stored row of `usage_daily`: counters for a day and its dimensions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -387,6 +373,13 @@ impl Metering {
             }
         }
         tracing::error!(rows = self.pending_rows(), "LLM usage not written at shutdown: lost");
+    }
+}
+
+/// Settled usage from the budgets goes to the usage table.
+impl crate::budget::UsageSink for Metering {
+    fn record(&self, event: UsageEvent) {
+        Metering::record(self, event);
     }
 }
 
