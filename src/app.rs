@@ -19,9 +19,9 @@ use crate::authn::revocation::Revocations;
 use crate::authn::throttle::LoginThrottle;
 use crate::authn::{Authenticator, Sources};
 use crate::authz::Authorizer;
+use crate::budget::Budgets;
 use crate::budget::ledger::{Ledger, LocalLedger};
 use crate::budget::redis::RedisLedger;
-use crate::budget::{Budgets, UsageEvent, UsageSink};
 use crate::config::{Config, JwtConfig};
 use crate::domain::{DEFAULT_GROUP, Role};
 use crate::grpc::ext_proc::{LogSettle, Settle};
@@ -33,6 +33,7 @@ use crate::ratelimit::redis::RedisLimiter;
 use crate::ratelimit::{LimitPolicy, Limiter};
 use crate::reload::PolicyReloader;
 use crate::store::bus::Bus;
+use crate::store::metering::Metering;
 use crate::store::usage::UsageRecorder;
 use crate::store::{self, DynStore, cache};
 
@@ -46,6 +47,12 @@ pub struct App {
     pub budgets: Arc<Budgets>,
     /// Where metered responses (ext_proc) are settled.
     pub settle: Arc<dyn Settle>,
+    /// Metered LLM usage (tokens, spend) per day, user, group, key and model:
+    /// the budgets' usage sink (every settlement records into it, as would
+    /// `app.metering.record(UsageEvent { .. })`); written to `usage_daily` in
+    /// batches every `metering_flush_interval` (`GATEHOUSE_USAGE_FLUSH_MS`)
+    /// by `serve`.
+    pub metering: Metering,
     revocations: Revocations,
     usage: UsageRecorder,
     providers: Arc<Providers>,
@@ -102,6 +109,7 @@ impl App {
         let bus = Bus::new(redis_target.clone());
         let revocations = Revocations::new(store.clone(), bus.clone(), jwt.settings().leeway_seconds);
         let usage = UsageRecorder::default();
+        let metering = Metering::default();
         let groups = cache::group_cache(store.clone(), &config.cache, &breaker);
         let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: bus.clone() };
         let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
@@ -128,7 +136,8 @@ impl App {
             Some(r) => Arc::new(RedisLedger::new(r.clone(), Duration::from_millis(250))),
             None => Arc::new(LocalLedger::default()),
         };
-        let budgets = Arc::new(Budgets::new(ledger, groups.clone(), config.budgets.clone(), Arc::new(CountingSink)));
+        let budgets =
+            Arc::new(Budgets::new(ledger, groups.clone(), config.budgets.clone(), Arc::new(metering.clone())));
         let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
         let authorizer =
             Arc::new(Authorizer::new(authn, policy, limits, config.require_auth).with_budgets(budgets.clone()));
@@ -144,6 +153,7 @@ impl App {
             admin,
             budgets,
             settle,
+            metering,
             revocations,
             usage,
             providers,
@@ -210,6 +220,7 @@ impl App {
             public_url: self.config.public_url.clone(),
             http_client: crate::authn::oidc::http_client()?,
             audit: crate::audit::Audit::new(self.store.clone()),
+            metering: self.metering.clone(),
             console: self.config.console,
             secure_cookies: self.config.public_url.starts_with("https://") || self.config.tls.is_some(),
         };
@@ -272,6 +283,11 @@ impl App {
         tasks.spawn(self.usage.clone().run(
             self.store.clone(),
             self.config.usage_flush_interval,
+            stop.clone().cancelled_owned(),
+        ));
+        tasks.spawn(self.metering.clone().run(
+            self.store.clone(),
+            self.config.metering_flush_interval,
             stop.clone().cancelled_owned(),
         ));
         tasks.spawn(self.revocations.clone().run(self.config.revocation_poll_interval, stop.clone().cancelled_owned()));
@@ -373,13 +389,6 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
             }
         }
     }
-}
-
-/// Until usage is stored: settled usage is dropped.
-struct CountingSink;
-
-impl UsageSink for CountingSink {
-    fn record(&self, _: UsageEvent) {}
 }
 
 /// What ext_proc measured goes to the budgets: the reservation is settled

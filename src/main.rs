@@ -74,6 +74,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
         Command::Users(cmd) => cli::run_users(accounts(&config).await?, json, cmd).await,
         Command::Groups(cmd) => cli::run_groups(accounts(&config).await?, json, cmd).await,
         Command::Keys(cmd) => cli::run_keys(accounts(&config).await?, json, cmd).await,
+        Command::Usage(args) => cli::run_usage(accounts(&config).await?, json, args).await,
         Command::Check(_) => anyhow::bail!("check is a client command"),
         Command::Doctor(_) => anyhow::bail!("doctor runs before the configuration is loaded"),
     }

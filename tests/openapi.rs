@@ -75,6 +75,8 @@ const CANONICAL: &[(&str, &str)] = &[
     ("post", "/admin/groups"),
     ("patch", "/admin/groups/{name}"),
     ("patch", "/admin/keys/{id}"),
+    ("get", "/auth/usage"),
+    ("get", "/admin/usage"),
     ("get", "/.well-known/jwks.json"),
     ("get", "/healthz"),
     ("get", "/readyz"),

@@ -21,7 +21,7 @@ use crate::domain::{
 use crate::secret::Secret;
 use crate::store::bus::{Apply, Bus, Change};
 use crate::store::cache::{GroupCache, KeyCache, UserCache};
-use crate::store::{DynStore, StoreError};
+use crate::store::{DynStore, StoreError, UsageQuery, UsageSum};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -513,6 +513,16 @@ impl Accounts {
 
     pub async fn audit_events(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>, AccountError> {
         Ok(self.store.audit_events(query).await?)
+    }
+
+    /// Metered LLM usage matching `query`, summed as it groups it.
+    pub async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageSum>, AccountError> {
+        Ok(self.store.usage(query).await?)
+    }
+
+    /// Whether `key_id` is one of `user_id`'s API keys (revoked or not).
+    pub async fn owns_key(&self, user_id: &str, key_id: &str) -> Result<bool, AccountError> {
+        Ok(self.store.api_key(key_id).await?.is_some_and(|k| k.user_id == user_id))
     }
 
     pub async fn create_user(

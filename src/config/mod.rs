@@ -52,6 +52,9 @@ pub struct Config {
     pub usage_flush_interval: Duration,
     /// Token and spend budgets: prices, ceilings, settlement.
     pub budgets: crate::budget::Settings,
+    /// How often metered LLM usage (tokens, spend) is added to the
+    /// `usage_daily` table.
+    pub metering_flush_interval: Duration,
     /// Time between reporting NOT_SERVING and closing the listeners on shutdown.
     pub shutdown_delay: Duration,
     pub log_json: bool,
@@ -198,6 +201,7 @@ impl Default for Config {
             },
             usage_flush_interval: Duration::from_secs(10),
             budgets: crate::budget::Settings::default(),
+            metering_flush_interval: Duration::from_millis(5000),
             shutdown_delay: DEFAULT_SHUTDOWN_DELAY,
             http_header_timeout: Duration::from_secs(10),
             http_request_timeout: Duration::from_secs(30),
@@ -266,6 +270,8 @@ impl fmt::Debug for Config {
             .field("public_paths", &self.public_paths)
             .field("strip_credentials", &self.strip_credentials)
             .field("cache", &self.cache)
+            .field("usage_flush_interval", &self.usage_flush_interval)
+            .field("metering_flush_interval", &self.metering_flush_interval)
             .field("shutdown_delay", &self.shutdown_delay)
             .field("http_header_timeout", &self.http_header_timeout)
             .field("http_request_timeout", &self.http_request_timeout)
@@ -327,6 +333,8 @@ struct FileConfig {
     cache: FileCache,
     #[serde(default)]
     log: FileLog,
+    #[serde(default)]
+    usage: FileUsage,
     #[serde(default)]
     jwt: FileJwt,
     #[serde(default)]
@@ -450,6 +458,13 @@ struct FileCache {
     stale_seconds: Option<u64>,
     lookup_timeout_ms: Option<u64>,
     usage_flush_seconds: Option<u64>,
+}
+
+/// `[usage]`: metered LLM usage.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUsage {
+    flush_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -712,6 +727,7 @@ impl Config {
         set(&mut self.cache.stale_limit, file.cache.stale_seconds.map(Duration::from_secs));
         set(&mut self.cache.lookup_timeout, file.cache.lookup_timeout_ms.map(Duration::from_millis));
         set(&mut self.usage_flush_interval, file.cache.usage_flush_seconds.map(Duration::from_secs));
+        set(&mut self.metering_flush_interval, file.usage.flush_ms.map(Duration::from_millis));
         if let Some(format) = file.log.format {
             self.log_json = log_json("log.format", &format)?;
         }
@@ -815,6 +831,10 @@ impl Config {
         );
         set(&mut self.usage_flush_interval, secs("GATEHOUSE_USAGE_FLUSH_SECONDS")?);
         budgets::apply_env(&mut self.budgets, env)?;
+        set(
+            &mut self.metering_flush_interval,
+            parse_var::<u64>(env, "GATEHOUSE_USAGE_FLUSH_MS")?.map(Duration::from_millis),
+        );
         if let Some(format) = parse_var::<String>(env, "GATEHOUSE_LOG_FORMAT")? {
             self.log_json = log_json("GATEHOUSE_LOG_FORMAT", &format)?;
         }
@@ -1024,6 +1044,9 @@ impl Config {
         if self.usage_flush_interval.is_zero() {
             return Err(invalid("GATEHOUSE_USAGE_FLUSH_SECONDS", "0", "must be at least 1"));
         }
+        if self.metering_flush_interval.is_zero() {
+            return Err(invalid("GATEHOUSE_USAGE_FLUSH_MS", "0", "must be at least 1"));
+        }
         self.validate_jwt()?;
         if self.accounts.password_min_length < 8 {
             let n = self.accounts.password_min_length.to_string();
@@ -1213,6 +1236,19 @@ mod tests {
         let settings = c.database_settings();
         assert_eq!(settings.read_url.as_deref(), Some("postgres://p@replica/db"));
         assert_eq!((settings.max_connections, settings.statement_timeout), (40, Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn usage_flush_interval() {
+        assert_eq!(load(&[], None).unwrap().metering_flush_interval, Duration::from_secs(5));
+        let c = load(&[("GATEHOUSE_USAGE_FLUSH_MS", "250")], Some("[usage]\nflush_ms = 1000\n")).unwrap();
+        assert_eq!(c.metering_flush_interval, Duration::from_millis(250), "the environment wins");
+        let c = load(&[], Some("[usage]\nflush_ms = 1000\n")).unwrap();
+        assert_eq!(c.metering_flush_interval, Duration::from_secs(1));
+        for bad in ["0", "-1", "soon"] {
+            let e = load(&[("GATEHOUSE_USAGE_FLUSH_MS", bad)], None).unwrap_err().to_string();
+            assert!(e.contains("GATEHOUSE_USAGE_FLUSH_MS"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod login;
 pub mod openapi;
 pub mod server;
+pub mod usage;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +56,9 @@ pub struct HttpState {
     /// For talking to providers (code exchange, GitHub's API).
     pub http_client: reqwest::Client,
     pub audit: crate::audit::Audit,
+    /// Metered LLM usage: recorded by whoever learns a request's usage, read
+    /// back through `/auth/usage` and `/admin/usage` (from the store).
+    pub metering: crate::store::Metering,
     /// Serve the web console at `/`.
     pub console: bool,
     /// Cookies get `Secure`: browsers reach the API over https (the public
@@ -85,6 +89,7 @@ fn auth_routes() -> Router<HttpState> {
         .route("/oauth/validate", post(login::validate))
         .route("/providers", get(login::providers))
         .route("/audit", get(admin::audit_log).layer(axum::Extension(extract::AdminArea)))
+        .route("/usage", get(usage::own_usage))
         .layer(axum::middleware::map_response(no_store))
 }
 
@@ -95,6 +100,7 @@ fn admin_routes() -> Router<HttpState> {
         .route("/groups", get(admin::list_groups).post(admin::create_group))
         .route("/groups/{name}", patch(admin::update_group))
         .route("/keys/{id}", patch(admin::update_key))
+        .route("/usage", get(usage::admin_usage))
         .layer(axum::Extension(extract::AdminArea))
         .layer(axum::middleware::map_response(no_store))
 }

@@ -130,6 +130,11 @@ enveloped!(
     BudgetEnvelope,
     super::budget::BudgetBody
 );
+enveloped!(
+    /// Usage summed over a range of days, with the totals.
+    UsageEnvelope,
+    super::usage::UsageReport
+);
 
 macro_rules! listed {
     ($name:ident, $field:ident, $item:ty) => {
@@ -259,6 +264,8 @@ pub async fn openapi_doc() {}
         super::admin::create_group,
         super::admin::update_group,
         super::admin::update_key,
+        super::usage::own_usage,
+        super::usage::admin_usage,
         healthz_doc,
         readyz_doc,
         metrics_doc,
@@ -270,7 +277,7 @@ pub async fn openapi_doc() {}
         (name = "auth", description = "Registration, login and session tokens"),
         (name = "keys", description = "The caller's API keys (others' with manage_users)"),
         (name = "providers", description = "Login through OpenID Connect providers and GitHub"),
-        (name = "usage", description = "Token and spend budgets, and usage"),
+        (name = "usage", description = "Token and spend budgets, and metered LLM usage (requests, tokens, spend): the caller's own; anyone's for manage_users"),
         (name = "admin", description = "Users, groups and keys, for manage_users; the audit log for view_audit_logs"),
         (name = "probes", description = "Health, readiness, metrics, this document"),
         (name = "seed aliases", description = "The same operations under the paths seed clients call"),

@@ -5,12 +5,15 @@
 pub mod bus;
 pub mod cache;
 pub mod changes;
+pub mod metering;
 mod sql;
 pub mod usage;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+pub use metering::{Metering, UsageEvent, UsageGroupBy, UsageQuery, UsageRow, UsageSum};
 
 use crate::domain::{
     ApiKey, AuditEvent, AuditQuery, Group, KeyGrant, KeyUpdate, NewApiKey, NewAuditEvent, NewUser, User, UserUpdate,
@@ -145,4 +148,10 @@ pub trait Store: Send + Sync + 'static {
     async fn record_audit(&self, event: &NewAuditEvent) -> StoreResult<()>;
     /// Events matching `query`, newest first, at most `query.limit`.
     async fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+
+    /// Adds each row's counters to the stored ones (`usage_daily`), in one
+    /// transaction: all of them or, on error, none.
+    async fn add_usage(&self, rows: &[UsageRow]) -> StoreResult<()>;
+    /// Usage matching `query`, summed as it groups them, ordered by day then model.
+    async fn usage(&self, query: &UsageQuery) -> StoreResult<Vec<UsageSum>>;
 }

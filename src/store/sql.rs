@@ -13,6 +13,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, Row, SqlitePool};
 
+use super::metering::{UsageCounters, UsageGroupBy, UsageQuery, UsageRow, UsageSum};
 use super::{DynStore, Store, StoreError, StoreResult};
 use crate::domain::budget::Budget;
 use crate::domain::{
@@ -746,6 +747,102 @@ macro_rules! sql_store {
                             target: r.try_get("target")?,
                             client_ip: r.try_get("client_ip")?,
                             detail: r.try_get("detail")?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn add_usage(&self, rows: &[UsageRow]) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await?;
+                for r in rows {
+                    let c = &r.counters;
+                    sqlx::query(
+                        "INSERT INTO usage_daily (day, user_id, group_name, key_id, model, requests, prompt_tokens, \
+                         completion_tokens, cost_nano_usd, unmeasured) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                         ON CONFLICT (day, user_id, group_name, key_id, model) DO UPDATE SET \
+                         requests = usage_daily.requests + excluded.requests, \
+                         prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens, \
+                         completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens, \
+                         cost_nano_usd = usage_daily.cost_nano_usd + excluded.cost_nano_usd, \
+                         unmeasured = usage_daily.unmeasured + excluded.unmeasured",
+                    )
+                    .bind(&r.day)
+                    .bind(&r.user_id)
+                    .bind(&r.group)
+                    .bind(&r.key_id)
+                    .bind(&r.model)
+                    .bind(c.requests)
+                    .bind(c.prompt_tokens)
+                    .bind(c.completion_tokens)
+                    .bind(c.cost_nano_usd)
+                    .bind(c.unmeasured)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn usage(&self, q: &UsageQuery) -> StoreResult<Vec<UsageSum>> {
+                // The grouping columns come from the enum, never from the caller.
+                let columns = match q.group_by {
+                    UsageGroupBy::Day => "day",
+                    UsageGroupBy::Model => "model",
+                    UsageGroupBy::DayModel => "day, model",
+                    UsageGroupBy::Total => "",
+                };
+                let (select, group) = if columns.is_empty() {
+                    (String::new(), String::new())
+                } else {
+                    (format!("{columns}, "), format!(" GROUP BY {columns} ORDER BY {columns}"))
+                };
+                let limit = if q.limit == 0 { String::new() } else { format!(" LIMIT {}", q.limit) };
+                // Only the filters given, so the planner sees plain
+                // conditions and uses the (column, day) indexes.
+                let filters = [
+                    ("user_id =", &q.user_id),
+                    ("group_name =", &q.group),
+                    ("key_id =", &q.key_id),
+                    ("model =", &q.model),
+                    ("day >=", &q.from),
+                    ("day <=", &q.to),
+                ];
+                let mut conditions = Vec::new();
+                let mut values = Vec::new();
+                for (condition, value) in filters {
+                    if let Some(value) = value {
+                        values.push(value.as_str());
+                        conditions.push(format!("{condition} ${}", values.len()));
+                    }
+                }
+                let filter =
+                    if conditions.is_empty() { String::new() } else { format!(" WHERE {}", conditions.join(" AND ")) };
+                let sql = format!(
+                    "SELECT {select}CAST(COALESCE(SUM(requests), 0) AS BIGINT) AS requests, \
+                     CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, \
+                     CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, \
+                     CAST(COALESCE(SUM(cost_nano_usd), 0) AS BIGINT) AS cost_nano_usd, \
+                     CAST(COALESCE(SUM(unmeasured), 0) AS BIGINT) AS unmeasured \
+                     FROM usage_daily{filter}{group}{limit}"
+                );
+                let mut query = sqlx::query(&sql);
+                for value in values {
+                    query = query.bind(value);
+                }
+                let rows = query.fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|r| {
+                        Ok(UsageSum {
+                            day: if q.group_by.by_day() { Some(r.try_get("day")?) } else { None },
+                            model: if q.group_by.by_model() { Some(r.try_get("model")?) } else { None },
+                            counters: UsageCounters {
+                                requests: r.try_get("requests")?,
+                                prompt_tokens: r.try_get("prompt_tokens")?,
+                                completion_tokens: r.try_get("completion_tokens")?,
+                                cost_nano_usd: r.try_get("cost_nano_usd")?,
+                                unmeasured: r.try_get("unmeasured")?,
+                            },
                         })
                     })
                     .collect()

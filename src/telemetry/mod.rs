@@ -257,6 +257,18 @@ pub const METRICS: &[Metric] = {
             Counter,
             "Responses metered (ext_proc) and settled, by outcome (usage, or why it is unknown: no_usage, cut, ...)",
         ),
+        metric("gatehouse_llm_tokens_total", Counter, "LLM tokens metered, by kind (prompt, completion) and group"),
+        metric("gatehouse_llm_spend_nano_usd_total", Counter, "LLM spend metered, in 1e-9 USD, by group"),
+        metric(
+            "gatehouse_llm_unmeasured_total",
+            Counter,
+            "LLM requests charged their reservation because no usage was reported, by group",
+        ),
+        metric(
+            "gatehouse_llm_usage_dropped_total",
+            Counter,
+            "LLM requests not added to the usage table: too many rows were waiting for the database",
+        ),
         metric("gatehouse_build_info", Gauge, "1, with the version as a label"),
     ]
 };

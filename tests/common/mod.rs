@@ -82,6 +82,8 @@ pub struct TestServer {
     pub authorizer: std::sync::Arc<gatehouse::authz::Authorizer>,
     /// Token and spend budgets, for settlements made by hand.
     pub budgets: std::sync::Arc<gatehouse::budget::Budgets>,
+    /// The server's own usage meter (what the Check side records into).
+    pub metering: gatehouse::store::Metering,
     pub database_url: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
@@ -122,6 +124,7 @@ impl TestServer {
             accounts: app.accounts.clone(),
             authorizer: app.authorizer.clone(),
             budgets: app.budgets.clone(),
+            metering: app.metering.clone(),
             database_url,
             stop: Some(stop),
             task: None,
