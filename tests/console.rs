@@ -102,6 +102,27 @@ async fn console_end_to_end() {
         s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &key)], r#"{"model":"m","messages":[]}"#).await;
     assert_eq!(c.http_status(), 403, "the key holds read_models only");
 
+    // A key with a token budget, used once: the usage page shows the budget
+    // (what is used and left) and a chart of the day's tokens per model.
+    b.type_into("//label[normalize-space()='Name']/input", "budget key").await;
+    b.type_into("//label[contains(., 'Token budget')]/input", "5000/3600").await;
+    b.click("//button[normalize-space()='Create key']").await;
+    let budgeted = b.text("//*[@id='new-key']").await;
+    b.click("//button[normalize-space()='I have saved it']").await;
+    b.wait_for_text("//tr[td[normalize-space()='budget key']]", "5000/3600").await;
+    let body = r#"{"model":"llama-3-8b","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#;
+    let c = s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &budgeted)], body).await;
+    assert!(c.allowed(), "{c:?}");
+    let usage = gatehouse::meter::Usage { prompt_tokens: 7, completion_tokens: 5, total_tokens: 12 };
+    assert!(s.budgets.settle(&c.all_metadata(), &gatehouse::meter::Metered::Usage(usage), common::now()).await);
+    s.metering.flush(&s.store).await.unwrap();
+    b.click("//a[normalize-space()='Usage']").await;
+    let row = b.wait_for_text(&format!("//tr[@data-budget='key:{}:tokens']", &budgeted[3..19]), "5000/3600").await;
+    assert!(row.contains("12") && row.contains("4988"), "used and left: {row}");
+    b.find("//figure[contains(@class, 'chart')]//*[local-name()='rect' and @data-model='llama-3-8b']").await;
+    b.wait_for_text("//table[not(@id)]", "llama-3-8b").await;
+    b.click("//a[normalize-space()='API keys']").await;
+
     // Revoke in the console, with a confirmation; Check denies it at once.
     b.click("//button[@aria-label='Revoke console key']").await;
     b.click("//button[normalize-space()='Cancel']").await;
@@ -148,11 +169,15 @@ async fn console_end_to_end() {
     b.type_into("//input[@aria-label='Requests per period for the new group']", "100").await;
     b.type_into("//input[@aria-label='Period in seconds for the new group']", "60").await;
     b.type_into("//input[@aria-label='Allowed models for the new group']", "gpt-4o*, llama-3").await;
+    b.type_into("//input[@aria-label='Token budget for the new group']", "100000/60").await;
+    b.type_into("//input[@aria-label='Spend budget for the new group']", "50/month").await;
     b.click("//button[normalize-space()='Create group']").await;
     b.find("//tr[@data-group='research']").await;
     let group = s.accounts.store().group("research").await.unwrap().unwrap();
     assert_eq!(group.requests_per_period, Some(100));
     assert_eq!(group.models.unwrap().names(), ["gpt-4o*", "llama-3"]);
+    assert_eq!(group.budget.tokens.unwrap().to_string(), "100000/60");
+    assert_eq!(group.budget.spend.unwrap().to_string(), "50/month");
 
     // Accessible: every field has a label; a narrow window does not scroll sideways.
     b.click("//a[normalize-space()='Users']").await;
