@@ -151,11 +151,26 @@ pub fn inspect(body: &RequestBody<'_>, method: &str, limits: BodyLimits) -> Resu
     if choices > MAX_CHOICES {
         return Err(Denial::InvalidBody(format!("`n` and `best_of` may be at most {MAX_CHOICES}")));
     }
-    let max_tokens = [fields.max_tokens, fields.max_completion_tokens, fields.max_output_tokens]
-        .into_iter()
-        .flatten()
-        .max()
-        .map(|m| m.saturating_mul(choices));
+    // The largest ceiling any spelling names; none (or only 0, or a
+    // "no ceiling" -1, which some servers read as unlimited) leaves the
+    // route's default ceiling to apply.
+    let signed = |v: Option<i64>| v.and_then(|v| u64::try_from(v).ok());
+    let max_tokens = [
+        fields.max_tokens,
+        fields.max_completion_tokens,
+        fields.max_output_tokens,
+        fields.max_tokens_to_sample,
+        signed(fields.n_predict),
+        signed(fields.options.as_ref().and_then(|o| o.num_predict)),
+    ]
+    .into_iter()
+    .flatten()
+    .max()
+    .filter(|m| *m > 0)
+    .map(|m| m.saturating_mul(choices));
+    let unbounded =
+        [fields.n_predict, fields.options.as_ref().and_then(|o| o.num_predict)].into_iter().flatten().any(|v| v < 0);
+    let max_tokens = if unbounded { None } else { max_tokens };
     Ok(Inspected {
         model: fields.model,
         stream: fields.stream.unwrap_or(false),
@@ -230,14 +245,26 @@ struct Fields {
     text: Option<TextConfig>,
     /// Predicted output (`{type: "content", content}`).
     prediction: Option<Item>,
-    /// Completion ceilings (chat, completions; newer chat; Responses).
+    /// Completion ceilings (chat, completions; newer chat; Responses; and
+    /// the spellings of Anthropic-style, llama.cpp and Ollama servers, which
+    /// an upstream may honour instead).
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
     max_output_tokens: Option<u64>,
+    max_tokens_to_sample: Option<u64>,
+    /// llama.cpp: `-1` means "until the context is full" (no ceiling).
+    n_predict: Option<i64>,
+    /// Ollama's `options.num_predict` (`-1`: no ceiling).
+    options: Option<GenerationOptions>,
     /// Choices per request: each may use the ceiling.
     n: Option<u64>,
     best_of: Option<u64>,
     stream_options: Option<StreamOptions>,
+}
+
+#[derive(Deserialize)]
+struct GenerationOptions {
+    num_predict: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -673,6 +700,12 @@ mod tests {
             (r#"{"max_tokens":5,"best_of":4,"n":2}"#, Some(20), false),
             (r#"{"max_tokens":null,"stream":true,"stream_options":{"include_usage":true}}"#, None, true),
             (r#"{"stream":true,"stream_options":{"include_usage":false}}"#, None, false),
+            // Other servers' spellings count; 0 and "no ceiling" leave the default.
+            (r#"{"max_tokens":10,"max_tokens_to_sample":500}"#, Some(500), false),
+            (r#"{"max_tokens":10,"n_predict":300}"#, Some(300), false),
+            (r#"{"max_tokens":10,"options":{"num_predict":700}}"#, Some(700), false),
+            (r#"{"max_tokens":10,"n_predict":-1}"#, None, false),
+            (r#"{"max_tokens":0}"#, None, false),
         ] {
             let got = post(json).unwrap();
             assert_eq!((got.max_tokens, got.include_usage), (max, usage), "{json}");
