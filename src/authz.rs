@@ -241,6 +241,8 @@ impl Authorizer {
                 stream: inspected.stream,
                 include_usage: inspected.include_usage,
                 route_max_tokens: limits.default_max_tokens,
+                messages: inspected.messages,
+                choices: inspected.choices,
             });
         }
         let rate = self.limits.check(principal, request.client_ip, rule).await?;

@@ -22,9 +22,12 @@ backend_tests! {
     every_budget_of_the_caller_applies,
     budgeted_streams_must_ask_for_usage,
     budgets_are_set_over_rest_and_validated,
+    reservations_cover_every_choice_message_and_request,
+    a_budgeted_key_cannot_mint_or_lift_budgets,
 }
 
-/// A chat request: "Hello!" (6 characters) and a completion ceiling.
+/// A chat request: "Hello!" (6 characters, one message: 6 + 4 + 3 template
+/// tokens = 13 prompt tokens reserved) and a completion ceiling.
 fn chat(max_tokens: u64) -> String {
     json!({"model": "llama-3-8b", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "Hello!"}]})
         .to_string()
@@ -50,20 +53,20 @@ fn settle_usage(prompt: u64, completion: u64) -> Metered {
 
 async fn token_budget_reserves_refuses_and_settles(b: Backend) {
     let s = TestServer::start(b).await;
-    let (id, key) = key_with_budget(&s, "t@example.com", Some("100/3600"), None).await;
+    let (id, key) = key_with_budget(&s, "t@example.com", Some("130/3600"), None).await;
     let h = [("x-api-key", key.as_str())];
-    // Each request reserves 6 (prompt) + 20 (max_tokens) = 26 tokens.
+    // Each request reserves 13 (prompt) + 20 (max_tokens) = 33 tokens.
     let mut allowed = Vec::new();
-    for remaining in [74, 48, 22] {
+    for remaining in [97, 64, 31] {
         let c = s.check_body("POST", "/v1/chat/completions", &h, &chat(20)).await;
         assert!(c.allowed(), "{c:?}");
         let headers = c.client_headers();
-        assert_eq!(headers["x-ratelimit-limit-tokens"], "100");
+        assert_eq!(headers["x-ratelimit-limit-tokens"], "130");
         assert_eq!(headers["x-ratelimit-remaining-tokens"], remaining.to_string());
         assert!(headers["x-ratelimit-reset-tokens"].ends_with('s'), "{headers:?}");
         let meta = c.all_metadata();
         assert_eq!(meta["budgets"], format!("key:{id}"));
-        assert_eq!((meta["reserved_prompt"].as_str(), meta["reserved_completion"].as_str()), ("6", "20"));
+        assert_eq!((meta["reserved_prompt"].as_str(), meta["reserved_completion"].as_str()), ("13", "20"));
         assert_eq!(meta["reservation"].len(), 32);
         allowed.push(meta);
     }
@@ -71,25 +74,25 @@ async fn token_budget_reserves_refuses_and_settles(b: Backend) {
     assert_eq!(budget.status, 200, "{}", budget.body);
     let listed = &budget.body["data"]["budgets"][0];
     assert_eq!(listed["scope"], format!("key:{id}"));
-    assert_eq!((listed["kind"].as_str(), listed["limit"].as_str()), (Some("tokens"), Some("100/3600")));
-    assert_eq!((listed["used"].as_f64(), listed["remaining"].as_f64()), (Some(78.0), Some(22.0)));
-    // 78 + 26 > 100: refused the way OpenAI clients expect.
+    assert_eq!((listed["kind"].as_str(), listed["limit"].as_str()), (Some("tokens"), Some("130/3600")));
+    assert_eq!((listed["used"].as_f64(), listed["remaining"].as_f64()), (Some(99.0), Some(31.0)));
+    // 99 + 33 > 130: refused the way OpenAI clients expect.
     let c = s.check_body("POST", "/v1/chat/completions", &h, &chat(20)).await;
     c.assert_denied(429, tonic::Code::ResourceExhausted, "QUOTA_EXCEEDED");
     assert_eq!(c.body()["error"]["type"], "insufficient_quota");
-    assert!(c.body()["error"]["message"].as_str().unwrap().contains("78 of 100"), "{}", c.body());
+    assert!(c.body()["error"]["message"].as_str().unwrap().contains("99 of 130"), "{}", c.body());
     let headers = c.client_headers();
-    assert_eq!(headers["x-ratelimit-remaining-tokens"], "22");
+    assert_eq!(headers["x-ratelimit-remaining-tokens"], "31");
     assert!(headers["retry-after"].parse::<u64>().unwrap() >= 1);
     assert_eq!(c.metadata("reason").as_deref(), Some("quota_exceeded"));
-    // A smaller request still fits.
+    // A smaller request (23) still fits: 122 used.
     assert!(s.check_body("POST", "/v1/chat/completions", &h, &chat(10)).await.allowed());
-    // The first call really used 5 tokens: 21 come back (78 + 16 - 21 = 73).
+    // The first call really used 5 tokens: 28 come back (122 - 28 = 94).
     let now = common::now();
     assert!(s.budgets.settle(&allowed[0], &settle_usage(3, 2), now).await);
     let c = s.check_body("POST", "/v1/chat/completions", &h, &chat(20)).await;
     assert!(c.allowed(), "{c:?}");
-    assert_eq!(c.client_headers()["x-ratelimit-remaining-tokens"], "1");
+    assert_eq!(c.client_headers()["x-ratelimit-remaining-tokens"], "3");
     // Settling again, or a reservation nobody made, changes nothing.
     assert!(!s.budgets.settle(&allowed[0], &settle_usage(0, 0), now).await);
     let mut forged = allowed[1].clone();
@@ -104,11 +107,11 @@ async fn token_budget_reserves_refuses_and_settles(b: Backend) {
 
 async fn spend_budget_is_priced_and_unknown_models_refused(b: Backend) {
     let s = TestServer::start_with(b, |c| {
-        // $1000 / $2000 per million tokens: 6 prompt + 20 completion = $0.046.
+        // $1000 / $2000 per million tokens: 13 prompt + 20 completion = $0.053.
         c.budgets.prices = "llama-*=1000:2000".parse().unwrap();
     })
     .await;
-    let (_, key) = key_with_budget(&s, "s@example.com", None, Some("0.1/day")).await;
+    let (_, key) = key_with_budget(&s, "s@example.com", None, Some("0.11/day")).await;
     let h = [("x-api-key", key.as_str())];
     for _ in 0..2 {
         let c = s.check_body("POST", "/v1/chat/completions", &h, &chat(20)).await;
@@ -118,7 +121,7 @@ async fn spend_budget_is_priced_and_unknown_models_refused(b: Backend) {
     }
     let c = s.check_body("POST", "/v1/chat/completions", &h, &chat(20)).await;
     c.assert_denied(429, tonic::Code::ResourceExhausted, "QUOTA_EXCEEDED");
-    assert!(c.body()["error"]["message"].as_str().unwrap().contains("$0.092 of $0.1"), "{}", c.body());
+    assert!(c.body()["error"]["message"].as_str().unwrap().contains("$0.106 of $0.11"), "{}", c.body());
     let body = json!({"model": "gpt-4o", "max_tokens": 1, "messages": []}).to_string();
     let c = s.check_body("POST", "/v1/chat/completions", &h, &body).await;
     c.assert_denied(403, tonic::Code::PermissionDenied, "PERMISSION_DENIED");
@@ -136,7 +139,7 @@ async fn every_budget_of_the_caller_applies(b: Backend) {
         models: None,
         budget: Default::default(),
     };
-    group.budget.tokens = Some("60/60".parse().unwrap());
+    group.budget.tokens = Some("70/60".parse().unwrap());
     s.accounts.create_group(group).await.unwrap();
     let a = s.accounts.create_user("a@example.com", None, Role::Operator, "team").await.unwrap();
     let other = s.accounts.create_user("b@example.com", None, Role::Operator, "team").await.unwrap();
@@ -147,12 +150,12 @@ async fn every_budget_of_the_caller_applies(b: Backend) {
     s.accounts.update_user(&a.id, &update).await.unwrap();
     let key_a = s.key_for(&a, None).await;
     let key_b = s.key_for(&other, None).await;
-    // The group's 60 tokens are shared: 26 + 26 fit, the third does not,
+    // The group's 70 tokens are shared: 33 + 33 fit, the third does not,
     // whoever sends it, although the user's own budget has room.
     let c = s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &key_a)], &chat(20)).await;
     assert!(c.allowed(), "{c:?}");
     assert_eq!(c.metadata("budgets").unwrap(), format!("user:{},group:team", a.id));
-    assert_eq!(c.client_headers()["x-ratelimit-remaining-tokens"], "34", "the tightest budget is shown");
+    assert_eq!(c.client_headers()["x-ratelimit-remaining-tokens"], "37", "the tightest budget is shown");
     assert!(s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &key_b)], &chat(20)).await.allowed());
     let c = s.check_body("POST", "/v1/chat/completions", &[("x-api-key", &key_a)], &chat(20)).await;
     c.assert_denied(429, tonic::Code::ResourceExhausted, "QUOTA_EXCEEDED");
@@ -350,4 +353,74 @@ async fn redis_cluster_ledger_is_exact_under_concurrency() {
     let url = std::env::var("GATEHOUSE_TEST_REDIS_CLUSTER_URL")
         .expect("GATEHOUSE_TEST_REDIS_CLUSTER_URL is not set: run scripts/test");
     exact_under_concurrency(redis_ledger(&url).await).await;
+}
+
+/// What a request may cost is reserved in full: a default ceiling for each
+/// choice, template tokens for each message, a custom role, and at least one
+/// token for any request.
+async fn reservations_cover_every_choice_message_and_request(b: Backend) {
+    let s = TestServer::start(b).await;
+    let (_, key) = key_with_budget(&s, "n@example.com", Some("100000/3600"), None).await;
+    let h = [("x-api-key", key.as_str())];
+    let reserved = |c: &common::Check| {
+        assert!(c.allowed(), "{c:?}");
+        (c.metadata("reserved_prompt").unwrap(), c.metadata("reserved_completion").unwrap())
+    };
+    let c = s
+        .check_body("POST", "/v1/chat/completions", &h, &json!({"model": "m", "n": 3, "messages": []}).to_string())
+        .await;
+    assert_eq!(reserved(&c), ("0".into(), "12288".into()), "3 choices of the 4096 default");
+    let c = s
+        .check_body("POST", "/v1/completions", &h, &json!({"model": "m", "best_of": 2, "prompt": "ab"}).to_string())
+        .await;
+    assert_eq!(reserved(&c), ("2".into(), "8192".into()));
+    let empty = json!({"model": "m", "max_tokens": 1, "messages": [{}, {}, {}]}).to_string();
+    let c = s.check_body("POST", "/v1/chat/completions", &h, &empty).await;
+    assert_eq!(reserved(&c), ("15".into(), "1".into()), "3 + 4 per message");
+    let custom =
+        json!({"model": "m", "max_tokens": 1, "messages": [{"role": "x".repeat(50), "content": "hi"}]}).to_string();
+    let c = s.check_body("POST", "/v1/chat/completions", &h, &custom).await;
+    assert_eq!(reserved(&c), ("59".into(), "1".into()), "a custom role is text the model reads");
+    let docs = json!({"model": "m", "max_tokens": 1, "documents": [{"title": "t", "text": "abcd"}]}).to_string();
+    let c = s.check_body("POST", "/v1/chat/completions", &h, &docs).await;
+    assert!(c.metadata("reserved_prompt").unwrap().parse::<u64>().unwrap() >= 5, "{c:?}");
+    let nothing = json!({"model": "m", "input": ""}).to_string();
+    let c = s.check_body("POST", "/v1/embeddings", &h, &nothing).await;
+    assert_eq!(reserved(&c), ("0".into(), "1".into()), "every request costs at least one token");
+    s.finish().await;
+}
+
+/// A key with a budget of its own manages no budgets and makes no keys: a
+/// sibling without its budget would be a way around it.
+async fn a_budgeted_key_cannot_mint_or_lift_budgets(b: Backend) {
+    let s = TestServer::start(b).await;
+    let api = Api::new(&s);
+    let (admin, admin_key) = s.user_with_key("boss@example.com", Role::Admin, None).await;
+    let update = KeyUpdate {
+        budget: BudgetUpdate { tokens: Some(Some("100/3600".parse().unwrap())), spend: None },
+        ..KeyUpdate::default()
+    };
+    s.accounts.update_key(&Acting::operator(), &admin_key[3..19], &update).await.unwrap();
+    let r = api.post("/auth/keys", Some(&admin_key), json!({"name": "escape"})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = api.post("/auth/keys", Some(&admin_key), json!({"name": "escape", "token_limit": "100000000/3600"})).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let (_, other) = s.user_with_key("o@example.com", Role::Operator, None).await;
+    let r = api
+        .send(
+            "PATCH",
+            &format!("/admin/keys/{}", &other[3..19]),
+            Some(&admin_key),
+            Some(json!({"token_limit": "5/60"})),
+        )
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = api
+        .send("PATCH", &format!("/admin/users/{}", admin.id), Some(&admin_key), Some(json!({"token_limit": null})))
+        .await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(s.store.list_api_keys(Some(&admin.id)).await.unwrap().len(), 1, "nothing was made");
+    // Its other powers are untouched: it still lists users.
+    assert_eq!(api.get("/admin/users", Some(&admin_key)).await.status, 200);
+    s.finish().await;
 }

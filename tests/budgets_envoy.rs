@@ -22,9 +22,10 @@ async fn concurrent_requests_through_envoy_never_exceed_a_shared_budget() {
     let (url, _dir) = common::fresh_database(Backend::Postgres).await;
     let setup = TestServer::start_config(common::test_config(&url)).await;
     let (_, key) = setup.user_with_key("team@example.com", Role::Operator, None).await;
-    // "Hello!" (6) + max_tokens 20: 26 tokens reserved each; 260 holds 10.
+    // "Hello!" in one message (6 + 7 template) + max_tokens 20: 33 tokens
+    // reserved each; 330 holds 10.
     let update = KeyUpdate {
-        budget: BudgetUpdate { tokens: Some(Some("260/3600".parse().unwrap())), spend: None },
+        budget: BudgetUpdate { tokens: Some(Some("330/3600".parse().unwrap())), spend: None },
         ..KeyUpdate::default()
     };
     setup.accounts.update_key(&Acting::operator(), &key[3..19], &update).await.unwrap();
@@ -116,9 +117,10 @@ async fn envoy_settles_reservations_with_reported_usage() {
         http.post(envoy.url("/v1/chat/completions")).header("x-api-key", &key).json(&body).send()
     };
 
-    // JSON: "hi" + max_tokens 98 reserve 100; the upstream reports 11 + 22.
+    // JSON: "hi" in one message (2 + 7 template) + max_tokens 91 reserve 100;
+    // the upstream reports 11 + 22.
     let r =
-        chat(json!({"model": "m", "max_tokens": 98, "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
+        chat(json!({"model": "m", "max_tokens": 91, "messages": [{"role": "user", "content": "hi"}]})).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ratelimit-limit-tokens"], "1000");
     assert_eq!(r.headers()["x-ratelimit-remaining-tokens"], "900");

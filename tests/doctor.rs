@@ -352,7 +352,7 @@ fn broken_envoy_configs_fail_the_check_they_concern() {
         (
             "a JSON route without its body",
             edit(
-                "- match: { path_separated_prefix: \"/v1/embeddings\" }\n                route: *inference\n                typed_per_filter_config: *with_body",
+                "- match: { path_separated_prefix: \"/v1/embeddings\" }\n                route: *inference\n                request_headers_to_remove: *uncompressed\n                typed_per_filter_config: *with_body",
                 "- match: { path_separated_prefix: \"/v1/embeddings\" }\n                route: *inference",
             ),
             "envoy JSON bodies",

@@ -128,6 +128,7 @@ impl Accounts {
         if let Some(p) = caller {
             refuse_grace_secret(p)?;
         }
+        self.refuse_budgeted_key(by, "create keys").await?;
         let owner = match (owner, caller) {
             (Some(o), Some(p)) if !p.is(o) => {
                 self.require_manage_users(by, p, "create a key for another user").await?;
@@ -279,6 +280,7 @@ impl Accounts {
             && !update.budget.is_empty()
         {
             self.require_manage_users(by, caller, "change a key's budget").await?;
+            self.refuse_budgeted_key(by, "change budgets").await?;
         }
         if let Some(caller) = by.principal()
             && caller.key_id.as_deref() == Some(id)
@@ -345,6 +347,20 @@ impl Accounts {
             action.verb()
         );
         self.audit.record(by.event(AuditAction::AdminDenied, format!("key:{id}"), refused.clone())).await;
+        Err(AccountError::Forbidden(refused))
+    }
+
+    /// A key with a budget of its own cannot make keys or change budgets:
+    /// a sibling key without its budget (or a budget lifted) would be a way
+    /// around it. Its holder uses a session, or an administrator acts.
+    pub async fn refuse_budgeted_key(&self, by: &Acting<'_>, what: &str) -> Result<(), AccountError> {
+        let Some(caller) = by.principal() else { return Ok(()) };
+        if caller.key_id.is_none() || caller.budgets.key.is_empty() {
+            return Ok(());
+        }
+        let refused = format!("a key with a token or spend budget of its own cannot {what}; use a session");
+        let target = format!("key:{}", caller.key_id.as_deref().unwrap_or(""));
+        self.audit.record(by.event(AuditAction::AdminDenied, target, refused.clone())).await;
         Err(AccountError::Forbidden(refused))
     }
 

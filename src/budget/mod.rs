@@ -37,7 +37,16 @@ pub struct Estimate {
     pub include_usage: bool,
     /// The route's ceiling for requests without `max_tokens`, if it has one.
     pub route_max_tokens: Option<u64>,
+    /// Chat messages: each adds template tokens of its own.
+    pub messages: usize,
+    /// Choices asked for (`n`, `best_of`): each may produce the ceiling.
+    pub choices: u64,
 }
+
+/// Template tokens a chat message adds around its text, and a chat prompt
+/// around all of them (OpenAI's accounting; other templates are close).
+const TOKENS_PER_MESSAGE: u64 = 4;
+const TOKENS_PER_CHAT: u64 = 3;
 
 /// What to do with a budgeted stream that will not report its usage.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -172,8 +181,19 @@ impl Budgets {
             None if spends => return Err(Denial::ModelNotPriced { model: model.chars().take(100).collect() }),
             None => Price::FREE,
         };
-        let prompt = (estimate.prompt_chars as u64).div_ceil(self.settings.chars_per_token.max(1));
-        let completion = estimate.max_tokens.or(estimate.route_max_tokens).unwrap_or(self.settings.default_max_tokens);
+        let messages = estimate.messages as u64;
+        let template =
+            if messages > 0 { TOKENS_PER_CHAT.saturating_add(messages.saturating_mul(TOKENS_PER_MESSAGE)) } else { 0 };
+        let text = (estimate.prompt_chars as u64).div_ceil(self.settings.chars_per_token.max(1));
+        let prompt = text.saturating_add(template);
+        // `max_tokens` already counts every choice; a default ceiling is per choice.
+        let completion = estimate.max_tokens.unwrap_or_else(|| {
+            let per_choice = estimate.route_max_tokens.unwrap_or(self.settings.default_max_tokens);
+            per_choice.saturating_mul(estimate.choices.max(1))
+        });
+        // Every request costs something, so a budget bounds how many can be
+        // open at once.
+        let completion = if prompt.saturating_add(completion) == 0 { 1 } else { completion };
         let tokens = i64::try_from(prompt.saturating_add(completion)).unwrap_or(i64::MAX);
         let nano_usd = price.cost(prompt, completion);
         let mut charges = Vec::new();
@@ -441,16 +461,16 @@ impl Budgets {
     }
 }
 
-/// A reservation id, unique across replicas and restarts: 64 random bits
-/// drawn once per process, then a counter (32 hex digits). Ids travel only in
-/// Envoy's dynamic metadata, which clients cannot set, so they need not be
-/// unguessable; one system call per process instead of one per Check.
+/// A reservation id: 128 random bits (32 hex digits). Unguessable, so a
+/// settlement can only be made for a reservation whose id was seen in
+/// Envoy's metadata, never for another caller's by predicting it.
 fn reservation_id() -> String {
-    use std::sync::LazyLock;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static PREFIX: LazyLock<u64> = LazyLock::new(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("{:016x}{:016x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // The OS has no randomness to give: uuid's generator as a fallback.
+        bytes = *uuid::Uuid::new_v4().as_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn number(attribution: &Attribution, name: &str) -> u64 {

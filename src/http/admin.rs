@@ -160,6 +160,9 @@ pub async fn update_user(
     };
     let target = s.accounts.find_user(&id).await?;
     s.accounts.may_manage_user(&audited.acting(&caller.0), Some(&target), update.role).await?;
+    if !update.budget.is_empty() {
+        s.accounts.refuse_budgeted_key(&audited.acting(&caller.0), "change budgets").await?;
+    }
     // An admin cannot lock themselves out.
     if target.id == *caller.0.user_id
         && (update.disabled == Some(true) || update.role.is_some_and(|r| r != Role::Admin))
@@ -318,6 +321,9 @@ pub async fn create_group(
     s.accounts
         .may_set_models(&audited.acting(&caller.0), &format!("group:{}", group.name), group.models.as_ref())
         .await?;
+    if !group.budget.is_empty() {
+        s.accounts.refuse_budgeted_key(&audited.acting(&caller.0), "change budgets").await?;
+    }
     let group = s.accounts.create_group(group).await?;
     tracing::info!(actor = %caller.0.user_id, group = %group.name, "group created");
     audited
@@ -343,6 +349,9 @@ pub async fn update_group(
     }
     let current = s.accounts.group(&name).await?.ok_or_else(|| ApiError::NotFound("group not found".into()))?;
     let group = body.into_group(name, Some(&current))?;
+    if group.budget != current.budget {
+        s.accounts.refuse_budgeted_key(&audited.acting(&caller.0), "change budgets").await?;
+    }
     if group.models != current.models {
         let subject = format!("group:{}", group.name);
         s.accounts.may_set_models(&audited.acting(&caller.0), &subject, group.models.as_ref()).await?;

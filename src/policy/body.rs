@@ -94,6 +94,10 @@ pub struct Inspected {
     pub max_tokens: Option<u64>,
     /// `stream_options.include_usage: true`: a stream ends with its usage.
     pub include_usage: bool,
+    /// How many `messages` (chat templates add tokens for each).
+    pub messages: usize,
+    /// Choices asked for (`n`, `best_of`; at least 1).
+    pub choices: u64,
 }
 
 /// The most choices (`n`, `best_of`) one request may ask for.
@@ -177,6 +181,8 @@ pub fn inspect(body: &RequestBody<'_>, method: &str, limits: BodyLimits) -> Resu
         prompt_chars,
         max_tokens,
         include_usage: fields.stream_options.and_then(|o| o.include_usage).unwrap_or(false),
+        messages: fields.messages.as_ref().map_or(0, |m| m.items),
+        choices,
     })
 }
 
@@ -228,7 +234,7 @@ impl<T: Count> Count for Option<T> {
 struct Fields {
     model: Option<String>,
     stream: Option<bool>,
-    messages: Option<List<Item>>,
+    messages: Option<Messages>,
     /// Completions: a string, strings or token ids. Responses: a prompt
     /// template (`{id, variables}`).
     prompt: Option<Text>,
@@ -245,6 +251,11 @@ struct Fields {
     text: Option<TextConfig>,
     /// Predicted output (`{type: "content", content}`).
     prediction: Option<Item>,
+    /// Retrieval documents and a custom chat template (vLLM and others
+    /// render them into the prompt): every string counts.
+    documents: Option<Strings>,
+    chat_template: Option<Chars>,
+    chat_template_kwargs: Option<Strings>,
     /// Completion ceilings (chat, completions; newer chat; Responses; and
     /// the spellings of Anthropic-style, llama.cpp and Ollama servers, which
     /// an upstream may honour instead).
@@ -285,6 +296,9 @@ impl Count for Fields {
             + self.response_format.count()
             + self.text.count()
             + self.prediction.count()
+            + self.documents.count()
+            + self.chat_template.count()
+            + self.chat_template_kwargs.count()
     }
 }
 
@@ -296,6 +310,10 @@ impl Count for Fields {
 struct Item {
     /// A message's or item's content: a string or parts.
     content: Option<Content>,
+    /// Rendered into the prompt by chat templates: a custom role counts
+    /// (the standard ones are template tokens, counted per message).
+    role: Option<RoleName>,
+    tool_call_id: Option<Chars>,
     /// A text part (`text`, `input_text`, `output_text`, `summary_text`).
     text: Option<Chars>,
     name: Option<Chars>,
@@ -319,6 +337,8 @@ struct Item {
 impl Count for Item {
     fn count(&self) -> usize {
         self.content.count()
+            + self.role.count()
+            + self.tool_call_id.count()
             + self.text.count()
             + self.name.count()
             + self.refusal.count()
@@ -626,6 +646,57 @@ impl<'de> Deserialize<'de> for Variables {
 /// An array of `T`, counted element by element and not kept.
 struct List<T>(usize, PhantomData<T>);
 
+/// A message's `role`: nothing for OpenAI's own, its characters otherwise.
+struct RoleName(usize);
+
+impl Count for RoleName {
+    fn count(&self) -> usize {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RoleName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let role = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        const STANDARD: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
+        Ok(RoleName(if STANDARD.contains(&&*role) { 0 } else { role.chars().count() }))
+    }
+}
+
+/// `messages`: their characters, and how many there are (each costs a few
+/// template tokens of its own).
+struct Messages {
+    chars: usize,
+    items: usize,
+}
+
+impl Count for Messages {
+    fn count(&self) -> usize {
+        self.chars
+    }
+}
+
+impl<'de> Deserialize<'de> for Messages {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Messages;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of messages")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Messages, A::Error> {
+                let (mut chars, mut items) = (0usize, 0usize);
+                while let Some(item) = seq.next_element::<Item>()? {
+                    chars = chars.saturating_add(item.count());
+                    items += 1;
+                }
+                Ok(Messages { chars, items })
+            }
+        }
+        deserializer.deserialize_seq(V)
+    }
+}
+
 impl<T> Count for List<T> {
     fn count(&self) -> usize {
         self.0
@@ -746,8 +817,7 @@ mod tests {
             ),
         ] {
             let got = post(json).unwrap();
-            let want = Inspected { model: model.map(str::to_owned), stream, prompt_chars: chars, ..Default::default() };
-            assert_eq!(got, want, "{json}");
+            assert_eq!((got.model.as_deref(), got.stream, got.prompt_chars), (model, stream, chars), "{json}");
         }
     }
 

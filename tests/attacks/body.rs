@@ -36,7 +36,7 @@ fn envoy_config_without_embeddings_buffering(
     port: u16,
 ) -> String {
     let shipped = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")).unwrap();
-    let buffered = "- match: { path_separated_prefix: \"/v1/embeddings\" }\n                route: *inference\n                typed_per_filter_config: *with_body\n";
+    let buffered = "- match: { path_separated_prefix: \"/v1/embeddings\" }\n                route: *inference\n                request_headers_to_remove: *uncompressed\n                typed_per_filter_config: *with_body\n";
     let unbuffered = "- match: { path_separated_prefix: \"/v1/embeddings\" }\n                route: *inference\n";
     assert!(shipped.contains(buffered), "the shipped config buffers /v1/embeddings as this test expects");
     shipped
