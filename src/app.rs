@@ -400,7 +400,7 @@ struct Settlement {
 #[async_trait::async_trait]
 impl Settle for Settlement {
     async fn settle(&self, attribution: &crate::grpc::ext_proc::Attribution, status: u16, metered: Metered) {
-        LogSettle.settle(attribution, status, metered.clone()).await;
+        LogSettle.settle(attribution, status, metered).await;
         self.budgets.settle(attribution, &metered, now()).await;
     }
 }
