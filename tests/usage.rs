@@ -464,10 +464,11 @@ async fn settled_budget_usage_reaches_the_usage_table(b: Backend) {
     let row = &r.body["rows"][0];
     assert_eq!(row["model"], "llama-3-8b", "{}", r.body);
     assert_eq!(row["requests"], 2);
-    // Measured: 3 + 2; unmeasured: the reservation, 6 + 20.
-    assert_eq!((row["prompt_tokens"].as_i64(), row["completion_tokens"].as_i64()), (Some(9), Some(22)), "{}", r.body);
+    // Measured: 3 + 2; unmeasured: the reservation, 13 ("Hello!" and one
+    // message's template tokens) + 20.
+    assert_eq!((row["prompt_tokens"].as_i64(), row["completion_tokens"].as_i64()), (Some(16), Some(22)), "{}", r.body);
     assert_eq!(row["unmeasured"], 1);
-    // $1000 / $2000 per million: (9 * 1000 + 22 * 2000) / 1e6 = $0.053.
-    assert!((row["cost_usd"].as_f64().unwrap() - 0.053).abs() < 1e-9, "{}", r.body);
+    // $1000 / $2000 per million: (16 * 1000 + 22 * 2000) / 1e6 = $0.06.
+    assert!((row["cost_usd"].as_f64().unwrap() - 0.06).abs() < 1e-9, "{}", r.body);
     s.finish().await;
 }
