@@ -33,7 +33,8 @@ async fn concurrent_requests_through_envoy_never_exceed_a_shared_budget() {
 
     let a = Process::start(&url, &redis_url).await;
     let b = Process::start(&url, &redis_url).await;
-    let upstream = common::spawn_echo().await;
+    // Each answer reports 11 + 22 = 33 tokens: what was reserved.
+    let upstream = common::llm::spawn_llm().await;
     let envoy = Envoy::start_replicas(&[a.grpc, b.grpc], &[a.http, b.http], upstream).await;
     let http = reqwest::Client::new();
     let body = json!({"model": "llama-3-8b", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello!"}]});
@@ -70,6 +71,20 @@ async fn concurrent_requests_through_envoy_never_exceed_a_shared_budget() {
         }
     }
     assert_eq!(allowed, 10, "exactly what the budget holds");
+    // Every settlement is recorded once (whichever replica made it), and
+    // the total stays within the budget.
+    let mut totals = serde_json::Value::Null;
+    for _ in 0..300 {
+        let r = http.get(a.url("/auth/usage")).header("x-api-key", &key).send().await.unwrap();
+        totals = r.json::<serde_json::Value>().await.unwrap()["totals"].clone();
+        if totals["requests"] == 10 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(totals["requests"], 10, "{totals}");
+    assert_eq!(totals["total_tokens"], 330, "{totals}");
+    assert_eq!(totals["unmeasured"], 0, "{totals}");
     drop(envoy);
 }
 
