@@ -243,3 +243,100 @@ async fn metering_works_when_the_proxy_waits_for_answers() {
     drop(envoy);
     s.finish().await;
 }
+
+/// A redis-server of the test's own, persisting every write (AOF, fsync
+/// always), so it can be restarted mid-run.
+struct PersistentRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PersistentRedis {
+    fn start() -> PersistentRedis {
+        let mut r = PersistentRedis { port: common::free_port(), dir: tempfile::tempdir().unwrap(), child: None };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir", self.dir.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: run scripts/test");
+        self.child = Some(child);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PersistentRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A Redis restart in the middle of a run (with persistence, as budgets on
+/// Redis should run) changes nothing: the counters and every recorded
+/// settlement are where they were, and the budget still ends where it should.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_mid_run_changes_nothing_recorded() {
+    let mut redis = PersistentRedis::start();
+    let (url, _db) = common::fresh_database(Backend::Sqlite).await;
+    let mut config = common::test_config(&url);
+    config.redis_url = Some(gatehouse::secret::Secret::new(redis.url()));
+    let s = TestServer::start_config(config).await;
+    let (_, key) = s.user_with_key("restart@example.com", Role::Operator, None).await;
+    let update = KeyUpdate {
+        budget: BudgetUpdate { tokens: Some(Some("330/3600".parse().unwrap())), spend: None },
+        ..KeyUpdate::default()
+    };
+    s.accounts.update_key(&Acting::operator(), &key[3..19], &update).await.unwrap();
+    let envoy = Envoy::start(&s, common::llm::spawn_llm().await).await;
+    let http = reqwest::Client::new();
+    // 13 + 20 reserved, 11 + 22 reported: 33 each, 10 fit.
+    let body = json!({"model": "m", "max_tokens": 20, "messages": [{"role": "user", "content": "Hello!"}]});
+    // Sends one request; while Redis is away budgeted calls are refused
+    // (503, fail closed) and sent again.
+    let send = || async {
+        for _ in 0..200 {
+            let r = http.post(envoy.url("/v1/chat/completions")).header("x-api-key", &key).json(&body).send().await;
+            let r = r.unwrap();
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            if status != 503 {
+                return status;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("Redis never came back");
+    };
+    for _ in 0..4 {
+        assert_eq!(send().await, 200);
+    }
+    until_used(&s, &key, "tokens", 132.0).await;
+    redis.kill();
+    redis.spawn();
+    for _ in 0..6 {
+        assert_eq!(send().await, 200);
+    }
+    assert_eq!(send().await, 429, "the budget ends where it should");
+    until_used(&s, &key, "tokens", 330.0).await;
+    s.metering.flush(&s.store).await.unwrap();
+    let r = common::api::Api::new(&s).get("/auth/usage", Some(&key)).await;
+    let totals = &r.body["data"]["totals"];
+    assert_eq!((totals["requests"].as_i64(), totals["total_tokens"].as_i64()), (Some(10), Some(330)), "{}", r.body);
+    drop(envoy);
+    s.finish().await;
+}
