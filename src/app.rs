@@ -136,8 +136,7 @@ impl App {
             Some(r) => Arc::new(RedisLedger::new(r.clone(), Duration::from_millis(250))),
             None => Arc::new(LocalLedger::default()),
         };
-        let budgets =
-            Arc::new(Budgets::new(ledger, groups.clone(), config.budgets.clone(), Arc::new(metering.clone())));
+        let budgets = Arc::new(Budgets::new(ledger, config.budgets.clone(), Arc::new(metering.clone())));
         let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
         let authorizer =
             Arc::new(Authorizer::new(authn, policy, limits, config.require_auth).with_budgets(budgets.clone()));

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use crate::authn::credentials::ExtraSources;
 use crate::authn::{Authenticator, credentials};
 use crate::budget::{Budgets, Estimate, Reservation};
+use crate::domain::budget::Budget;
 use crate::domain::{DEFAULT_GROUP, Denial, ModelList, Permission, PermissionSet, Principal};
 use crate::policy::body::{self, RequestBody};
 use crate::policy::{Access, Policy, normalize_host, path};
@@ -234,21 +235,24 @@ impl Authorizer {
             }
             // Anonymous callers are held to the default group's models.
             let (group, own) = principal.map_or((DEFAULT_GROUP, None), |p| (&*p.group, p.models.as_ref()));
-            self.check_model(group, own, decision.model.as_deref()).await?;
-            estimate = Some(Estimate {
-                prompt_chars: inspected.prompt_chars,
-                max_tokens: inspected.max_tokens,
-                stream: inspected.stream,
-                include_usage: inspected.include_usage,
-                route_max_tokens: limits.default_max_tokens,
-                messages: inspected.messages,
-                choices: inspected.choices,
-            });
+            let group_budget = self.check_model(group, own, decision.model.as_deref()).await?;
+            estimate = Some((
+                group_budget,
+                Estimate {
+                    prompt_chars: inspected.prompt_chars,
+                    max_tokens: inspected.max_tokens,
+                    stream: inspected.stream,
+                    include_usage: inspected.include_usage,
+                    route_max_tokens: limits.default_max_tokens,
+                    messages: inspected.messages,
+                    choices: inspected.choices,
+                },
+            ));
         }
         let rate = self.limits.check(principal, request.client_ip, rule).await?;
         // Last, so a request refused for any other reason holds nothing.
-        if let (Some(budgets), Some(p), Some(estimate)) = (&self.budgets, principal, estimate) {
-            decision.reservation = Some(budgets.reserve(p, decision.model.as_deref(), estimate, now).await?);
+        if let (Some(budgets), Some(p), Some((group, estimate))) = (&self.budgets, principal, estimate) {
+            decision.reservation = Some(budgets.reserve(p, group, decision.model.as_deref(), estimate, now).await?);
         }
         Ok(Allow { strip_credential: principal.is_some() && !rule.forward_credentials, rate })
     }
@@ -256,7 +260,8 @@ impl Authorizer {
     /// The model must be allowed by the API key's list and by the group's,
     /// where they have one. The group is read through the cache; if it cannot
     /// be read, the request is refused rather than let through unchecked.
-    async fn check_model(&self, group: &str, own: Option<&ModelList>, model: Option<&str>) -> Result<(), Denial> {
+    /// Returns the group's budget, read in the same lookup.
+    async fn check_model(&self, group: &str, own: Option<&ModelList>, model: Option<&str>) -> Result<Budget, Denial> {
         let group = match self.groups.get(group).await {
             Ok(found) => found,
             Err(e) => {
@@ -278,6 +283,6 @@ impl Authorizer {
                 Some(_) => {}
             }
         }
-        Ok(())
+        Ok(group.map(|g| g.budget).unwrap_or_default())
     }
 }

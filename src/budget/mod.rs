@@ -21,7 +21,6 @@ use std::time::Duration;
 use crate::domain::budget::{Budget, NANO_PER_USD, TokenHeaders, Window, format_usd};
 use crate::domain::{Denial, Principal};
 use crate::meter::{Metered, Usage};
-use crate::store::cache::GroupCache;
 use ledger::{Actual, Charge, Ledger, Record, Reserved};
 pub use prices::{Price, Prices};
 
@@ -119,7 +118,6 @@ pub trait UsageSink: Send + Sync + 'static {
 /// Budgets on the Check path and at settlement.
 pub struct Budgets {
     ledger: Arc<dyn Ledger>,
-    groups: GroupCache,
     settings: Settings,
     sink: Arc<dyn UsageSink>,
 }
@@ -128,8 +126,8 @@ pub struct Budgets {
 pub type Attribution = HashMap<String, String>;
 
 impl Budgets {
-    pub fn new(ledger: Arc<dyn Ledger>, groups: GroupCache, settings: Settings, sink: Arc<dyn UsageSink>) -> Self {
-        Budgets { ledger, groups, settings, sink }
+    pub fn new(ledger: Arc<dyn Ledger>, settings: Settings, sink: Arc<dyn UsageSink>) -> Self {
+        Budgets { ledger, settings, sink }
     }
 
     pub fn settings(&self) -> &Settings {
@@ -137,29 +135,26 @@ impl Budgets {
     }
 
     /// Reserves the request's largest cost against every budget of the
-    /// caller. `Ok(None)`: nothing to meter (no caller).
+    /// caller: the key's and the user's (on the principal) and `group`'s
+    /// (the caller's group, as Check read it for its model list).
     pub async fn reserve(
         &self,
         principal: &Principal,
+        group: Budget,
         model: Option<&str>,
         estimate: Estimate,
         now: i64,
     ) -> Result<Reservation, Denial> {
-        let group = match self.groups.get(&principal.group).await {
-            Ok(found) => found.map(|g| g.budget).unwrap_or_default(),
-            Err(e) => {
-                tracing::warn!(error = %e, group = &*principal.group, "cannot read the group's budget");
-                return Err(Denial::BackendUnavailable);
-            }
-        };
+        let key = principal.key_id.as_ref().filter(|_| !principal.budgets.key.is_empty());
+        let user = Some(principal.budgets.user).filter(|b| !b.is_empty());
+        let group = Some(group).filter(|b| !b.is_empty());
         let scopes: Vec<(String, Budget)> = [
-            principal.key_id.as_ref().map(|k| (format!("key:{k}"), principal.budgets.key)),
-            Some((format!("user:{}", principal.user_id), principal.budgets.user)),
-            Some((format!("group:{}", principal.group), group)),
+            key.map(|k| (format!("key:{k}"), principal.budgets.key)),
+            user.map(|b| (format!("user:{}", principal.user_id), b)),
+            group.map(|b| (format!("group:{}", principal.group), b)),
         ]
         .into_iter()
         .flatten()
-        .filter(|(_, b)| !b.is_empty())
         .collect();
         let budgeted = !scopes.is_empty();
         if budgeted && estimate.stream && !estimate.include_usage {
