@@ -107,24 +107,26 @@ impl App {
             None => None,
         };
         let bus = Bus::new(redis_target.clone());
-        let revocations = Revocations::new(store.clone(), bus.clone(), jwt.settings().leeway_seconds);
+        let revocations = Revocations::new(store.clone(), Arc::new(bus.clone()), jwt.settings().leeway_seconds);
         let usage = UsageRecorder::default();
         let metering = Metering::default();
         let groups = cache::group_cache(store.clone(), &config.cache, &breaker);
-        let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: bus.clone() };
+        let caches =
+            Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: Arc::new(bus.clone()) };
         let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
         let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));
         let providers = Arc::new(Providers::new(config.oidc.clone(), config.oidc_allow_insecure_http)?);
         let sources = Sources {
             providers: providers.clone(),
-            accounts: accounts.clone(),
+            accounts: Arc::new(accounts.clone()),
             keys: keys.clone(),
             users: users.clone(),
             jwt,
             revocations: revocations.clone(),
             usage: usage.clone(),
+            verified: cache::expiring_map(Some(config.cache.capacity)),
         };
-        let authn = Authenticator::new(sources, roles, config.cache.capacity);
+        let authn = Authenticator::new(sources, roles);
         let policy = config.compile_policy()?;
         let local = LocalLimiter::default();
         let redis = redis_target.map(|target| RedisLimiter::new(target, local.clone(), Duration::from_millis(100)));
@@ -360,9 +362,7 @@ fn jwt_settings(c: &JwtConfig) -> JwtSettings {
     }
 }
 
-pub fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
+pub use gatehouse_core::clock::now;
 
 /// How long shutdown waits for background tasks once the listeners closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);

@@ -16,28 +16,38 @@
 //! * [`meter`]: the token usage an upstream's response reports.
 //! * [`config`], [`app`], [`cli`], [`telemetry`]: start-up.
 
-pub mod accounts;
+pub use gatehouse_core::{accounts, audit, authz, clock, domain, meter, policy, redact, secret};
+
 pub mod app;
-pub mod audit;
-pub mod authn;
-pub mod authz;
-pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod doctor;
-pub mod domain;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod grpc;
 pub mod http;
-pub mod meter;
-pub mod policy;
-pub mod ratelimit;
 pub mod redis_target;
 pub mod reload;
 pub mod render;
-pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod views;
+
+/// The core's authentication, with the REST API's login throttle.
+pub mod authn {
+    pub use gatehouse_core::authn::*;
+    pub mod throttle;
+}
+
+/// The core's token and spend budgets, with the Redis ledger.
+pub mod budget {
+    pub use gatehouse_core::budget::*;
+    pub mod redis;
+}
+
+/// The core's rate limits, with the Redis limiter.
+pub mod ratelimit {
+    pub use gatehouse_core::ratelimit::*;
+    pub mod redis;
+}

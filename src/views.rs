@@ -7,12 +7,7 @@ use crate::domain::{ApiKey, Group, User};
 use crate::secret::Secret;
 
 /// RFC 3339 UTC, as the seed documents show (`2026-02-04T12:00:00Z`).
-pub fn timestamp(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
-}
+pub use gatehouse_core::clock::timestamp;
 
 fn opt_timestamp(unix: Option<i64>) -> Option<String> {
     unix.map(timestamp)

@@ -16,6 +16,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
+pub use crate::accounts::AccountSettings;
 use crate::authn::oidc::IssuerConfig;
 use crate::authn::password::HashingLimits;
 use crate::authn::throttle::ThrottleSettings;
@@ -156,18 +157,6 @@ pub struct JwtConfig {
     pub refresh_grace_seconds: i64,
     /// How long a session lasts from its login, however often refreshed.
     pub session_max_seconds: i64,
-}
-
-#[derive(Clone, Debug)]
-pub struct AccountSettings {
-    pub allow_registration: bool,
-    /// Lower-case domains; empty: any.
-    pub allowed_email_domains: Vec<String>,
-    pub default_role: Role,
-    pub password_min_length: usize,
-    /// How many password hashes and verifications run at once, and how long
-    /// the rest wait.
-    pub password_hashing: HashingLimits,
 }
 
 /// Between NOT_SERVING and closing the listeners: longer than the shipped

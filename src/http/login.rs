@@ -43,10 +43,10 @@ use super::HttpState;
 use super::auth::{envelope, token_body};
 use super::error::ApiError;
 use super::extract::{Audited, JsonBody, QueryParams};
-use crate::app::now;
 use crate::audit::event;
 use crate::authn::api_key::random_base62;
 use crate::authn::oidc::{ExternalIdentity, MAX_DOCUMENT_BYTES, read_capped};
+use crate::clock::now;
 use crate::config::GithubConfig;
 use crate::domain::{AuditAction, Denial};
 

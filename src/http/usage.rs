@@ -120,7 +120,7 @@ pub struct AdminUsageQuery {
 
 /// The query's days and grouping, checked; the filters are the caller's.
 fn query(from: Option<&str>, to: Option<&str>, group_by: Option<&str>) -> Result<UsageQuery, ApiError> {
-    let (from, to) = day_range(from, to, crate::app::now()).map_err(|e| ApiError::validation(e.field, e.message))?;
+    let (from, to) = day_range(from, to, crate::clock::now()).map_err(|e| ApiError::validation(e.field, e.message))?;
     let group_by = match group_by {
         None => UsageGroupBy::Day,
         Some(g) => g.parse().map_err(|e: String| ApiError::validation("group_by", e))?,

@@ -15,48 +15,9 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::redis_target::{Conn, RedisTarget};
 
+pub use gatehouse_core::store::bus::*;
+
 pub const CHANNEL: &str = "gatehouse:invalidate";
-
-/// What changed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Change {
-    Key(String),
-    User(String),
-    Group(String),
-    Token { jti: String, expires_at: i64 },
-}
-
-impl Change {
-    fn encode(&self) -> String {
-        match self {
-            Change::Key(id) => format!("key:{id}"),
-            Change::User(id) => format!("user:{id}"),
-            Change::Group(name) => format!("group:{name}"),
-            Change::Token { jti, expires_at } => format!("jti:{expires_at}:{jti}"),
-        }
-    }
-
-    fn decode(s: &str) -> Option<Change> {
-        let (kind, rest) = s.split_once(':')?;
-        Some(match kind {
-            "key" => Change::Key(rest.to_owned()),
-            "user" => Change::User(rest.to_owned()),
-            "group" => Change::Group(rest.to_owned()),
-            "jti" => {
-                let (exp, jti) = rest.split_once(':')?;
-                Change::Token { jti: jti.to_owned(), expires_at: exp.parse().ok()? }
-            }
-            _ => return None,
-        })
-    }
-}
-
-/// Applies a change to this replica's caches.
-pub trait Apply: Send + Sync + 'static {
-    fn apply(&self, change: &Change) -> impl std::future::Future<Output = ()> + Send;
-    /// After (re)subscribing, when messages may have been missed.
-    fn reset(&self) -> impl std::future::Future<Output = ()> + Send;
-}
 
 #[derive(Clone, Default)]
 pub struct Bus {
@@ -139,20 +100,9 @@ impl Bus {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn changes_round_trip() {
-        for c in [
-            Change::Key("0123456789abcdef".into()),
-            Change::User("u-1".into()),
-            Change::Group("team:a".into()),
-            Change::Token { jti: "a:b".into(), expires_at: 1700000000 },
-        ] {
-            assert_eq!(Change::decode(&c.encode()), Some(c));
-        }
-        assert_eq!(Change::decode("nonsense"), None);
+#[async_trait::async_trait]
+impl Publish for Bus {
+    async fn publish(&self, change: &Change) {
+        Bus::publish(self, change).await;
     }
 }

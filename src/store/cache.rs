@@ -29,7 +29,8 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use super::{DynStore, StoreError, StoreResult};
-use crate::domain::{Group, KeyGrant, User};
+
+pub use gatehouse_core::store::cache::*;
 
 #[derive(Clone, Debug)]
 pub struct CacheSettings {
@@ -70,9 +71,6 @@ impl Breaker {
         }
     }
 }
-
-/// `None` is a negative entry: no such record.
-type Entry<V> = Option<Arc<V>>;
 
 /// An entry and when it was read from the store.
 struct Stamped<V> {
@@ -200,22 +198,6 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
         }
     }
 
-    /// The record for `id`, from the cache or, on a miss, from the store.
-    pub async fn get(&self, id: &str) -> Result<Entry<V>, Arc<StoreError>> {
-        if let Some(entry) = self.cache.get(id).await {
-            if entry.loaded.elapsed() < self.ttl {
-                self.stats.hits.increment(1);
-                return Ok(entry.value);
-            }
-            self.stats.stale.increment(1);
-            return self.refresh(id, entry).await;
-        }
-        self.stats.misses.increment(1);
-        let load = self.stats.timed(&self.breaker, self.lookup_timeout, (self.load)(self.store.clone(), id.to_owned()));
-        let fresh = async move { Ok(Stamped { value: load.await?.map(Arc::new), loaded: Instant::now() }) };
-        self.cache.try_get_with(id.to_owned(), fresh).await.map(|e| e.value)
-    }
-
     /// Re-reads an entry past its TTL; serves the old answer if the store is
     /// unavailable (the entry expires from the cache at TTL + stale limit).
     async fn refresh(&self, id: &str, stale: Stamped<V>) -> Result<Entry<V>, Arc<StoreError>> {
@@ -233,26 +215,45 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
             Err(e) => Err(Arc::new(e)),
         }
     }
+}
+
+#[async_trait::async_trait]
+impl<V: Send + Sync + 'static> Lookup<V> for ReadThrough<V> {
+    /// The record for `id`, from the cache or, on a miss, from the store.
+    async fn get(&self, id: &str) -> Result<Entry<V>, Arc<StoreError>> {
+        if let Some(entry) = self.cache.get(id).await {
+            if entry.loaded.elapsed() < self.ttl {
+                self.stats.hits.increment(1);
+                return Ok(entry.value);
+            }
+            self.stats.stale.increment(1);
+            return self.refresh(id, entry).await;
+        }
+        self.stats.misses.increment(1);
+        let load = self.stats.timed(&self.breaker, self.lookup_timeout, (self.load)(self.store.clone(), id.to_owned()));
+        let fresh = async move { Ok(Stamped { value: load.await?.map(Arc::new), loaded: Instant::now() }) };
+        self.cache.try_get_with(id.to_owned(), fresh).await.map(|e| e.value)
+    }
 
     /// The longest a read behind this cache may take.
-    pub fn lookup_timeout(&self) -> Duration {
+    fn lookup_timeout(&self) -> Duration {
         self.lookup_timeout
     }
 
     /// Forgets one record so the next read goes to the store.
-    pub async fn invalidate(&self, id: &str) {
+    async fn invalidate(&self, id: &str) {
         self.cache.invalidate(id).await;
     }
 
     /// Forgets every record.
-    pub fn invalidate_all(&self) {
+    fn invalidate_all(&self) {
         self.cache.invalidate_all();
     }
 
     /// Forgets the records `matches` picks: no read returns one of them
     /// after this (moka checks the predicate on every read of an entry
     /// cached before the call).
-    pub fn invalidate_where(&self, matches: impl Fn(&V) -> bool + Send + Sync + 'static) {
+    fn invalidate_where(&self, matches: Box<dyn Fn(&V) -> bool + Send + Sync>) {
         let picked = self.cache.invalidate_entries_if(move |_, entry| entry.value.as_deref().is_some_and(&matches));
         if let Err(e) = picked {
             tracing::warn!(error = %e, "could not evict selectively; evicting everything");
@@ -261,25 +262,62 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
     }
 }
 
-/// API keys joined with their owner, by key id.
-pub type KeyCache = ReadThrough<KeyGrant>;
-/// Users, by id.
-pub type UserCache = ReadThrough<User>;
-/// Groups (and so their limits), by name.
-pub type GroupCache = ReadThrough<Group>;
-
 pub fn key_cache(store: DynStore, settings: &CacheSettings, breaker: &Breaker) -> KeyCache {
-    ReadThrough::new("keys", store, settings, breaker, |store, id| Box::pin(async move { store.key_grant(&id).await }))
+    Arc::new(ReadThrough::new("keys", store, settings, breaker, |store, id| {
+        Box::pin(async move { store.key_grant(&id).await })
+    }))
 }
 
 pub fn user_cache(store: DynStore, settings: &CacheSettings, breaker: &Breaker) -> UserCache {
-    ReadThrough::new("users", store, settings, breaker, |store, id| {
+    Arc::new(ReadThrough::new("users", store, settings, breaker, |store, id| {
         Box::pin(async move { store.user_by_id(&id).await })
-    })
+    }))
 }
 
 pub fn group_cache(store: DynStore, settings: &CacheSettings, breaker: &Breaker) -> GroupCache {
-    ReadThrough::new("groups", store, settings, breaker, |store, name| {
+    Arc::new(ReadThrough::new("groups", store, settings, breaker, |store, name| {
         Box::pin(async move { store.group(&name).await })
-    })
+    }))
+}
+
+/// A bounded map (`None`: unbounded) whose entries each expire after the
+/// time they were inserted with.
+pub fn expiring_map<K, V>(capacity: Option<u64>) -> SharedMap<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    let mut builder = moka::sync::Cache::builder().expire_after(KeepFor);
+    if let Some(capacity) = capacity {
+        builder = builder.max_capacity(capacity);
+    }
+    Arc::new(MokaMap(builder.build()))
+}
+
+struct MokaMap<K, V>(moka::sync::Cache<K, (V, Duration)>);
+
+struct KeepFor;
+
+impl<K, V> Expiry<K, (V, Duration)> for KeepFor {
+    fn expire_after_create(&self, _: &K, entry: &(V, Duration), _: Instant) -> Option<Duration> {
+        Some(entry.1)
+    }
+
+    fn expire_after_update(&self, _: &K, entry: &(V, Duration), _: Instant, _: Option<Duration>) -> Option<Duration> {
+        Some(entry.1)
+    }
+}
+
+impl<K, V> ExpiringMap<K, V> for MokaMap<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn get(&self, key: &K) -> Option<V> {
+        self.0.get(key).map(|(value, _)| value)
+    }
+
+    fn insert(&self, key: K, value: V, keep: Duration) {
+        self.0.insert(key, (value, keep));
+    }
 }

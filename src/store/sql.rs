@@ -14,7 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::{PgPool, Row, SqlitePool};
 
 use super::metering::{UsageCounters, UsageGroupBy, UsageQuery, UsageRow, UsageSum};
-use super::{DynStore, Store, StoreError, StoreResult};
+use super::{Db, DynStore, Store, StoreError, StoreResult};
 use crate::domain::budget::Budget;
 use crate::domain::{
     ApiKey, AuditAction, AuditEvent, AuditOutcome, AuditQuery, Group, KeyGrant, KeyUpdate, ModelList, NewApiKey,
@@ -237,69 +237,69 @@ macro_rules! sql_store {
         impl $store {
             fn user(r: &$row) -> StoreResult<User> {
                 Ok(User {
-                    id: r.try_get("id")?,
-                    email: r.try_get("email")?,
-                    name: r.try_get("name")?,
-                    role: parse_role(r.try_get("role")?)?,
-                    group: r.try_get("group_name")?,
-                    disabled: r.try_get("disabled")?,
-                    created_at: r.try_get("created_at")?,
-                    rate_limit: parse_limit(r.try_get("rate_limit")?)?,
-                    email_verified: r.try_get("email_verified")?,
-                    tokens_valid_after: r.try_get("tokens_valid_after")?,
-                    budget: parse_budget(r.try_get("token_limit")?, r.try_get("spend_limit")?)?,
+                    id: r.try_get("id").db()?,
+                    email: r.try_get("email").db()?,
+                    name: r.try_get("name").db()?,
+                    role: parse_role(r.try_get("role").db()?)?,
+                    group: r.try_get("group_name").db()?,
+                    disabled: r.try_get("disabled").db()?,
+                    created_at: r.try_get("created_at").db()?,
+                    rate_limit: parse_limit(r.try_get("rate_limit").db()?)?,
+                    email_verified: r.try_get("email_verified").db()?,
+                    tokens_valid_after: r.try_get("tokens_valid_after").db()?,
+                    budget: parse_budget(r.try_get("token_limit").db()?, r.try_get("spend_limit").db()?)?,
                 })
             }
 
             fn group(r: &$row) -> StoreResult<Group> {
                 Ok(Group {
-                    name: r.try_get("name")?,
-                    requests_per_period: r.try_get("requests_per_period")?,
-                    period_seconds: r.try_get("period_seconds")?,
-                    burst: r.try_get("burst")?,
-                    models: parse_models(r.try_get("allowed_models")?)?,
-                    budget: parse_budget(r.try_get("token_limit")?, r.try_get("spend_limit")?)?,
+                    name: r.try_get("name").db()?,
+                    requests_per_period: r.try_get("requests_per_period").db()?,
+                    period_seconds: r.try_get("period_seconds").db()?,
+                    burst: r.try_get("burst").db()?,
+                    models: parse_models(r.try_get("allowed_models").db()?)?,
+                    budget: parse_budget(r.try_get("token_limit").db()?, r.try_get("spend_limit").db()?)?,
                 })
             }
 
             fn key(r: &$row) -> StoreResult<ApiKey> {
                 Ok(ApiKey {
-                    id: r.try_get("id")?,
-                    user_id: r.try_get("user_id")?,
-                    name: r.try_get("name")?,
-                    permissions: parse_permissions(r.try_get("permissions")?)?,
-                    expires_at: r.try_get("expires_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    created_at: r.try_get("created_at")?,
-                    last_used_at: r.try_get("last_used_at")?,
-                    rate_limit: parse_limit(r.try_get("rate_limit")?)?,
-                    models: parse_models(r.try_get("allowed_models")?)?,
-                    rotated_at: r.try_get("rotated_at")?,
-                    previous_secret_expires_at: r.try_get("previous_secret_expires_at")?,
-                    budget: parse_budget(r.try_get("token_limit")?, r.try_get("spend_limit")?)?,
+                    id: r.try_get("id").db()?,
+                    user_id: r.try_get("user_id").db()?,
+                    name: r.try_get("name").db()?,
+                    permissions: parse_permissions(r.try_get("permissions").db()?)?,
+                    expires_at: r.try_get("expires_at").db()?,
+                    revoked_at: r.try_get("revoked_at").db()?,
+                    created_at: r.try_get("created_at").db()?,
+                    last_used_at: r.try_get("last_used_at").db()?,
+                    rate_limit: parse_limit(r.try_get("rate_limit").db()?)?,
+                    models: parse_models(r.try_get("allowed_models").db()?)?,
+                    rotated_at: r.try_get("rotated_at").db()?,
+                    previous_secret_expires_at: r.try_get("previous_secret_expires_at").db()?,
+                    budget: parse_budget(r.try_get("token_limit").db()?, r.try_get("spend_limit").db()?)?,
                 })
             }
 
             fn grant(r: &$row) -> StoreResult<KeyGrant> {
                 Ok(KeyGrant {
-                    key_id: Arc::from(r.try_get::<&str, _>("id")?),
-                    secret_hash: parse_hash(r.try_get("secret_hash")?)?,
-                    permissions: parse_permissions(r.try_get("permissions")?)?,
-                    expires_at: r.try_get("expires_at")?,
-                    revoked_at: r.try_get("revoked_at")?,
-                    user_id: Arc::from(r.try_get::<&str, _>("user_id")?),
-                    email: Arc::from(r.try_get::<&str, _>("email")?),
-                    role: parse_role(r.try_get("role")?)?,
-                    group: Arc::from(r.try_get::<&str, _>("group_name")?),
-                    user_disabled: r.try_get("disabled")?,
-                    key_rate_limit: parse_limit(r.try_get("rate_limit")?)?,
-                    user_rate_limit: parse_limit(r.try_get("user_rate_limit")?)?,
-                    key_models: parse_models(r.try_get("allowed_models")?)?,
-                    key_budget: parse_budget(r.try_get("token_limit")?, r.try_get("spend_limit")?)?,
-                    user_budget: parse_budget(r.try_get("user_token_limit")?, r.try_get("user_spend_limit")?)?,
+                    key_id: Arc::from(r.try_get::<&str, _>("id").db()?),
+                    secret_hash: parse_hash(r.try_get("secret_hash").db()?)?,
+                    permissions: parse_permissions(r.try_get("permissions").db()?)?,
+                    expires_at: r.try_get("expires_at").db()?,
+                    revoked_at: r.try_get("revoked_at").db()?,
+                    user_id: Arc::from(r.try_get::<&str, _>("user_id").db()?),
+                    email: Arc::from(r.try_get::<&str, _>("email").db()?),
+                    role: parse_role(r.try_get("role").db()?)?,
+                    group: Arc::from(r.try_get::<&str, _>("group_name").db()?),
+                    user_disabled: r.try_get("disabled").db()?,
+                    key_rate_limit: parse_limit(r.try_get("rate_limit").db()?)?,
+                    user_rate_limit: parse_limit(r.try_get("user_rate_limit").db()?)?,
+                    key_models: parse_models(r.try_get("allowed_models").db()?)?,
+                    key_budget: parse_budget(r.try_get("token_limit").db()?, r.try_get("spend_limit").db()?)?,
+                    user_budget: parse_budget(r.try_get("user_token_limit").db()?, r.try_get("user_spend_limit").db()?)?,
                     previous_secret: match (
-                        r.try_get::<Option<Vec<u8>>, _>("previous_secret_hash")?,
-                        r.try_get::<Option<i64>, _>("previous_secret_expires_at")?,
+                        r.try_get::<Option<Vec<u8>>, _>("previous_secret_hash").db()?,
+                        r.try_get::<Option<i64>, _>("previous_secret_expires_at").db()?,
                     ) {
                         (Some(hash), Some(until)) => Some((parse_hash(hash)?, until)),
                         _ => None,
@@ -328,13 +328,13 @@ macro_rules! sql_store {
                     .bind(&user.password_hash)
                     .bind(user.email_verified)
                     .fetch_one(on)
-                    .await?;
+                    .await.db()?;
                 Self::user(&row)
             }
 
             async fn user_where(&self, column: &str, value: &str) -> StoreResult<Option<User>> {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {column} = $1");
-                let row = self.lookup(&sql, value).await?;
+                let row = self.lookup(&sql, value).await.db()?;
                 row.as_ref().map(Self::user).transpose()
             }
 
@@ -350,7 +350,7 @@ macro_rules! sql_store {
                         Err(e) => tracing::debug!(error = %e, "read replica unavailable; asking the primary"),
                     }
                 }
-                Ok(sqlx::query(sql).bind(value).fetch_optional(&self.pool).await?)
+                sqlx::query(sql).bind(value).fetch_optional(&self.pool).await.db()
             }
         }
 
@@ -361,7 +361,7 @@ macro_rules! sql_store {
             }
 
             async fn ping(&self) -> StoreResult<()> {
-                sqlx::query("SELECT 1").execute(&self.pool).await?;
+                sqlx::query("SELECT 1").execute(&self.pool).await.db()?;
                 Ok(())
             }
 
@@ -376,7 +376,7 @@ macro_rules! sql_store {
                          FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.id = $1",
                         key_id,
                     )
-                    .await?;
+                    .await.db()?;
                 row.as_ref().map(Self::grant).transpose()
             }
 
@@ -385,8 +385,8 @@ macro_rules! sql_store {
             }
 
             async fn create_linked_user(&self, user: &NewUser, provider: &str, subject: &str) -> StoreResult<User> {
-                let mut tx = self.pool.begin().await?;
-                let created = Self::insert_user(&mut *tx, user).await?;
+                let mut tx = self.pool.begin().await.db()?;
+                let created = Self::insert_user(&mut *tx, user).await.db()?;
                 sqlx::query(
                     "INSERT INTO user_identities (provider, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
                 )
@@ -395,8 +395,8 @@ macro_rules! sql_store {
                 .bind(&created.id)
                 .bind(created.created_at)
                 .execute(&mut *tx)
-                .await?;
-                tx.commit().await?;
+                .await.db()?;
+                tx.commit().await.db()?;
                 Ok(created)
             }
 
@@ -415,7 +415,7 @@ macro_rules! sql_store {
                      WHERE i.provider = $1 AND i.subject = $2",
                     USER_COLUMNS_U
                 );
-                let row = sqlx::query(&sql).bind(provider).bind(subject).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(&sql).bind(provider).bind(subject).fetch_optional(&self.pool).await.db()?;
                 row.as_ref().map(Self::user).transpose()
             }
 
@@ -428,13 +428,13 @@ macro_rules! sql_store {
                 .bind(user_id)
                 .bind(now())
                 .execute(&self.pool)
-                .await?;
+                .await.db()?;
                 Ok(())
             }
 
             async fn list_users(&self) -> StoreResult<Vec<User>> {
                 let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, email");
-                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await.db()?;
                 rows.iter().map(Self::user).collect()
             }
 
@@ -467,7 +467,7 @@ macro_rules! sql_store {
                     .bind(budget_binds(update.budget.spend).0)
                     .bind(budget_binds(update.budget.spend).1)
                     .fetch_optional(&self.pool)
-                    .await?;
+                    .await.db()?;
                 row.as_ref().map(Self::user).transpose()
             }
 
@@ -485,7 +485,7 @@ macro_rules! sql_store {
                 .bind(group.budget.tokens.map(|t| t.to_string()))
                 .bind(group.budget.spend.map(|s| s.to_string()))
                 .execute(&self.pool)
-                .await?;
+                .await.db()?;
                 Ok(())
             }
 
@@ -502,7 +502,7 @@ macro_rules! sql_store {
                 .bind(group.budget.tokens.map(|t| t.to_string()))
                 .bind(group.budget.spend.map(|s| s.to_string()))
                 .execute(&self.pool)
-                .await?;
+                .await.db()?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -510,9 +510,9 @@ macro_rules! sql_store {
                 let row = sqlx::query("SELECT password_hash FROM users WHERE id = $1")
                     .bind(user_id)
                     .fetch_optional(&self.pool)
-                    .await?;
+                    .await.db()?;
                 Ok(match row {
-                    Some(r) => r.try_get("password_hash")?,
+                    Some(r) => r.try_get("password_hash").db()?,
                     None => None,
                 })
             }
@@ -520,7 +520,7 @@ macro_rules! sql_store {
             async fn set_password(&self, user_id: &str, hash: &str) -> StoreResult<bool> {
                 let sql = "UPDATE users SET password_hash = $2, updated_at = $3, tokens_valid_after = \
                            CASE WHEN tokens_valid_after >= $3 THEN tokens_valid_after + 1 ELSE $3 END WHERE id = $1";
-                let done = sqlx::query(sql).bind(user_id).bind(hash).bind(now()).execute(&self.pool).await?;
+                let done = sqlx::query(sql).bind(user_id).bind(hash).bind(now()).execute(&self.pool).await.db()?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -530,7 +530,7 @@ macro_rules! sql_store {
                 // since then carry the second after it; see `Jwt::issue`).
                 let sql = "UPDATE users SET updated_at = $2, tokens_valid_after = \
                            CASE WHEN tokens_valid_after >= $2 THEN tokens_valid_after + 1 ELSE $2 END WHERE id = $1";
-                let done = sqlx::query(sql).bind(user_id).bind(at).execute(&self.pool).await?;
+                let done = sqlx::query(sql).bind(user_id).bind(at).execute(&self.pool).await.db()?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -546,7 +546,7 @@ macro_rules! sql_store {
                 .bind(expires_at)
                 .bind(at)
                 .execute(&self.pool)
-                .await?;
+                .await.db()?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -557,19 +557,19 @@ macro_rules! sql_store {
                 .bind(since)
                 .bind(expired_after)
                 .fetch_all(&self.pool)
-                .await?;
-                rows.iter().map(|r| Ok((r.try_get("jti")?, r.try_get("expires_at")?))).collect()
+                .await.db()?;
+                rows.iter().map(|r| Ok((r.try_get("jti").db()?, r.try_get("expires_at").db()?))).collect()
             }
 
             async fn group(&self, name: &str) -> StoreResult<Option<Group>> {
                 let sql = format!("SELECT {GROUP_COLUMNS} FROM groups WHERE name = $1");
-                let row = self.lookup(&sql, name).await?;
+                let row = self.lookup(&sql, name).await.db()?;
                 row.as_ref().map(Self::group).transpose()
             }
 
             async fn list_groups(&self) -> StoreResult<Vec<Group>> {
                 let sql = format!("SELECT {GROUP_COLUMNS} FROM groups ORDER BY name");
-                let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+                let rows = sqlx::query(&sql).fetch_all(&self.pool).await.db()?;
                 rows.iter().map(Self::group).collect()
             }
 
@@ -591,13 +591,13 @@ macro_rules! sql_store {
                     .bind(key.budget.tokens.map(|t| t.to_string()))
                     .bind(key.budget.spend.map(|s| s.to_string()))
                     .fetch_one(&self.pool)
-                    .await?;
+                    .await.db()?;
                 Self::key(&row)
             }
 
             async fn api_key(&self, id: &str) -> StoreResult<Option<ApiKey>> {
                 let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = $1");
-                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await?;
+                let row = sqlx::query(&sql).bind(id).fetch_optional(&self.pool).await.db()?;
                 row.as_ref().map(Self::key).transpose()
             }
 
@@ -606,7 +606,7 @@ macro_rules! sql_store {
                     "SELECT {KEY_COLUMNS} FROM api_keys WHERE ($1 IS NULL OR user_id = $1) \
                      ORDER BY created_at DESC, id"
                 );
-                let rows = sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await?;
+                let rows = sqlx::query(&sql).bind(user_id).fetch_all(&self.pool).await.db()?;
                 rows.iter().map(Self::key).collect()
             }
 
@@ -629,7 +629,7 @@ macro_rules! sql_store {
                     .bind(budget_binds(update.budget.spend).0)
                     .bind(budget_binds(update.budget.spend).1)
                     .fetch_optional(&self.pool)
-                    .await?;
+                    .await.db()?;
                 row.as_ref().map(Self::key).transpose()
             }
 
@@ -638,7 +638,7 @@ macro_rules! sql_store {
                     .bind(id)
                     .bind(at)
                     .execute(&self.pool)
-                    .await?;
+                    .await.db()?;
                 Ok(done.rows_affected() > 0)
             }
 
@@ -661,12 +661,12 @@ macro_rules! sql_store {
                     .bind(previous_until)
                     .bind(at)
                     .fetch_optional(&self.pool)
-                    .await?;
+                    .await.db()?;
                 row.as_ref().map(Self::key).transpose()
             }
 
             async fn touch_api_keys(&self, used: &[(String, i64)]) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin().await.db()?;
                 for (id, at) in used {
                     sqlx::query(
                         "UPDATE api_keys SET last_used_at = $2 WHERE id = $1 \
@@ -675,9 +675,9 @@ macro_rules! sql_store {
                     .bind(id)
                     .bind(*at)
                     .execute(&mut *tx)
-                    .await?;
+                    .await.db()?;
                 }
-                tx.commit().await?;
+                tx.commit().await.db()?;
                 Ok(())
             }
 
@@ -694,13 +694,13 @@ macro_rules! sql_store {
                 .bind(&e.client_ip)
                 .bind(&e.detail)
                 .execute(&self.pool)
-                .await?;
+                .await.db()?;
                 Ok(())
             }
 
             async fn latest_change(&self) -> StoreResult<i64> {
-                let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM changes").fetch_one(&self.pool).await?;
-                Ok(row.try_get("id")?)
+                let row = sqlx::query("SELECT COALESCE(MAX(id), 0) AS id FROM changes").fetch_one(&self.pool).await.db()?;
+                Ok(row.try_get("id").db()?)
             }
 
             async fn changes_after(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, String, String)>> {
@@ -709,12 +709,12 @@ macro_rules! sql_store {
                     .bind(after)
                     .bind(limit)
                     .fetch_all(&self.pool)
-                    .await?;
-                rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("kind")?, r.try_get("ref")?))).collect()
+                    .await.db()?;
+                rows.iter().map(|r| Ok((r.try_get("id").db()?, r.try_get("kind").db()?, r.try_get("ref").db()?))).collect()
             }
 
             async fn prune_changes(&self, before: i64) -> StoreResult<u64> {
-                let done = sqlx::query("DELETE FROM changes WHERE at < $1").bind(before).execute(&self.pool).await?;
+                let done = sqlx::query("DELETE FROM changes WHERE at < $1").bind(before).execute(&self.pool).await.db()?;
                 Ok(done.rows_affected())
             }
 
@@ -735,25 +735,25 @@ macro_rules! sql_store {
                 .bind(q.before)
                 .bind(i64::from(q.limit))
                 .fetch_all(&self.pool)
-                .await?;
+                .await.db()?;
                 rows.iter()
                     .map(|r| {
                         Ok(AuditEvent {
-                            id: r.try_get("id")?,
-                            at: r.try_get("at")?,
-                            action: r.try_get("action")?,
-                            outcome: r.try_get("outcome")?,
-                            actor_id: r.try_get("actor_id")?,
-                            target: r.try_get("target")?,
-                            client_ip: r.try_get("client_ip")?,
-                            detail: r.try_get("detail")?,
+                            id: r.try_get("id").db()?,
+                            at: r.try_get("at").db()?,
+                            action: r.try_get("action").db()?,
+                            outcome: r.try_get("outcome").db()?,
+                            actor_id: r.try_get("actor_id").db()?,
+                            target: r.try_get("target").db()?,
+                            client_ip: r.try_get("client_ip").db()?,
+                            detail: r.try_get("detail").db()?,
                         })
                     })
                     .collect()
             }
 
             async fn add_usage(&self, rows: &[UsageRow]) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.pool.begin().await.db()?;
                 for r in rows {
                     let c = &r.counters;
                     sqlx::query(
@@ -778,9 +778,9 @@ macro_rules! sql_store {
                     .bind(c.cost_nano_usd)
                     .bind(c.unmeasured)
                     .execute(&mut *tx)
-                    .await?;
+                    .await.db()?;
                 }
-                tx.commit().await?;
+                tx.commit().await.db()?;
                 Ok(())
             }
 
@@ -830,18 +830,18 @@ macro_rules! sql_store {
                 for value in values {
                     query = query.bind(value);
                 }
-                let rows = query.fetch_all(&self.pool).await?;
+                let rows = query.fetch_all(&self.pool).await.db()?;
                 rows.iter()
                     .map(|r| {
                         Ok(UsageSum {
-                            day: if q.group_by.by_day() { Some(r.try_get("day")?) } else { None },
-                            model: if q.group_by.by_model() { Some(r.try_get("model")?) } else { None },
+                            day: if q.group_by.by_day() { Some(r.try_get("day").db()?) } else { None },
+                            model: if q.group_by.by_model() { Some(r.try_get("model").db()?) } else { None },
                             counters: UsageCounters {
-                                requests: r.try_get("requests")?,
-                                prompt_tokens: r.try_get("prompt_tokens")?,
-                                completion_tokens: r.try_get("completion_tokens")?,
-                                cost_nano_usd: r.try_get("cost_nano_usd")?,
-                                unmeasured: r.try_get("unmeasured")?,
+                                requests: r.try_get("requests").db()?,
+                                prompt_tokens: r.try_get("prompt_tokens").db()?,
+                                completion_tokens: r.try_get("completion_tokens").db()?,
+                                cost_nano_usd: r.try_get("cost_nano_usd").db()?,
+                                unmeasured: r.try_get("unmeasured").db()?,
                             },
                         })
                     })

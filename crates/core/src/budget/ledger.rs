@@ -1,6 +1,6 @@
 //! Where budget counters and open reservations live: in this process
 //! ([`LocalLedger`], the embedded default) or in Redis, shared by every
-//! replica (`super::redis::RedisLedger`). Both do the same thing atomically:
+//! replica (the `gatehouse` crate's `RedisLedger`). Both do the same thing atomically:
 //! check every charge of a reservation against its limit and, only if all
 //! fit, add them all.
 

@@ -52,7 +52,7 @@ pub struct Principal {
     /// The session token used, when `method` is [`AuthMethod::Jwt`].
     pub session: Option<Session>,
     /// A limit that replaces the group's: the key's own, else the user's.
-    pub rate_limit: Option<crate::ratelimit::Override>,
+    pub rate_limit: Option<crate::domain::limit::Override>,
     /// The key's and the user's token and spend budgets.
     pub budgets: super::budget::CallerBudgets,
     /// Models the credential may call (an API key's own list); the group's

@@ -7,12 +7,12 @@ use serde::Deserialize;
 
 use super::{Access, BodyLimits, HostPattern, Mode, PathPattern, Rule};
 use crate::authn::credentials::ExtraSources;
+use crate::domain::limit::parse_limit;
 use crate::domain::{PermissionSet, Role};
-use crate::ratelimit::parse_limit;
 
 /// The table shipped with Gatehouse for an OpenAI-compatible gateway; also the
 /// default when no table is configured.
-pub const SHIPPED: &str = include_str!("../../policy.toml");
+pub const SHIPPED: &str = include_str!("../../../../policy.toml");
 
 /// `[policy]` and `[[routes]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,16 +12,28 @@ use sha2::Digest;
 use crate::audit::{Audit, event};
 use crate::authn::oidc::ExternalIdentity;
 use crate::authn::password;
-use crate::config::AccountSettings;
 use crate::domain::budget::{Budget, BudgetUpdate, SpendLimit, TokenLimit};
 use crate::domain::{
     ApiKey, AuditAction, AuditEvent, AuditQuery, DEFAULT_GROUP, Group, ModelList, NewUser, Principal, Role,
     RolePermissions, User, UserUpdate,
 };
 use crate::secret::Secret;
-use crate::store::bus::{Apply, Bus, Change};
+use crate::store::bus::{Apply, Change, Publish};
 use crate::store::cache::{GroupCache, KeyCache, UserCache};
 use crate::store::{DynStore, StoreError, UsageQuery, UsageSum};
+
+/// Who may register, and how passwords are hashed.
+#[derive(Clone, Debug)]
+pub struct AccountSettings {
+    pub allow_registration: bool,
+    /// Lower-case domains; empty: any.
+    pub allowed_email_domains: Vec<String>,
+    pub default_role: Role,
+    pub password_min_length: usize,
+    /// How many password hashes and verifications run at once, and how long
+    /// the rest wait.
+    pub password_hashing: password::HashingLimits,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AccountError {
@@ -44,6 +56,16 @@ pub enum AccountError {
     Busy(std::time::Duration),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+#[async_trait::async_trait]
+impl crate::authn::Provision for Accounts {
+    async fn provision(&self, identity: &ExternalIdentity) -> Result<User, crate::authn::ProvisionError> {
+        Accounts::provision(self, identity).await.map_err(|e| match e {
+            AccountError::Refused(reason) => crate::authn::ProvisionError::Refused(reason),
+            e => crate::authn::ProvisionError::Failed(e.to_string()),
+        })
+    }
 }
 
 impl From<password::HashingError> for AccountError {
@@ -113,7 +135,7 @@ pub struct RotatedKey {
 impl RotatedKey {
     /// The audit log's account of the rotation: both secrets by fingerprint.
     pub fn audit_detail(&self) -> String {
-        let until = self.key.previous_secret_expires_at.map_or_else(|| "now".to_owned(), crate::views::timestamp);
+        let until = self.key.previous_secret_expires_at.map_or_else(|| "now".to_owned(), crate::clock::timestamp);
         format!("new secret {}, previous secret {} valid until {until}", self.fingerprint, self.previous_fingerprint)
     }
 }
@@ -125,7 +147,7 @@ pub struct Caches {
     pub users: UserCache,
     pub groups: GroupCache,
     /// Tells the other replicas.
-    pub bus: Bus,
+    pub bus: std::sync::Arc<dyn Publish>,
 }
 
 impl Caches {
@@ -138,7 +160,7 @@ impl Caches {
             Change::User(id) => {
                 self.users.invalidate(id).await;
                 let owner: std::sync::Arc<str> = std::sync::Arc::from(id.as_str());
-                self.keys.invalidate_where(move |grant| grant.user_id == owner);
+                self.keys.invalidate_where(Box::new(move |grant| grant.user_id == owner));
             }
             Change::Group(name) => self.groups.invalidate(name).await,
             Change::Token { .. } => {}

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod budget;
 pub mod denial;
+pub mod limit;
 pub mod models;
 pub mod permission;
 pub mod principal;
@@ -12,6 +13,7 @@ pub mod user;
 
 pub use audit::{AuditAction, AuditEvent, AuditOutcome, AuditQuery, NewAuditEvent, UnknownAuditAction};
 pub use denial::{Denial, ErrorKind};
+pub use limit::{Limit, Override};
 pub use models::{InvalidModelList, ModelList};
 pub use permission::{Permission, PermissionSet, UnknownPermission};
 pub use principal::{AuthMethod, Principal, Session};

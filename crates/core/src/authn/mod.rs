@@ -6,19 +6,16 @@ pub mod jwt;
 pub mod oidc;
 pub mod password;
 pub mod revocation;
-pub mod throttle;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use moka::Expiry;
 use sha2::{Digest, Sha256};
 
-use crate::accounts::{AccountError, Accounts};
+use crate::domain::Override;
 use crate::domain::budget::{Budget, CallerBudgets};
 use crate::domain::{AuthMethod, Denial, KeyGrant, Principal, RolePermissions, Session, User};
-use crate::ratelimit::Override;
-use crate::store::cache::{KeyCache, UserCache};
+use crate::store::cache::{KeyCache, SharedMap, UserCache};
 use crate::store::usage::UsageRecorder;
 
 pub use credentials::Credential;
@@ -28,7 +25,7 @@ use revocation::Revocations;
 
 /// A token that passed verification.
 #[derive(Debug)]
-enum Verified {
+pub enum Verified {
     /// One of Gatehouse's own session tokens.
     Session(Claims),
     /// A provider's token, and the user it was provisioned as.
@@ -52,19 +49,27 @@ impl Verified {
     }
 }
 
+/// Gives a provider's identity its account here (the account service).
+#[async_trait::async_trait]
+pub trait Provision: Send + Sync + 'static {
+    async fn provision(&self, identity: &oidc::ExternalIdentity) -> Result<User, ProvisionError>;
+}
+
+/// Why a provider's identity got no account.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// The rules refuse it (the reason is shown to the caller).
+    #[error("{0}")]
+    Refused(&'static str),
+    /// The accounts could not be read or written.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// Verified tokens, keyed by the SHA-256 of the token (never the token
 /// itself), each kept no longer than the token is valid. A token verified once
 /// is not verified again: steady-state RS256 costs what HS256 costs.
-type VerifiedTokens = moka::sync::Cache<[u8; 32], Arc<Verified>>;
-
-struct UntilTokenExpiry;
-
-impl Expiry<[u8; 32], Arc<Verified>> for UntilTokenExpiry {
-    fn expire_after_create(&self, _: &[u8; 32], token: &Arc<Verified>, _: Instant) -> Option<Duration> {
-        let left = token.exp() - time::OffsetDateTime::now_utc().unix_timestamp();
-        Some(Duration::from_secs(left.max(0).unsigned_abs()))
-    }
-}
+pub type VerifiedTokens = SharedMap<[u8; 32], Arc<Verified>>;
 
 thread_local! {
     /// Verified-token cache hits and misses, resolved once per thread.
@@ -76,7 +81,7 @@ thread_local! {
 
 pub struct Authenticator {
     providers: Arc<Providers>,
-    accounts: Accounts,
+    accounts: Arc<dyn Provision>,
     keys: KeyCache,
     users: UserCache,
     jwt: Arc<Jwt>,
@@ -90,19 +95,19 @@ pub struct Authenticator {
 pub struct Sources {
     pub providers: Arc<Providers>,
     /// For provisioning users seen first in a provider's token.
-    pub accounts: Accounts,
+    pub accounts: Arc<dyn Provision>,
     pub keys: KeyCache,
     pub users: UserCache,
     pub jwt: Arc<Jwt>,
     pub revocations: Revocations,
     pub usage: UsageRecorder,
+    /// Where verified tokens are remembered (bounded: the cache capacity).
+    pub verified: VerifiedTokens,
 }
 
 impl Authenticator {
-    pub fn new(sources: Sources, roles: RolePermissions, token_cache_capacity: u64) -> Self {
-        let verified =
-            moka::sync::Cache::builder().max_capacity(token_cache_capacity).expire_after(UntilTokenExpiry).build();
-        let Sources { providers, accounts, keys, users, jwt, revocations, usage } = sources;
+    pub fn new(sources: Sources, roles: RolePermissions) -> Self {
+        let Sources { providers, accounts, keys, users, jwt, revocations, usage, verified } = sources;
         Authenticator { providers, accounts, keys, users, jwt, revocations, verified, roles, usage }
     }
 
@@ -211,7 +216,7 @@ impl Authenticator {
                 };
                 match provisioned {
                     Ok(user) => Verified::External { user_id: user.id, exp: identity.expires_at },
-                    Err(AccountError::Refused(reason)) => {
+                    Err(ProvisionError::Refused(reason)) => {
                         let until = identity.expires_at.min(now + REFUSAL_MEMORY_SECONDS);
                         Verified::Refused { denial: Denial::NotProvisioned(reason), until }
                     }
@@ -224,7 +229,8 @@ impl Authenticator {
             _ => Verified::Session(self.jwt.verify(token, now)?),
         };
         let verified = Arc::new(verified);
-        self.verified.insert(digest, verified.clone());
+        let keep = Duration::from_secs(verified.exp().saturating_sub(now).max(0).unsigned_abs());
+        self.verified.insert(digest, verified.clone(), keep);
         match &*verified {
             Verified::Refused { denial, .. } => Err(denial.clone()),
             _ => Ok(verified),

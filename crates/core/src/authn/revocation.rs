@@ -17,45 +17,54 @@
 //! would multiply this set's size by (expiry + grace) / expiry, 169 times
 //! with the defaults, at about 430 bytes per entry.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
-use moka::Expiry;
-use moka::sync::Cache;
-
-use crate::store::bus::{Bus, Change};
+use crate::clock::now as unix_now;
+use crate::store::bus::{Change, Publish};
 use crate::store::{DynStore, StoreResult};
 
-/// Keeps an entry until `after` seconds past the token's expiry.
-struct UntilExpiry {
-    after: i64,
-}
+/// Revoked token ids and the Unix time past which Check could no longer
+/// accept the token anyway (its expiry plus the leeway); pruned as those
+/// times pass. Unbounded on purpose: evicting a live revocation would
+/// un-revoke a token. Its size is the number of tokens revoked within one
+/// token lifetime.
+#[derive(Default)]
+struct Revoked(RwLock<HashMap<Box<str>, i64>>);
 
-impl UntilExpiry {
-    fn keep_for(&self, expires_at: i64, now: i64) -> Duration {
-        let left = expires_at.saturating_add(self.after).saturating_sub(now).max(0);
-        Duration::from_secs(left.unsigned_abs())
+impl Revoked {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Box<str>, i64>> {
+        // A poisoned lock only means a writer panicked between two
+        // statements that each leave the map whole.
+        self.0.read().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-impl Expiry<Arc<str>, i64> for UntilExpiry {
-    fn expire_after_create(&self, _jti: &Arc<str>, expires_at: &i64, _now: Instant) -> Option<Duration> {
-        Some(self.keep_for(*expires_at, unix_now()))
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Box<str>, i64>> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-fn unix_now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    fn contains(&self, jti: &str, now: i64) -> bool {
+        self.read().get(jti).is_some_and(|until| *until > now)
+    }
+
+    fn insert_all<'a>(&self, entries: impl IntoIterator<Item = (&'a str, i64)>, now: i64) {
+        let mut map = self.write();
+        map.retain(|_, until| *until > now);
+        for (jti, until) in entries {
+            if until > now {
+                map.insert(jti.into(), until);
+            }
+        }
+    }
 }
 
 #[derive(Clone)]
 pub struct Revocations {
     store: DynStore,
-    bus: Bus,
-    // Unbounded on purpose: evicting a live revocation would un-revoke a token.
-    // Its size is the number of tokens revoked within one token lifetime.
-    revoked: Cache<Arc<str>, i64>,
+    bus: Arc<dyn Publish>,
+    revoked: Arc<Revoked>,
     cursor: Arc<AtomicI64>,
     /// How long after its expiry Check still accepts a token (the leeway).
     after_expiry: i64,
@@ -64,19 +73,23 @@ pub struct Revocations {
 impl Revocations {
     /// `after_expiry`: how long after its `exp` Check still accepts a token
     /// (the leeway).
-    pub fn new(store: DynStore, bus: Bus, after_expiry: i64) -> Self {
+    pub fn new(store: DynStore, bus: Arc<dyn Publish>, after_expiry: i64) -> Self {
         let after_expiry = after_expiry.max(0);
-        let revoked = Cache::builder().expire_after(UntilExpiry { after: after_expiry }).build();
-        Revocations { store, bus, revoked, cursor: Arc::new(AtomicI64::new(0)), after_expiry }
+        Revocations { store, bus, revoked: Arc::default(), cursor: Arc::new(AtomicI64::new(0)), after_expiry }
+    }
+
+    /// Until when Check could accept a token that expires at `expires_at`.
+    fn until(&self, expires_at: i64) -> i64 {
+        expires_at.saturating_add(self.after_expiry)
     }
 
     /// Records a revocation learnt from another replica.
     pub fn remember(&self, jti: &str, expires_at: i64) {
-        self.revoked.insert(Arc::from(jti), expires_at);
+        self.revoked.insert_all([(jti, self.until(expires_at))], unix_now());
     }
 
     pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.contains_key(jti)
+        self.revoked.contains(jti, unix_now())
     }
 
     /// Records the revocation in the store (shared by every replica), then
@@ -98,9 +111,7 @@ impl Revocations {
     pub async fn sync(&self, now: i64) -> StoreResult<usize> {
         let since = self.cursor.load(Ordering::Acquire).saturating_sub(30);
         let found = self.store.revoked_tokens_since(since, now.saturating_sub(self.after_expiry)).await?;
-        for (jti, expires_at) in &found {
-            self.revoked.insert(Arc::from(jti.as_str()), *expires_at);
-        }
+        self.revoked.insert_all(found.iter().map(|(jti, expires_at)| (jti.as_str(), self.until(*expires_at))), now);
         self.cursor.store(now, Ordering::Release);
         Ok(found.len())
     }
@@ -130,11 +141,16 @@ mod tests {
 
     #[test]
     fn entries_last_while_check_could_accept_the_token() {
-        let window = UntilExpiry { after: 30 };
+        let revoked = Revoked::default();
         let now = 1_000_000;
-        assert_eq!(window.keep_for(now + 3600, now), Duration::from_secs(3630));
-        // Expired 10 s ago, still inside the leeway.
-        assert_eq!(window.keep_for(now - 10, now), Duration::from_secs(20));
-        assert_eq!(window.keep_for(now - 31, now), Duration::ZERO);
+        // Expires in an hour; expired 10 s ago (inside a 30 s leeway); expired 31 s ago.
+        revoked.insert_all([("live", now + 3600 + 30), ("leeway", now - 10 + 30), ("gone", now - 31 + 30)], now);
+        assert!(revoked.contains("live", now));
+        assert!(revoked.contains("leeway", now));
+        assert!(!revoked.contains("gone", now));
+        assert!(!revoked.contains("leeway", now + 20));
+        // Past their time, entries are pruned on the next insert.
+        revoked.insert_all([], now + 21);
+        assert_eq!(revoked.read().len(), 1);
     }
 }

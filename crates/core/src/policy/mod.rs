@@ -15,8 +15,8 @@ pub mod spec;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::domain::Limit;
 use crate::domain::{Denial, PermissionSet, Principal, Role};
-use crate::ratelimit::Limit;
 
 pub use body::BodyLimits;
 

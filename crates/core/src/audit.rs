@@ -2,7 +2,7 @@
 //! `GET /auth/audit`, and logged under the `audit` target.
 //!
 //! Every field is escaped and capped before it is stored or logged (see
-//! [`crate::telemetry::escape`]), and refused administrative calls
+//! [`crate::redact::escape`]), and refused administrative calls
 //! (`admin.denied`) are stored at most [`DENIED_PER_MINUTE`] times a minute
 //! per caller (the acting user, or the client address when the credential
 //! was refused) and [`DENIED_PER_MINUTE_TOTAL`] times a minute in all: the
@@ -15,8 +15,8 @@ use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
 
 use crate::domain::{AuditAction, NewAuditEvent};
+use crate::redact::{PATH_CAP, escape, redact_emails};
 use crate::store::DynStore;
-use crate::telemetry::{PATH_CAP, escape, redact_emails};
 
 /// `admin.denied` events stored per caller per minute.
 pub const DENIED_PER_MINUTE: u32 = 10;
@@ -191,7 +191,7 @@ impl DeniedBudget {
 
 /// An event being described: `Audit::record(event(...).actor(..).target(..))`.
 pub fn event(action: AuditAction) -> NewAuditEvent {
-    NewAuditEvent { at: crate::app::now(), action, actor_id: None, target: None, client_ip: None, detail: None }
+    NewAuditEvent { at: crate::clock::now(), action, actor_id: None, target: None, client_ip: None, detail: None }
 }
 
 impl NewAuditEvent {

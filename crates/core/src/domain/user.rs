@@ -6,7 +6,7 @@ use super::budget::{Budget, BudgetUpdate};
 use super::models::ModelList;
 use super::permission::PermissionSet;
 use super::role::Role;
-use crate::ratelimit::Limit;
+use crate::domain::limit::Limit;
 
 /// The group every user belongs to unless given another.
 pub const DEFAULT_GROUP: &str = "default";

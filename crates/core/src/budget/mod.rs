@@ -12,7 +12,6 @@
 
 pub mod ledger;
 pub mod prices;
-pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::Arc;
