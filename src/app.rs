@@ -115,7 +115,11 @@ impl App {
             Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: Arc::new(bus.clone()) };
         let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
         let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));
-        let providers = Arc::new(Providers::new(config.oidc.clone(), config.oidc_allow_insecure_http)?);
+        let providers = Arc::new(Providers::new(
+            config.oidc.clone(),
+            config.oidc_allow_insecure_http,
+            Arc::new(crate::authn::fetch::HttpFetch::new()?),
+        )?);
         let sources = Sources {
             providers: providers.clone(),
             accounts: Arc::new(accounts.clone()),
@@ -219,7 +223,7 @@ impl App {
             bus: self.bus.clone(),
             github: self.config.github.clone(),
             public_url: self.config.public_url.clone(),
-            http_client: crate::authn::oidc::http_client()?,
+            http_client: crate::authn::fetch::http_client()?,
             audit: crate::audit::Audit::new(self.store.clone()),
             metering: self.metering.clone(),
             console: self.config.console,

@@ -34,9 +34,11 @@ pub mod telemetry;
 pub mod tls;
 pub mod views;
 
-/// The core's authentication, with the REST API's login throttle.
+/// The core's authentication, with the providers' HTTP client and the
+/// REST API's login throttle.
 pub mod authn {
     pub use gatehouse_core::authn::*;
+    pub mod fetch;
     pub mod throttle;
 }
 

@@ -337,7 +337,14 @@ async fn providers(config: &Config) -> Vec<Finding> {
     if config.oidc.is_empty() {
         return vec![Finding::new("openid providers", Status::Skip, "none configured", None)];
     }
-    let providers = match crate::authn::oidc::Providers::new(config.oidc.clone(), config.oidc_allow_insecure_http) {
+    let providers = crate::authn::fetch::HttpFetch::new().and_then(|http| {
+        crate::authn::oidc::Providers::new(
+            config.oidc.clone(),
+            config.oidc_allow_insecure_http,
+            std::sync::Arc::new(http),
+        )
+    });
+    let providers = match providers {
         Ok(p) => p,
         Err(e) => {
             return vec![Finding::new(

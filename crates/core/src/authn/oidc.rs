@@ -135,10 +135,13 @@ pub enum OidcError {
     Insecure(String),
 }
 
-impl From<reqwest::Error> for OidcError {
-    fn from(e: reqwest::Error) -> Self {
-        OidcError::Http(e.without_url().to_string())
-    }
+/// Reads a provider's documents over HTTP(S): the `gatehouse` crate's
+/// client, with short timeouts and no redirects.
+#[async_trait::async_trait]
+pub trait Fetch: Send + Sync + 'static {
+    /// The body of a successful GET of `url`, refused as soon as it passes
+    /// `limit` bytes, so no more than that is ever held.
+    async fn get(&self, url: &str, limit: usize) -> Result<Vec<u8>, OidcError>;
 }
 
 struct KeyEntry {
@@ -191,7 +194,7 @@ pub struct ExternalIdentity {
 
 pub struct Issuer {
     config: IssuerConfig,
-    http: reqwest::Client,
+    http: Arc<dyn Fetch>,
     keys: RwLock<Keys>,
     /// Held during a fetch (one at a time); holds when the last one began.
     fetching: Mutex<Option<Instant>>,
@@ -201,7 +204,7 @@ pub struct Issuer {
 }
 
 impl Issuer {
-    pub fn new(config: IssuerConfig, http: reqwest::Client) -> Self {
+    pub fn new(config: IssuerConfig, http: Arc<dyn Fetch>) -> Self {
         Issuer {
             config,
             http,
@@ -245,8 +248,7 @@ impl Issuer {
             Some(d) => d,
             None => self.fetch_discovery().await?,
         };
-        let response = self.http.get(&discovery.jwks_uri).send().await?.error_for_status()?;
-        let body = read_capped(response, MAX_JWKS_BYTES).await?;
+        let body = self.http.get(&discovery.jwks_uri, MAX_JWKS_BYTES).await?;
         let set: CappedJwks =
             serde_json::from_slice(&body).map_err(|e| OidcError::Invalid(format!("JWKS is not valid JSON: {e}")))?;
         drop(body);
@@ -277,7 +279,7 @@ impl Issuer {
 
     async fn fetch_discovery(&self) -> Result<Discovery, OidcError> {
         let url = format!("{}/.well-known/openid-configuration", self.config.issuer_url);
-        let d: Discovery = get_json(&self.http, &url, MAX_DOCUMENT_BYTES).await?;
+        let d: Discovery = get_json(&*self.http, &url, MAX_DOCUMENT_BYTES).await?;
         if d.issuer.trim_end_matches('/') != self.config.issuer_url {
             return Err(OidcError::IssuerMismatch { expected: self.config.issuer_url.clone(), found: d.issuer });
         }
@@ -474,43 +476,16 @@ impl<'de> Deserialize<'de> for CappedKeys {
     }
 }
 
-/// A response's body, read as it arrives and refused as soon as it passes
-/// `limit` bytes (or when its announced length does), so no more than
-/// `limit` bytes are ever held.
-pub async fn read_capped(mut response: reqwest::Response, limit: usize) -> Result<Vec<u8>, OidcError> {
-    if response.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(OidcError::TooLarge { limit });
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let needed = body.len() + chunk.len();
-        if needed > limit {
-            return Err(OidcError::TooLarge { limit });
-        }
-        // Grow by doubling, but never past the cap.
-        if needed > body.capacity() {
-            body.reserve_exact(needed.max(body.capacity() * 2).min(limit) - body.len());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
 /// GETs a JSON document of at most `limit` bytes.
-async fn get_json<T: serde::de::DeserializeOwned>(
-    http: &reqwest::Client,
-    url: &str,
-    limit: usize,
-) -> Result<T, OidcError> {
-    let response = http.get(url).send().await?.error_for_status()?;
-    let body = read_capped(response, limit).await?;
+async fn get_json<T: serde::de::DeserializeOwned>(http: &dyn Fetch, url: &str, limit: usize) -> Result<T, OidcError> {
+    let body = http.get(url, limit).await?;
     serde_json::from_slice(&body).map_err(|e| OidcError::Invalid(format!("not a valid JSON document: {e}")))
 }
 
 /// A provider URL Gatehouse may talk to: `https://`, or `http://` only when
 /// `allow_insecure_http` (OIDC_ALLOW_INSECURE_HTTP, for development).
 pub fn check_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));
     }
@@ -575,8 +550,7 @@ pub struct Providers {
 
 impl Providers {
     /// Refuses a plain-http issuer unless `allow_insecure_http`.
-    pub fn new(configs: Vec<IssuerConfig>, allow_insecure_http: bool) -> Result<Self, OidcError> {
-        let http = http_client()?;
+    pub fn new(configs: Vec<IssuerConfig>, allow_insecure_http: bool, http: Arc<dyn Fetch>) -> Result<Self, OidcError> {
         let mut issuers = Vec::with_capacity(configs.len());
         for config in configs {
             check_url(&config.issuer_url, allow_insecure_http)
@@ -611,17 +585,6 @@ impl Providers {
     }
 }
 
-/// The HTTP client for providers: short timeouts, so a slow provider cannot
-/// hold requests for long.
-pub fn http_client() -> Result<reqwest::Client, OidcError> {
-    reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| OidcError::Invalid(e.to_string()))
-}
-
 /// The `iss` of a JWT, read without verification, to pick the verifier.
 pub fn peek_issuer(token: &str) -> Option<String> {
     use base64::Engine;
@@ -638,6 +601,16 @@ pub fn peek_issuer(token: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// No provider is reachable in these tests.
+    struct Offline;
+
+    #[async_trait::async_trait]
+    impl Fetch for Offline {
+        async fn get(&self, url: &str, _: usize) -> Result<Vec<u8>, OidcError> {
+            Err(OidcError::Http(format!("{url}: offline")))
+        }
+    }
+
     #[test]
     fn claim_paths_and_role_mapping() {
         let claims =
@@ -648,7 +621,7 @@ mod tests {
         let mut config = IssuerConfig::new("https://idp.example/realms/x/");
         assert_eq!(config.issuer_url, "https://idp.example/realms/x");
         config.role_map.insert("gateway-admin".into(), Role::Admin);
-        let issuer = Issuer::new(config, reqwest::Client::new());
+        let issuer = Issuer::new(config, Arc::new(Offline));
         assert_eq!(issuer.map_roles(&["operator".into(), "viewer".into()]), Some(Role::Operator));
         assert_eq!(issuer.map_roles(&["gateway-admin".into(), "offline_access".into()]), Some(Role::Admin));
         assert_eq!(issuer.map_roles(&["offline_access".into()]), None, "nothing maps: keep the stored role");
@@ -656,7 +629,7 @@ mod tests {
 
     #[test]
     fn only_the_boolean_true_verifies_an_email() {
-        let issuer = Issuer::new(IssuerConfig::new("https://idp.example"), reqwest::Client::new());
+        let issuer = Issuer::new(IssuerConfig::new("https://idp.example"), Arc::new(Offline));
         let with = |verified: Option<Value>| {
             let mut claims = serde_json::json!({"sub": "s", "email": "Dana@Example.com"});
             if let Some(v) = verified {
@@ -672,7 +645,7 @@ mod tests {
 
     #[test]
     fn unmapped_role_claims_leave_the_role_alone() {
-        let issuer = Issuer::new(IssuerConfig::new("https://idp.example"), reqwest::Client::new());
+        let issuer = Issuer::new(IssuerConfig::new("https://idp.example"), Arc::new(Offline));
         let claims = serde_json::json!({"sub": "s", "realm_access": {"roles": ["offline_access"]}});
         let identity = issuer.identity(&claims).unwrap();
         assert_eq!((identity.role, identity.default_role), (None, Some(Role::Viewer)));
