@@ -1,0 +1,191 @@
+use super::*;
+use std::collections::HashMap;
+
+fn load(vars: &[(&str, &str)], file: Option<&str>) -> Result<Config, ConfigError> {
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    if let Some(text) = file {
+        std::fs::write(&path, text).unwrap();
+    }
+    Config::load_with(file.map(|_| path.as_path()), &|k| vars.get(k).cloned())
+}
+
+#[test]
+fn a_policy_reload_reads_the_policy_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.toml");
+    let cert = dir.path().join("missing-cert.pem");
+    let key = dir.path().join("missing-key.pem");
+    let text = format!(
+        "[tls]\ncert_file = {cert:?}\nkey_file = {key:?}\n\n[[routes]]\npath = \"/v1/models\"\naccess = \"public\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    let env = |_: &str| None;
+    // Start-up reads the certificate (here: it is being replaced, absent)...
+    assert!(Config::load_with(Some(&path), &env).is_err());
+    // ...a policy reload does not.
+    let policy = Config::load_policy_with(Some(&path), &env).unwrap();
+    assert!(!policy.rules().is_empty());
+    // A policy that does not compile is still refused.
+    std::fs::write(&path, "[[routes]]\npath = \"no-slash\"\naccess = \"public\"\n").unwrap();
+    assert!(Config::load_policy_with(Some(&path), &env).is_err());
+}
+
+#[test]
+fn defaults_are_the_embedded_setup() {
+    let c = load(&[], None).unwrap();
+    assert!(c.database_url.starts_with("sqlite:"));
+    assert!(c.require_auth);
+    assert_eq!(c.grpc_addr.port(), 9191);
+    assert_eq!(c.http_addr.port(), 8080);
+    assert_eq!(c.public_paths.len(), 3);
+}
+
+#[test]
+fn env_overrides_file() {
+    let c = load(
+        &[("REQUIRE_AUTH", "false"), ("GATEHOUSE_GRPC_ADDR", "127.0.0.1:7000")],
+        Some("[auth]\nrequire_auth = true\npublic_paths = [\"/x\", \"/docs/*\"]\n[server]\ngrpc_addr = \"127.0.0.1:6000\"\n"),
+    )
+    .unwrap();
+    assert!(!c.require_auth);
+    assert_eq!(c.grpc_addr.port(), 7000);
+    let shown: Vec<&str> = c.public_paths.iter().map(PathPattern::as_str).collect();
+    assert_eq!(shown, ["/x", "/docs/*"]);
+}
+
+#[test]
+fn plain_http_providers_need_the_development_flag() {
+    let issuer = [("OIDC_ISSUER_URL", "http://idp.example/realms/x"), ("OIDC_AUDIENCE", "gw")];
+    for url in ["http://idp.example/realms/x", "http://127.0.0.1:8081", "http://localhost:8081"] {
+        let e = load(&[("OIDC_ISSUER_URL", url), ("OIDC_AUDIENCE", "gw")], None).unwrap_err().to_string();
+        assert!(e.contains("OIDC_ISSUER_URL") && e.contains("OIDC_ALLOW_INSECURE_HTTP"), "{e}");
+    }
+    let file = "[[oidc]]\nissuer_url = \"http://idp.example\"\naudiences = [\"gw\"]\n";
+    let e = load(&[], Some(file)).unwrap_err().to_string();
+    assert!(e.contains("OIDC_ALLOW_INSECURE_HTTP"), "{e}");
+    let github = [("GITHUB_CLIENT_ID", "id"), ("GITHUB_CLIENT_SECRET", "secret")];
+    for name in ["GITHUB_OAUTH_URL", "GITHUB_API_URL"] {
+        let vars = [github[0], github[1], (name, "http://ghe.example")];
+        let e = load(&vars, None).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains("OIDC_ALLOW_INSECURE_HTTP"), "{e}");
+    }
+    let allowed = [issuer[0], issuer[1], github[0], github[1], ("GITHUB_API_URL", "http://ghe.example")];
+    let c = load(&[allowed.as_slice(), &[("OIDC_ALLOW_INSECURE_HTTP", "true")]].concat(), None).unwrap();
+    assert!(c.oidc_allow_insecure_http);
+    assert!(load(&[("OIDC_ISSUER_URL", "https://idp.example"), ("OIDC_AUDIENCE", "gw")], None).is_ok());
+}
+
+#[test]
+fn invalid_values_name_the_variable() {
+    let e = load(&[("REQUIRE_AUTH", "maybe")], None).unwrap_err().to_string();
+    assert!(e.contains("REQUIRE_AUTH"), "{e}");
+    let e = load(&[("GATEHOUSE_HTTP_ADDR", "nowhere")], None).unwrap_err().to_string();
+    assert!(e.contains("GATEHOUSE_HTTP_ADDR"), "{e}");
+    let e = load(&[("DATABASE_URL", "mysql://u:pw@h/db")], None).unwrap_err().to_string();
+    assert!(e.contains("DATABASE_URL") && !e.contains("pw"), "{e}");
+    let e = load(&[], Some("[auth]\nrequire_auht = true\n")).unwrap_err().to_string();
+    assert!(e.contains("require_auht"), "{e}");
+    let e = load(&[("GATEHOUSE_DATABASE_READ_URL", "postgres://r:pw@replica/db")], None).unwrap_err().to_string();
+    assert!(e.contains("GATEHOUSE_DATABASE_READ_URL") && !e.contains("pw"), "a replica needs Postgres: {e}");
+    let e = load(&[("GATEHOUSE_DATABASE_MAX_CONNECTIONS", "0")], None).unwrap_err().to_string();
+    assert!(e.contains("GATEHOUSE_DATABASE_MAX_CONNECTIONS"), "{e}");
+    let c = load(
+        &[
+            ("DATABASE_URL", "postgres://p@primary/db"),
+            ("GATEHOUSE_DATABASE_READ_URL", "postgres://p@replica/db"),
+            ("GATEHOUSE_DATABASE_MAX_CONNECTIONS", "40"),
+            ("GATEHOUSE_DATABASE_STATEMENT_TIMEOUT_MS", "1500"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(load(&[("GATEHOUSE_REPORT_ONLY", "true")], None).unwrap().policy.mode, crate::policy::Mode::ReportOnly);
+    let settings = c.database_settings();
+    assert_eq!(settings.read_url.as_deref(), Some("postgres://p@replica/db"));
+    assert_eq!((settings.max_connections, settings.statement_timeout), (40, Duration::from_millis(1500)));
+}
+
+#[test]
+fn usage_flush_interval() {
+    assert_eq!(load(&[], None).unwrap().metering_flush_interval, Duration::from_secs(5));
+    let c = load(&[("GATEHOUSE_USAGE_FLUSH_MS", "250")], Some("[usage]\nflush_ms = 1000\n")).unwrap();
+    assert_eq!(c.metering_flush_interval, Duration::from_millis(250), "the environment wins");
+    let c = load(&[], Some("[usage]\nflush_ms = 1000\n")).unwrap();
+    assert_eq!(c.metering_flush_interval, Duration::from_secs(1));
+    for bad in ["0", "-1", "soon"] {
+        let e = load(&[("GATEHOUSE_USAGE_FLUSH_MS", bad)], None).unwrap_err().to_string();
+        assert!(e.contains("GATEHOUSE_USAGE_FLUSH_MS"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn the_example_file_is_valid_and_matches_the_defaults() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gatehouse.example.toml");
+    let c = Config::load_with(Some(&path), &|_| None).unwrap();
+    let d = Config::default();
+    assert_eq!(format!("{c:?}"), format!("{d:?}"));
+}
+
+#[test]
+fn budget_settings_from_the_environment_and_the_file() {
+    let c = load(
+        &[
+            ("GATEHOUSE_MODEL_PRICES", "gpt-4o*=2.5:10,*=1:4"),
+            ("GATEHOUSE_BUDGET_DEFAULT_MAX_TOKENS", "1000"),
+            ("GATEHOUSE_BUDGET_UNMEASURED_STREAMS", "charge"),
+            ("GATEHOUSE_BUDGET_SETTLE_TIMEOUT_SECONDS", "60"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(c.budgets.prices.len(), 2);
+    assert_eq!(c.budgets.default_max_tokens, 1000);
+    assert_eq!(c.budgets.unmeasured_streams, crate::budget::UnmeasuredStreams::Charge);
+    assert_eq!(c.budgets.settle_timeout, Duration::from_secs(60));
+    for (name, bad) in [
+        ("GATEHOUSE_MODEL_PRICES", "gpt-4o=x:1"),
+        ("GATEHOUSE_BUDGET_DEFAULT_MAX_TOKENS", "0"),
+        ("GATEHOUSE_BUDGET_CHARS_PER_TOKEN", "0"),
+        ("GATEHOUSE_BUDGET_SETTLE_TIMEOUT_SECONDS", "1"),
+        ("GATEHOUSE_BUDGET_UNMEASURED_STREAMS", "maybe"),
+    ] {
+        let e = load(&[(name, bad)], None).unwrap_err().to_string();
+        assert!(e.contains(name), "{name}={bad}: {e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.toml");
+    std::fs::write(&path, "[budgets]\nprices = \"m=1:2\"\nchars_per_token = 4\n").unwrap();
+    let c = Config::load_with(Some(&path), &|_| None).unwrap();
+    assert_eq!((c.budgets.prices.len(), c.budgets.chars_per_token), (1, 4));
+    std::fs::write(&path, "[budgets]\nprice = \"m=1:2\"\n").unwrap();
+    assert!(Config::load_with(Some(&path), &|_| None).is_err(), "unknown keys are errors");
+}
+
+#[test]
+fn provider_provisioning_settings() {
+    let github = [("GITHUB_CLIENT_ID", "id"), ("GITHUB_CLIENT_SECRET", "secret")];
+    let c = load(&github, None).unwrap();
+    assert!(c.github.unwrap().allowed_orgs.is_empty(), "GitHub provisions no one by default");
+    let c = load(&[github[0], github[1], ("GITHUB_ALLOWED_ORGS", " Acme, acme/Platform_1 ,")], None).unwrap();
+    assert_eq!(c.github.unwrap().allowed_orgs, ["acme", "acme/platform_1"]);
+    for bad in ["acme/../../user", "ac me", "acme/", "/team", "a/b/c"] {
+        let e = load(&[github[0], github[1], ("GITHUB_ALLOWED_ORGS", bad)], None).unwrap_err().to_string();
+        assert!(e.contains("GITHUB_ALLOWED_ORGS"), "{bad}: {e}");
+    }
+    let oidc = [("OIDC_ISSUER_URL", "https://idp.example"), ("OIDC_AUDIENCE", "gw")];
+    assert!(load(&oidc, None).unwrap().oidc[0].provision_users, "a configured issuer provisions by default");
+    let c = load(&[oidc[0], oidc[1], ("OIDC_PROVISION_USERS", "false")], None).unwrap();
+    assert!(!c.oidc[0].provision_users);
+    let file = "[[oidc]]\nissuer_url = \"https://idp.example\"\naudiences = [\"gw\"]\nprovision_users = false\n";
+    assert!(!load(&[], Some(file)).unwrap().oidc[0].provision_users);
+}
+
+#[test]
+fn debug_hides_the_database_password() {
+    let c = load(&[("DATABASE_URL", "postgres://gate:s3cret@db/gate")], None).unwrap();
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("gate:***@db"), "{shown}");
+}
