@@ -107,12 +107,12 @@ impl App {
             None => None,
         };
         let bus = Bus::new(redis_target.clone());
-        let revocations = Revocations::new(store.clone(), Arc::new(bus.clone()), jwt.settings().leeway_seconds);
+        let publish: Arc<dyn crate::store::bus::Publish> = Arc::new(bus.clone());
+        let revocations = Revocations::new(store.clone(), publish.clone(), jwt.settings().leeway_seconds);
         let usage = UsageRecorder::default();
         let metering = Metering::default();
         let groups = cache::group_cache(store.clone(), &config.cache, &breaker);
-        let caches =
-            Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: Arc::new(bus.clone()) };
+        let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: publish };
         let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
         let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));
         let providers = Arc::new(Providers::new(

@@ -289,7 +289,7 @@ async fn revocations_last_as_long_as_a_token_can_be_refreshed(b: Backend) {
     // Logged out while it was valid, an hour ago: long gone from memory, the
     // database still refuses it.
     assert!(s.store.revoke_token(&logged_out.jti, &user.id, logged_out.expires_at, t0 + 60).await.unwrap());
-    assert!(!s.authorizer.authn().revocations().is_revoked(&logged_out.jti));
+    assert!(!s.authorizer.authn().revocations().is_revoked(&logged_out.jti, gatehouse::clock::now()));
     refresh(&api, logged_out.token.expose()).await.assert_error(401, "AUTHENTICATION_FAILED");
     // A live session logged out now.
     let live = user_with_password(&s, "stayer@example.com", Role::Viewer).await;

@@ -295,7 +295,7 @@ async fn exchange_handoff(s: &HttpState, handoff: &super::login::Handoff, now: i
 async fn exchange(s: &HttpState, token: &str, now: i64) -> Result<Response, ApiError> {
     let authn = s.authorizer.authn();
     let claims = authn.jwt().verify_for_refresh(token, now)?;
-    if authn.revocations().is_revoked(&claims.jti) {
+    if authn.revocations().is_revoked(&claims.jti, now) {
         return Err(Denial::Revoked.into());
     }
     s.auth_limits.admit_user("refresh", s.auth_limits.refresh, &claims.sub).await?;
@@ -333,7 +333,7 @@ fn session_to_end(s: &HttpState, headers: &HeaderMap, now: i64) -> Result<crate:
     }
     let token = bearer(headers)?;
     let claims = s.authorizer.authn().jwt().verify_for_refresh(token, now)?;
-    if s.authorizer.authn().revocations().is_revoked(&claims.jti) {
+    if s.authorizer.authn().revocations().is_revoked(&claims.jti, now) {
         return Err(Denial::Revoked.into());
     }
     Ok(claims)

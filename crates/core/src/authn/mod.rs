@@ -164,7 +164,7 @@ impl Authenticator {
         let verified = self.verified_token(token, now).await?;
         let (user_id, session, method, issued_at) = match &*verified {
             Verified::Session(claims) => {
-                if self.revocations.is_revoked(&claims.jti) {
+                if self.revocations.is_revoked(&claims.jti, now) {
                     return Err(Denial::Revoked);
                 }
                 let session = Session { jti: Arc::from(claims.jti.as_str()), expires_at: claims.exp };

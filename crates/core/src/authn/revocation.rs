@@ -88,8 +88,9 @@ impl Revocations {
         self.revoked.insert_all([(jti, self.until(expires_at))], unix_now());
     }
 
-    pub fn is_revoked(&self, jti: &str) -> bool {
-        self.revoked.contains(jti, unix_now())
+    /// Whether `jti` was revoked, as of `now` (the Check's own time).
+    pub fn is_revoked(&self, jti: &str, now: i64) -> bool {
+        self.revoked.contains(jti, now)
     }
 
     /// Records the revocation in the store (shared by every replica), then
