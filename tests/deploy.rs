@@ -468,7 +468,7 @@ fn kubernetes_manifests_agree() {
 async fn demo_script_walk_through() {
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let mut demo = std::process::Command::new(format!("{ROOT}/scripts/demo"))
+    let demo = std::process::Command::new(format!("{ROOT}/scripts/demo"))
         .env("DEMO_PORT", port.to_string())
         .env("GATEHOUSE_HTTP_PORT", common::free_port().to_string())
         .env("GATEHOUSE_GRPC_PORT", common::free_port().to_string())
@@ -482,6 +482,9 @@ async fn demo_script_walk_through() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // A failed assertion must not leave the demo's Envoy and Gatehouse running.
+    let mut demo = StopOnDrop(demo);
+    let demo = &mut demo.0;
     let g = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let http = reqwest::Client::new();
     let mut ready = false;
@@ -523,11 +526,23 @@ async fn demo_script_walk_through() {
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429]);
 
-    terminate(&mut demo);
+    terminate(demo);
     let status = demo.wait().unwrap();
     assert!(status.success(), "scripts/demo stops cleanly on SIGTERM: {status}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(http.get(g("/healthz")).send().await.is_err(), "Envoy was stopped with the demo");
+}
+
+/// Sends SIGTERM to a child still running when it goes out of scope.
+struct StopOnDrop(std::process::Child);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        if self.0.try_wait().is_ok_and(|s| s.is_none()) {
+            let _ = std::process::Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn terminate(child: &mut std::process::Child) {
