@@ -25,7 +25,12 @@ use jsonwebtoken::Algorithm;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 use gatehouse::accounts::KeyRequest;
-use gatehouse::app::{App, now};
+use gatehouse::app::App;
+use gatehouse::clock::Clock;
+
+fn now() -> i64 {
+    gatehouse::clock::SystemClock.now()
+}
 use gatehouse::authn::jwt::{Jwt, JwtKeys, JwtSettings};
 use gatehouse::authn::{api_key, credentials};
 use gatehouse::authz::RequestView;
@@ -106,8 +111,10 @@ fn fixture() -> Fixture {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let config = |name: &str| {
-        let mut config =
-            Config { database_url: format!("sqlite://{}", dir.path().join(name).display()), ..Config::default() };
+        let mut config = Config {
+            database_url: gatehouse::config::DatabaseUrl(format!("sqlite://{}", dir.path().join(name).display())),
+            ..Config::default()
+        };
         config.jwt.secret = Some(Secret::new("bench-secret-0123456789abcdef0123456789"));
         config
     };

@@ -1,6 +1,7 @@
 //! Wiring: builds the store, caches and services from a [`Config`], and runs
 //! the listeners with a graceful shutdown.
 
+use crate::clock::{self, SharedClock};
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -39,6 +40,8 @@ use crate::store::{self, DynStore, cache};
 
 pub struct App {
     pub config: Config,
+    /// Where every door reads the time.
+    pub clock: SharedClock,
     pub store: DynStore,
     pub accounts: Accounts,
     pub authorizer: Arc<Authorizer>,
@@ -81,16 +84,21 @@ pub fn jwt_keys(config: &JwtConfig) -> anyhow::Result<JwtKeys> {
 
 impl App {
     pub async fn build(config: Config) -> anyhow::Result<App> {
+        App::build_with_clock(config, clock::system()).await
+    }
+
+    /// With a clock of the caller's (a test's that moves time on).
+    pub async fn build_with_clock(config: Config, clock: SharedClock) -> anyhow::Result<App> {
         let store = store::connect_with(&config.database_settings(), config.auto_migrate).await?;
-        let app = App::with_store(config, store)?;
-        if let Err(e) = app.revocations.sync(now()).await {
+        let app = App::with_store(config, store, clock)?;
+        if let Err(e) = app.revocations.sync(app.clock.now()).await {
             tracing::warn!(error = %e, "could not load token revocations at start-up; retrying in the background");
         }
         app.bootstrap_admin().await?;
         Ok(app)
     }
 
-    pub fn with_store(config: Config, store: DynStore) -> anyhow::Result<App> {
+    pub fn with_store(config: Config, store: DynStore, clock: SharedClock) -> anyhow::Result<App> {
         crate::telemetry::metrics();
         let roles = config.roles;
         let breaker = cache::Breaker::default();
@@ -108,13 +116,14 @@ impl App {
         };
         let bus = Bus::new(redis_target.clone());
         let publish: Arc<dyn crate::store::bus::Publish> = Arc::new(bus.clone());
-        let revocations = Revocations::new(store.clone(), publish.clone(), jwt.settings().leeway_seconds);
+        let revocations =
+            Revocations::new(store.clone(), publish.clone(), jwt.settings().leeway_seconds, clock.clone());
         let usage = UsageRecorder::default();
         let metering = Metering::default();
         let groups = cache::group_cache(store.clone(), &config.cache, &breaker);
         let caches = Caches { keys: keys.clone(), users: users.clone(), groups: groups.clone(), bus: publish };
         let invalidator = Invalidator { caches: caches.clone(), revocations: revocations.clone() };
-        let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches));
+        let accounts = Accounts::new(store.clone(), roles, config.accounts.clone(), Some(caches), clock.clone());
         let providers = Arc::new(Providers::new(
             config.oidc.clone(),
             config.oidc_allow_insecure_http,
@@ -146,11 +155,12 @@ impl App {
         let limits = LimitPolicy { limiter, groups, default: config.default_limit, anonymous: config.anonymous_limit };
         let authorizer =
             Arc::new(Authorizer::new(authn, policy, limits, config.require_auth).with_budgets(budgets.clone()));
-        let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials);
+        let ext_authz = ExtAuthz::new(authorizer.clone(), config.strip_credentials, clock.clone());
         let admin = AdminService::new(authorizer.clone(), accounts.clone());
-        let settle = Arc::new(Settlement { budgets: budgets.clone() });
+        let settle = Arc::new(Settlement { budgets: budgets.clone(), clock: clock.clone() });
         Ok(App {
             config,
+            clock,
             store,
             accounts,
             authorizer,
@@ -224,7 +234,8 @@ impl App {
             github: self.config.github.clone(),
             public_url: self.config.public_url.clone(),
             http_client: crate::authn::fetch::http_client()?,
-            audit: crate::audit::Audit::new(self.store.clone()),
+            audit: crate::audit::Audit::new(self.store.clone(), self.clock.clone()),
+            clock: self.clock.clone(),
             metering: self.metering.clone(),
             console: self.config.console,
             secure_cookies: self.config.public_url.starts_with("https://") || self.config.tls.is_some(),
@@ -366,8 +377,6 @@ fn jwt_settings(c: &JwtConfig) -> JwtSettings {
     }
 }
 
-pub use gatehouse_core::clock::now;
-
 /// How long shutdown waits for background tasks once the listeners closed.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -398,12 +407,13 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send {
 /// (or charged in full when nothing was measured) and the usage recorded.
 struct Settlement {
     budgets: Arc<Budgets>,
+    clock: SharedClock,
 }
 
 #[async_trait::async_trait]
 impl Settle for Settlement {
     async fn settle(&self, attribution: &crate::grpc::ext_proc::Attribution, status: u16, metered: Metered) {
         LogSettle.settle(attribution, status, metered).await;
-        self.budgets.settle(attribution, &metered, now()).await;
+        self.budgets.settle(attribution, &metered, self.clock.now()).await;
     }
 }

@@ -63,7 +63,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
             serve(config).await
         }
         Command::Migrate => {
-            let store = store::connect(&config.database_url, true, config.database_timeout).await?;
+            let store = store::connect(config.database_url.as_str(), true, config.database_timeout).await?;
             if json {
                 println!("{}", serde_json::json!({"migrated": true, "backend": store.backend()}));
             } else {
@@ -83,7 +83,7 @@ async fn run_command(cli: Cli) -> anyhow::Result<()> {
 /// Account management straight on the store, for the operator commands.
 async fn accounts(config: &Config) -> anyhow::Result<Accounts> {
     let store = store::connect_with(&config.database_settings(), config.auto_migrate).await?;
-    Ok(Accounts::new(store, config.roles, config.accounts.clone(), None))
+    Ok(Accounts::new(store, config.roles, config.accounts.clone(), None, gatehouse::clock::system()))
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

@@ -28,6 +28,7 @@ backend_tests! {
     revocations_last_as_long_as_a_token_can_be_refreshed,
     password_change_disable_and_sign_out_everywhere_end_sessions,
     sessions_end_at_their_absolute_lifetime,
+    time_is_the_service_clocks,
 }
 
 fn fixture(name: &str) -> std::path::PathBuf {
@@ -289,7 +290,7 @@ async fn revocations_last_as_long_as_a_token_can_be_refreshed(b: Backend) {
     // Logged out while it was valid, an hour ago: long gone from memory, the
     // database still refuses it.
     assert!(s.store.revoke_token(&logged_out.jti, &user.id, logged_out.expires_at, t0 + 60).await.unwrap());
-    assert!(!s.authorizer.authn().revocations().is_revoked(&logged_out.jti, gatehouse::clock::now()));
+    assert!(!s.authorizer.authn().revocations().is_revoked(&logged_out.jti, s.accounts.clock().now()));
     refresh(&api, logged_out.token.expose()).await.assert_error(401, "AUTHENTICATION_FAILED");
     // A live session logged out now.
     let live = user_with_password(&s, "stayer@example.com", Role::Viewer).await;
@@ -438,4 +439,30 @@ fn the_session_lifetime_is_configurable() {
     assert_eq!(c.jwt.session_max_seconds, 86_400);
     let e = Config::load_with(None, &env(&[("GATEHOUSE_SESSION_MAX_SECONDS", "0")])).unwrap_err().to_string();
     assert!(e.contains("GATEHOUSE_SESSION_MAX_SECONDS"), "{e}");
+}
+
+/// Every door reads the time from the clock the service was given: REST
+/// issues a session at the clock's time, and Check judges its expiry by the
+/// same clock (here, a clock 70 years ahead of the system's).
+async fn time_is_the_service_clocks(b: Backend) {
+    let (url, db) = common::fresh_database(b).await;
+    let clock = Arc::new(gatehouse::clock::ManualClock::new(4_000_000_000));
+    let s = TestServer::start_clocked(common::test_config(&url), clock.clone(), |_| {}).await;
+    let token = user_with_password(&s, "clocked@example.com", Role::Viewer).await;
+    let payload = token.split('.').nth(1).unwrap();
+    let claims: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+    assert_eq!(claims["iat"], 4_000_000_000_i64, "{claims}");
+    let bearer = format!("Bearer {token}");
+    assert!(s.check("GET", "/v1/models", &[("authorization", &bearer)]).await.allowed());
+    // Past its expiry and the leeway on the service's clock: refused, though
+    // the system's clock is decades before its issue.
+    clock.advance(3600 + 30 + 1);
+    s.check("GET", "/v1/models", &[("authorization", &bearer)]).await.assert_denied(
+        401,
+        Code::Unauthenticated,
+        "AUTHENTICATION_FAILED",
+    );
+    s.finish().await;
+    drop(db);
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{ConfigError, invalid, parse_var, set};
+use super::overlay::Overlay;
+use super::{ConfigError, invalid, set};
 use crate::budget::{Prices, Settings, UnmeasuredStreams};
 
 /// The `[budgets]` table.
@@ -22,9 +23,9 @@ pub(super) struct FileBudgets {
 }
 
 impl FileBudgets {
-    pub(super) fn apply(self, s: &mut Settings) -> Result<(), ConfigError> {
+    pub(super) fn apply(self, s: &mut Settings, names: &Overlay) -> Result<(), ConfigError> {
         if let Some(prices) = self.prices {
-            s.prices = prices.parse::<Prices>().map_err(|e| invalid("budgets.prices", &prices, e))?;
+            s.prices = prices.parse::<Prices>().map_err(|e| invalid(&names.of("budgets.prices"), &prices, e))?;
         }
         set(&mut s.default_max_tokens, self.default_max_tokens);
         set(&mut s.chars_per_token, self.chars_per_token);
@@ -32,25 +33,6 @@ impl FileBudgets {
         set(&mut s.unmeasured_streams, self.unmeasured_streams);
         Ok(())
     }
-}
-
-/// `GATEHOUSE_MODEL_PRICES`, `GATEHOUSE_BUDGET_*`.
-pub(super) fn apply_env(s: &mut Settings, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-    set(&mut s.prices, parse_var(env, "GATEHOUSE_MODEL_PRICES")?);
-    set(&mut s.default_max_tokens, parse_var(env, "GATEHOUSE_BUDGET_DEFAULT_MAX_TOKENS")?);
-    set(&mut s.chars_per_token, parse_var(env, "GATEHOUSE_BUDGET_CHARS_PER_TOKEN")?);
-    set(
-        &mut s.settle_timeout,
-        parse_var::<u64>(env, "GATEHOUSE_BUDGET_SETTLE_TIMEOUT_SECONDS")?.map(Duration::from_secs),
-    );
-    if let Some(v) = parse_var::<String>(env, "GATEHOUSE_BUDGET_UNMEASURED_STREAMS")? {
-        s.unmeasured_streams = match v.trim() {
-            "refuse" => UnmeasuredStreams::Refuse,
-            "charge" => UnmeasuredStreams::Charge,
-            _ => return Err(invalid("GATEHOUSE_BUDGET_UNMEASURED_STREAMS", &v, "expected refuse or charge")),
-        };
-    }
-    Ok(())
 }
 
 pub(super) fn validate(s: &Settings) -> Result<(), ConfigError> {

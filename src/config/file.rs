@@ -1,6 +1,7 @@
 //! The TOML file's shape (unknown keys are errors) and how it is laid over
 //! the defaults.
 
+use super::overlay::Overlay;
 use super::*;
 
 /// The TOML file's shape. Unknown keys are errors, so a typo is not silently ignored.
@@ -34,6 +35,41 @@ pub(super) struct FileConfig {
     pub(super) routes: Option<Vec<RouteSpec>>,
     #[serde(default)]
     pub(super) budgets: budgets::FileBudgets,
+    #[serde(default)]
+    pub(super) redis: FileRedis,
+    #[serde(default)]
+    pub(super) limits: FileLimits,
+    pub(super) github: Option<FileGithub>,
+}
+
+/// `[redis]`: shared limits, budgets, revocations and cache invalidation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileRedis {
+    pub(super) url: Option<Secret>,
+}
+
+/// `[limits]`: `REQUESTS/PERIOD` (`100/60s`), or `off`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileLimits {
+    pub(super) default: Option<String>,
+    pub(super) anonymous: Option<String>,
+    pub(super) register: Option<String>,
+    pub(super) login: Option<String>,
+    pub(super) refresh: Option<String>,
+}
+
+/// `[github]`: GitHub OAuth login.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FileGithub {
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<Secret>,
+    pub(super) oauth_url: Option<String>,
+    pub(super) api_url: Option<String>,
+    #[serde(default)]
+    pub(super) allowed_orgs: Vec<String>,
 }
 
 /// One `[[oidc]]` table.
@@ -43,7 +79,7 @@ pub(super) struct FileOidc {
     pub(super) name: Option<String>,
     pub(super) issuer_url: String,
     pub(super) client_id: Option<String>,
-    pub(super) client_secret: Option<String>,
+    pub(super) client_secret: Option<Secret>,
     #[serde(default)]
     pub(super) audiences: Vec<String>,
     pub(super) role_claim: Option<String>,
@@ -59,6 +95,7 @@ pub(super) struct FileOidc {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileJwt {
     pub(super) algorithm: Option<String>,
+    pub(super) secret: Option<Secret>,
     pub(super) private_key_file: Option<std::path::PathBuf>,
     pub(super) issuer: Option<String>,
     pub(super) audience: Option<String>,
@@ -75,6 +112,12 @@ pub(super) struct FileAccounts {
     pub(super) allowed_email_domains: Option<Vec<String>>,
     pub(super) default_role: Option<String>,
     pub(super) password_min_length: Option<usize>,
+    pub(super) password_hash_concurrency: Option<usize>,
+    pub(super) password_hash_queue: Option<usize>,
+    pub(super) password_hash_wait_ms: Option<u64>,
+    /// Created as an admin at start-up when no user has this email.
+    pub(super) bootstrap_admin_email: Option<String>,
+    pub(super) bootstrap_admin_password: Option<Secret>,
     pub(super) trusted_proxy_hops: Option<usize>,
     pub(super) max_body_bytes: Option<usize>,
 }
@@ -90,9 +133,9 @@ pub(super) struct FileLogin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct FileRoles {
-    pub(super) viewer: Vec<String>,
-    pub(super) operator: Vec<String>,
-    pub(super) admin: Vec<String>,
+    pub(super) viewer: Option<Vec<String>>,
+    pub(super) operator: Option<Vec<String>>,
+    pub(super) admin: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +149,8 @@ pub(super) struct FileServer {
     pub(super) console: Option<bool>,
     pub(super) header_timeout_ms: Option<u64>,
     pub(super) request_timeout_ms: Option<u64>,
+    /// The URL browsers reach the HTTP API at (login callbacks).
+    pub(super) public_url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -122,7 +167,7 @@ pub(super) struct FileDatabase {
     pub(super) url: Option<String>,
     pub(super) auto_migrate: Option<bool>,
     pub(super) timeout_ms: Option<u64>,
-    pub(super) read_url: Option<String>,
+    pub(super) read_url: Option<Secret>,
     pub(super) max_connections: Option<u32>,
     pub(super) statement_timeout_ms: Option<u64>,
 }
@@ -133,6 +178,8 @@ pub(super) struct FileAuth {
     pub(super) require_auth: Option<bool>,
     pub(super) public_paths: Option<Vec<String>>,
     pub(super) strip_credentials: Option<bool>,
+    /// Accept plain-http provider URLs (development only).
+    pub(super) oidc_allow_insecure_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +191,8 @@ pub(super) struct FileCache {
     pub(super) stale_seconds: Option<u64>,
     pub(super) lookup_timeout_ms: Option<u64>,
     pub(super) usage_flush_seconds: Option<u64>,
+    pub(super) revocation_poll_seconds: Option<u64>,
+    pub(super) change_poll_ms: Option<u64>,
 }
 
 /// `[usage]`: metered LLM usage.
@@ -165,7 +214,7 @@ pub(super) fn file_issuer(index: usize, o: FileOidc) -> Result<IssuerConfig, Con
     let mut issuer = IssuerConfig::new(&o.issuer_url);
     issuer.name = o.name.unwrap_or_else(|| if index == 0 { "default".into() } else { format!("oidc{index}") });
     issuer.client_id = o.client_id;
-    issuer.client_secret = o.client_secret.map(Secret::new);
+    issuer.client_secret = o.client_secret;
     issuer.audiences = o.audiences;
     if o.role_claim.is_some() {
         issuer.role_claim = o.role_claim;
@@ -186,64 +235,113 @@ pub(super) fn file_issuer(index: usize, o: FileOidc) -> Result<IssuerConfig, Con
 }
 
 impl Config {
-    pub(super) fn apply_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let file_error = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        let mut file: FileConfig = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
-        self.config_file = Some(path.to_owned());
-        set(&mut self.grpc_addr, file.server.grpc_addr);
-        if file.server.admin_grpc_addr.is_some() {
-            self.admin_grpc_addr = file.server.admin_grpc_addr;
+    /// Lays the file's settings (the environment's included) over `self`.
+    /// Paths in the file are relative to `dir`, the file's directory.
+    pub(super) fn apply_file(&mut self, file: FileConfig, dir: &Path, names: &Overlay) -> Result<(), ConfigError> {
+        let FileConfig { server, tls, database, auth, cache, log, usage, jwt, accounts, login, roles, .. } = file;
+        set(&mut self.grpc_addr, server.grpc_addr);
+        if server.admin_grpc_addr.is_some() {
+            self.admin_grpc_addr = server.admin_grpc_addr;
         }
-        set(&mut self.http_addr, file.server.http_addr);
-        let dir = path.parent().map(ToOwned::to_owned).unwrap_or_default();
+        set(&mut self.http_addr, server.http_addr);
         self.tls_parts(
-            file.tls.cert_file.map(|f| dir.join(f)),
-            file.tls.key_file.map(|f| dir.join(f)),
-            file.tls.client_ca_file.map(|f| dir.join(f)),
+            tls.cert_file.map(|f| dir.join(f)),
+            tls.key_file.map(|f| dir.join(f)),
+            tls.client_ca_file.map(|f| dir.join(f)),
         );
-        if file.server.metrics_addr.is_some() {
-            self.metrics_addr = file.server.metrics_addr;
+        if server.metrics_addr.is_some() {
+            self.metrics_addr = server.metrics_addr;
         }
-        set(&mut self.shutdown_delay, file.server.shutdown_delay_seconds.map(Duration::from_secs));
-        set(&mut self.console, file.server.console);
-        set(&mut self.http_header_timeout, file.server.header_timeout_ms.map(Duration::from_millis));
-        set(&mut self.http_request_timeout, file.server.request_timeout_ms.map(Duration::from_millis));
-        set(&mut self.database_url, file.database.url);
-        set(&mut self.auto_migrate, file.database.auto_migrate);
-        set(&mut self.database_timeout, file.database.timeout_ms.map(Duration::from_millis));
-        if let Some(url) = file.database.read_url {
-            self.database_read_url = Some(Secret::new(url));
+        set(&mut self.shutdown_delay, server.shutdown_delay_seconds.map(Duration::from_secs));
+        set(&mut self.console, server.console);
+        set(&mut self.http_header_timeout, server.header_timeout_ms.map(Duration::from_millis));
+        set(&mut self.http_request_timeout, server.request_timeout_ms.map(Duration::from_millis));
+        set(&mut self.public_url, server.public_url.map(|u| u.trim_end_matches('/').to_owned()));
+        set(&mut self.database_url, database.url.map(DatabaseUrl));
+        set(&mut self.auto_migrate, database.auto_migrate);
+        set(&mut self.database_timeout, database.timeout_ms.map(Duration::from_millis));
+        if database.read_url.is_some() {
+            self.database_read_url = database.read_url;
         }
-        set(&mut self.database_max_connections, file.database.max_connections);
-        set(&mut self.database_statement_timeout, file.database.statement_timeout_ms.map(Duration::from_millis));
-        set(&mut self.require_auth, file.auth.require_auth);
-        set(&mut self.strip_credentials, file.auth.strip_credentials);
-        if let Some(paths) = file.auth.public_paths {
-            self.public_paths = parse_patterns("auth.public_paths", &paths)?;
+        set(&mut self.database_max_connections, database.max_connections);
+        set(&mut self.database_statement_timeout, database.statement_timeout_ms.map(Duration::from_millis));
+        if file.redis.url.is_some() {
+            self.redis_url = file.redis.url;
         }
-        set(&mut self.cache.capacity, file.cache.capacity);
-        set(&mut self.cache.ttl, file.cache.ttl_seconds.map(Duration::from_secs));
-        set(&mut self.cache.negative_ttl, file.cache.negative_ttl_seconds.map(Duration::from_secs));
-        set(&mut self.cache.stale_limit, file.cache.stale_seconds.map(Duration::from_secs));
-        set(&mut self.cache.lookup_timeout, file.cache.lookup_timeout_ms.map(Duration::from_millis));
-        set(&mut self.usage_flush_interval, file.cache.usage_flush_seconds.map(Duration::from_secs));
-        set(&mut self.metering_flush_interval, file.usage.flush_ms.map(Duration::from_millis));
-        if let Some(format) = file.log.format {
-            self.log_json = log_json("log.format", &format)?;
+        set(&mut self.require_auth, auth.require_auth);
+        set(&mut self.strip_credentials, auth.strip_credentials);
+        if let Some(paths) = auth.public_paths {
+            self.public_paths = parse_patterns(&names.of("auth.public_paths"), &paths)?;
         }
-        set(&mut self.log_emails, file.log.emails);
-        if let Some(file) = file.policy.as_mut().and_then(|p| p.file.take()) {
+        set(&mut self.oidc_allow_insecure_http, auth.oidc_allow_insecure_http);
+        set(&mut self.cache.capacity, cache.capacity);
+        set(&mut self.cache.ttl, cache.ttl_seconds.map(Duration::from_secs));
+        set(&mut self.cache.negative_ttl, cache.negative_ttl_seconds.map(Duration::from_secs));
+        set(&mut self.cache.stale_limit, cache.stale_seconds.map(Duration::from_secs));
+        set(&mut self.cache.lookup_timeout, cache.lookup_timeout_ms.map(Duration::from_millis));
+        set(&mut self.usage_flush_interval, cache.usage_flush_seconds.map(Duration::from_secs));
+        set(&mut self.revocation_poll_interval, cache.revocation_poll_seconds.map(Duration::from_secs));
+        set(&mut self.change_poll_interval, cache.change_poll_ms.map(Duration::from_millis));
+        set(&mut self.metering_flush_interval, usage.flush_ms.map(Duration::from_millis));
+        if let Some(format) = log.format {
+            self.log_json = log_json(&names.of("log.format"), &format)?;
+        }
+        set(&mut self.log_emails, log.emails);
+        let mut policy = file.policy;
+        if let Some(file) = policy.as_mut().and_then(|p| p.file.take()) {
             // Relative to the config file, like any path a config file names.
-            self.policy_file = Some(path.parent().map_or(file.clone(), |dir| dir.join(&file)));
+            self.policy_file = Some(dir.join(file));
         }
-        file.budgets.apply(&mut self.budgets)?;
+        set(&mut self.policy_reload_interval, policy.as_ref().and_then(|p| p.reload_seconds).map(Duration::from_secs));
+        file.budgets.apply(&mut self.budgets, names)?;
         self.routes_in_config = file.routes.is_some();
-        self.policy.apply(PolicyDocument { policy: file.policy, routes: file.routes });
+        self.policy.apply(PolicyDocument { policy, routes: file.routes });
         for (i, o) in file.oidc.into_iter().enumerate() {
             self.oidc.push(file_issuer(i, o)?);
         }
-        self.apply_file_accounts(file.jwt, file.accounts, file.login, file.roles)
+        self.apply_limits(file.limits, names)?;
+        if let Some(github) = file.github {
+            self.apply_github(github, names)?;
+        }
+        self.apply_file_accounts(jwt, accounts, login, roles, names)
+    }
+
+    fn apply_limits(&mut self, limits: FileLimits, names: &Overlay) -> Result<(), ConfigError> {
+        for (key, value, slot) in [
+            ("limits.default", limits.default, &mut self.default_limit),
+            ("limits.anonymous", limits.anonymous, &mut self.anonymous_limit),
+            ("limits.register", limits.register, &mut self.register_limit),
+            ("limits.login", limits.login, &mut self.login_limit),
+            ("limits.refresh", limits.refresh, &mut self.refresh_limit),
+        ] {
+            match value.as_deref().map(str::trim) {
+                None => {}
+                Some("off" | "none") => *slot = None,
+                Some(v) => *slot = Some(parse_limit(v).map_err(|e| invalid(&names.of(key), v, e))?),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_github(&mut self, github: FileGithub, names: &Overlay) -> Result<(), ConfigError> {
+        let (client_id, client_secret) = match (github.client_id, github.client_secret) {
+            (Some(id), Some(secret)) => (id, secret),
+            (None, None) => return Ok(()),
+            _ => {
+                let (id, secret) = (names.of("github.client_id"), names.of("github.client_secret"));
+                return Err(invalid(&id, "", format!("set both {id} and {secret}")));
+            }
+        };
+        let url =
+            |value: Option<String>, default: &str| value.as_deref().unwrap_or(default).trim_end_matches('/').to_owned();
+        self.github = Some(GithubConfig {
+            client_id,
+            client_secret,
+            oauth_url: url(github.oauth_url, "https://github.com"),
+            api_url: url(github.api_url, "https://api.github.com"),
+            allowed_orgs: github_orgs(&names.of("github.allowed_orgs"), &github.allowed_orgs)?,
+        });
+        Ok(())
     }
 
     pub(super) fn apply_file_accounts(
@@ -252,9 +350,13 @@ impl Config {
         accounts: FileAccounts,
         login: FileLogin,
         roles: Option<FileRoles>,
+        names: &Overlay,
     ) -> Result<(), ConfigError> {
         if let Some(alg) = jwt.algorithm {
-            self.jwt.algorithm = parse_algorithm("jwt.algorithm", &alg)?;
+            self.jwt.algorithm = parse_algorithm(&names.of("jwt.algorithm"), &alg)?;
+        }
+        if jwt.secret.as_ref().is_some_and(|s| !s.expose().is_empty()) {
+            self.jwt.secret = jwt.secret;
         }
         set(&mut self.jwt.private_key_file, jwt.private_key_file.map(Some));
         set(&mut self.jwt.issuer, jwt.issuer);
@@ -268,23 +370,39 @@ impl Config {
             self.accounts.allowed_email_domains = normalize_domains(domains.iter().map(String::as_str));
         }
         if let Some(role) = accounts.default_role {
-            self.accounts.default_role = role.parse().map_err(|e| invalid("accounts.default_role", &role, e))?;
+            self.accounts.default_role =
+                role.parse().map_err(|e| invalid(&names.of("accounts.default_role"), &role, e))?;
         }
         set(&mut self.accounts.password_min_length, accounts.password_min_length);
+        let hashing = &mut self.accounts.password_hashing;
+        set(&mut hashing.concurrency, accounts.password_hash_concurrency);
+        set(&mut hashing.queue, accounts.password_hash_queue);
+        set(&mut hashing.max_wait, accounts.password_hash_wait_ms.map(Duration::from_millis));
+        match (accounts.bootstrap_admin_email, accounts.bootstrap_admin_password) {
+            (Some(email), Some(password)) => self.bootstrap_admin = Some((email, password)),
+            (None, None) => {}
+            _ => {
+                let email = names.of("accounts.bootstrap_admin_email");
+                let password = names.of("accounts.bootstrap_admin_password");
+                return Err(invalid(&email, "", format!("set both {email} and {password}")));
+            }
+        }
         set(&mut self.trusted_proxy_hops, accounts.trusted_proxy_hops);
         set(&mut self.max_body_bytes, accounts.max_body_bytes);
         set(&mut self.login_throttle.max_per_account, login.max_failures_per_account);
         set(&mut self.login_throttle.max_per_ip, login.max_failures_per_ip);
         set(&mut self.login_throttle.window, login.lockout_seconds.map(Duration::from_secs));
         if let Some(r) = roles {
-            let parse = |name: &str, list: &[String]| {
-                PermissionSet::from_names(list).map_err(|e| invalid(name, &list.join(","), e))
-            };
-            self.roles = RolePermissions {
-                viewer: parse("roles.viewer", &r.viewer)?,
-                operator: parse("roles.operator", &r.operator)?,
-                admin: parse("roles.admin", &r.admin)?,
-            };
+            for (key, list, slot) in [
+                ("roles.viewer", r.viewer, &mut self.roles.viewer),
+                ("roles.operator", r.operator, &mut self.roles.operator),
+                ("roles.admin", r.admin, &mut self.roles.admin),
+            ] {
+                if let Some(list) = list {
+                    *slot =
+                        PermissionSet::from_names(&list).map_err(|e| invalid(&names.of(key), &list.join(","), e))?;
+                }
+            }
         }
         Ok(())
     }

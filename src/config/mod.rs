@@ -4,8 +4,8 @@
 //! names the variable or key.
 
 mod budgets;
-mod env;
 mod file;
+mod overlay;
 mod summary;
 mod validate;
 pub use summary::Summary;
@@ -25,12 +25,12 @@ use crate::authn::password::HashingLimits;
 use crate::authn::throttle::ThrottleSettings;
 use crate::domain::{PermissionSet, Role, RolePermissions};
 use crate::policy::spec::{PolicyDocument, PolicySettings};
-use crate::policy::{Access, PathPattern, Policy, PolicySpec, RouteSpec};
+use crate::policy::{PathPattern, Policy, PolicySpec, RouteSpec};
 use crate::ratelimit::{Limit, parse_limit};
 use crate::secret::Secret;
 use crate::store::cache::CacheSettings;
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Config {
     pub grpc_addr: SocketAddr,
     /// Where the gRPC admin API listens. `None`: on `grpc_addr`, beside Check.
@@ -39,7 +39,7 @@ pub struct Config {
     /// the admin API).
     pub admin_grpc_addr: Option<SocketAddr>,
     pub http_addr: SocketAddr,
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub auto_migrate: bool,
     pub database_timeout: Duration,
     /// A read-only Postgres replica for the lookups behind the caches.
@@ -175,7 +175,7 @@ impl Default for Config {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 9191)),
             admin_grpc_addr: None,
             http_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
-            database_url: "sqlite://gatehouse.db".to_owned(),
+            database_url: DatabaseUrl("sqlite://gatehouse.db".to_owned()),
             auto_migrate: true,
             database_timeout: Duration::from_secs(2),
             database_read_url: None,
@@ -246,44 +246,26 @@ impl Default for Config {
     }
 }
 
-/// Hides the database password.
-impl fmt::Debug for Config {
+/// The database's URL: its password is not shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(pub String);
+
+impl DatabaseUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("grpc_addr", &self.grpc_addr)
-            .field("admin_grpc_addr", &self.admin_grpc_addr)
-            .field("http_addr", &self.http_addr)
-            .field("console", &self.console)
-            .field("database_url", &redact_url(&self.database_url))
-            .field("database_read_url", &self.database_read_url.as_ref().map(|u| redact_url(u.expose())))
-            .field("database_max_connections", &self.database_max_connections)
-            .field("auto_migrate", &self.auto_migrate)
-            .field("require_auth", &self.require_auth)
-            .field("public_paths", &self.public_paths)
-            .field("strip_credentials", &self.strip_credentials)
-            .field("cache", &self.cache)
-            .field("usage_flush_interval", &self.usage_flush_interval)
-            .field("metering_flush_interval", &self.metering_flush_interval)
-            .field("shutdown_delay", &self.shutdown_delay)
-            .field("http_header_timeout", &self.http_header_timeout)
-            .field("http_request_timeout", &self.http_request_timeout)
-            .field("jwt", &self.jwt)
-            .field("accounts", &self.accounts)
-            .field("roles", &self.roles)
-            .field("login_throttle", &self.login_throttle)
-            .field("bootstrap_admin", &self.bootstrap_admin.as_ref().map(|(email, _)| crate::telemetry::email(email)))
-            .field("oidc", &self.oidc.iter().map(|i| &i.issuer_url).collect::<Vec<_>>())
-            .field("github", &self.github.as_ref().map(|g| &g.client_id))
-            .field("oidc_allow_insecure_http", &self.oidc_allow_insecure_http)
-            .field("public_url", &self.public_url)
-            .field("redis_url", &self.redis_url.as_ref().map(|u| redact_url(u.expose())))
-            .field("default_limit", &self.default_limit)
-            .field("anonymous_limit", &self.anonymous_limit)
-            .field("register_limit", &self.register_limit)
-            .field("login_limit", &self.login_limit)
-            .field("refresh_limit", &self.refresh_limit)
-            .field("policy", &self.policy)
-            .finish_non_exhaustive()
+        f.write_str(&redact_url(&self.0))
     }
 }
 
@@ -307,18 +289,6 @@ pub enum ConfigError {
     Invalid { name: String, value: String, reason: String },
     #[error("config file {path}: {reason}")]
     File { path: String, reason: String },
-}
-
-/// Reads one variable: `Ok(None)` when unset or empty, an error naming the
-/// variable when set but invalid.
-fn parse_var<T: FromStr>(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Result<Option<T>, ConfigError>
-where
-    T::Err: fmt::Display,
-{
-    match env(name).filter(|v| !v.trim().is_empty()) {
-        None => Ok(None),
-        Some(v) => v.trim().parse().map(Some).map_err(|e: T::Err| invalid(name, &v, e)),
-    }
 }
 
 fn invalid(name: &str, value: &str, reason: impl fmt::Display) -> ConfigError {
@@ -366,15 +336,15 @@ fn parse_algorithm(name: &str, value: &str) -> Result<Algorithm, ConfigError> {
     }
 }
 
-/// `GITHUB_ALLOWED_ORGS`: comma-separated `org` or `org/team`, lower-cased;
-/// names of letters, digits, `-` (and `_` in team slugs) only, as they go
-/// into API paths.
-fn github_orgs(list: &str) -> Result<Vec<String>, ConfigError> {
+/// `github.allowed_orgs`: `org` or `org/team`, lower-cased; names of
+/// letters, digits, `-` (and `_` in team slugs) only, as they go into API
+/// paths.
+fn github_orgs(name: &str, list: &[String]) -> Result<Vec<String>, ConfigError> {
     let name_ok = |s: &str, extra: &[u8]| {
         (1..=100).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || extra.contains(&b))
     };
-    list.split(',')
-        .map(str::trim)
+    list.iter()
+        .map(|s| s.trim())
         .filter(|s| !s.is_empty())
         .map(|rule| {
             let ok = match rule.split_once('/') {
@@ -384,7 +354,7 @@ fn github_orgs(list: &str) -> Result<Vec<String>, ConfigError> {
             if ok {
                 Ok(rule.to_ascii_lowercase())
             } else {
-                Err(invalid("GITHUB_ALLOWED_ORGS", rule, "expected ORG or ORG/TEAM (letters, digits, '-')"))
+                Err(invalid(name, rule, "expected ORG or ORG/TEAM (letters, digits, '-')"))
             }
         })
         .collect()
@@ -427,15 +397,29 @@ impl Config {
         Config::layered(file, env)?.compile_policy()
     }
 
-    /// Defaults, then the file, then the environment, then the policy file.
+    /// Defaults, then the file with the environment laid over it, then the
+    /// policy file, then the environment's `[policy]` keys again (they win
+    /// over a policy file too).
     fn layered(file: Option<&Path>, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let overlay = overlay::Overlay::read(env)?;
         let mut config = Config::default();
-        if let Some(path) = file {
-            config.apply_file(path)?;
-        }
-        config.apply_env(env)?;
+        let table = match file {
+            None => toml::Table::new(),
+            Some(path) => {
+                let file_error = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
+                let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+                // The file alone first, so that its errors carry line numbers.
+                toml::from_str::<file::FileConfig>(&text).map_err(|e| file_error(e.to_string()))?;
+                config.config_file = Some(path.to_owned());
+                toml::from_str(&text).map_err(|e| file_error(e.to_string()))?
+            }
+        };
+        let settings: file::FileConfig = overlay.deserialize(&table)?;
+        let dir = file.and_then(Path::parent).unwrap_or(Path::new(""));
+        config.apply_file(settings, dir, &overlay)?;
         config.apply_policy_file()?;
-        config.apply_env_policy(env)?;
+        let policy: PolicySettings = overlay.deserialize_policy()?;
+        config.policy.apply(PolicyDocument { policy: Some(policy), routes: None });
         Ok(config)
     }
 
@@ -448,36 +432,12 @@ impl Config {
         }
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
         let doc: PolicyDocument = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
-        if doc.policy.as_ref().is_some_and(|p| p.file.is_some()) {
-            return Err(file_error("policy.file is only allowed in the main configuration file".into()));
+        if doc.policy.as_ref().is_some_and(|p| p.file.is_some() || p.reload_seconds.is_some()) {
+            return Err(file_error(
+                "policy.file and policy.reload_seconds belong in the main configuration file".into(),
+            ));
         }
         self.policy.apply(doc);
-        Ok(())
-    }
-
-    fn apply_env_policy(&mut self, env: &dyn Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(access) = parse_var::<String>(env, "GATEHOUSE_POLICY_DEFAULT")? {
-            self.policy.default = match access.as_str() {
-                "deny" => Access::Deny,
-                "authenticated" => Access::Authenticated,
-                "public" => Access::Public,
-                _ => {
-                    return Err(invalid("GATEHOUSE_POLICY_DEFAULT", &access, "expected deny, authenticated or public"));
-                }
-            };
-        }
-        if let Some(flag) = parse_var::<Flag>(env, "GATEHOUSE_REPORT_ONLY")? {
-            self.policy.mode = crate::policy::Mode::from_flag(flag.0);
-        }
-        if let Some(mode) = parse_var::<String>(env, "GATEHOUSE_POLICY_MODE")? {
-            self.policy.mode = mode.parse().map_err(|e: String| invalid("GATEHOUSE_POLICY_MODE", &mode, &e))?;
-        }
-        set(&mut self.policy.max_request_bytes, parse_var(env, "GATEHOUSE_MAX_REQUEST_BYTES")?);
-        set(&mut self.policy.max_prompt_chars, parse_var(env, "GATEHOUSE_MAX_PROMPT_CHARS")?);
-        set(
-            &mut self.policy_reload_interval,
-            parse_var::<u64>(env, "GATEHOUSE_POLICY_RELOAD_SECONDS")?.map(Duration::from_secs),
-        );
         Ok(())
     }
 
@@ -516,7 +476,7 @@ impl Config {
     /// How to reach the database, for the store.
     pub fn database_settings(&self) -> crate::store::DatabaseSettings {
         crate::store::DatabaseSettings {
-            url: self.database_url.clone(),
+            url: self.database_url.0.clone(),
             read_url: self.database_read_url.as_ref().map(|u| u.expose().to_owned()),
             acquire_timeout: self.database_timeout,
             max_connections: self.database_max_connections,

@@ -123,7 +123,9 @@ mod tests {
     #[test]
     fn the_summary_names_no_secret_and_no_email() {
         let mut c = Config {
-            database_url: "postgres://gatehouse:db-password-1@db.internal:5432/gatehouse".into(),
+            database_url: super::super::DatabaseUrl(
+                "postgres://gatehouse:db-password-1@db.internal:5432/gatehouse".into(),
+            ),
             database_read_url: Some(Secret::new("postgres://reader:replica-password-2@replica:5432/gatehouse")),
             redis_url: Some(Secret::new("redis://:redis-password-3@cache:6379")),
             bootstrap_admin: Some(("root@example.com".into(), Secret::new("admin-password-4"))),

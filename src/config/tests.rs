@@ -123,7 +123,8 @@ fn usage_flush_interval() {
 #[test]
 fn the_example_file_is_valid_and_matches_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gatehouse.example.toml");
-    let c = Config::load_with(Some(&path), &|_| None).unwrap();
+    let mut c = Config::load_with(Some(&path), &|_| None).unwrap();
+    assert_eq!(c.config_file.take().as_deref(), Some(path.as_path()));
     let d = Config::default();
     assert_eq!(format!("{c:?}"), format!("{d:?}"));
 }
@@ -188,4 +189,100 @@ fn debug_hides_the_database_password() {
     let shown = format!("{c:?}");
     assert!(!shown.contains("s3cret"), "{shown}");
     assert!(shown.contains("gate:***@db"), "{shown}");
+}
+
+/// Every variable sets a key the file accepts (an unknown key would be
+/// refused there), and every key of the example file has a variable.
+#[test]
+fn every_setting_has_a_file_key_and_a_variable() {
+    use super::overlay::{Kind, VARS};
+    for var in VARS.iter().filter(|v| !v.key.starts_with("oidc.")) {
+        let value = match var.kind {
+            Kind::Integer => toml::Value::Integer(1),
+            Kind::Flag => toml::Value::Boolean(true),
+            Kind::List => toml::Value::Array(vec![]),
+            _ => toml::Value::String("x".into()),
+        };
+        let (table, key) = var.key.split_once('.').unwrap();
+        let text = format!("[{table}]\n{key} = {value}\n");
+        if let Err(e) = toml::from_str::<file::FileConfig>(&text) {
+            assert!(!e.message().contains("unknown field"), "{}: {}", var.name, e.message());
+        }
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gatehouse.example.toml");
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut section = String::new();
+    for line in text.lines().map(|l| l.trim_start_matches("# ")) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.split(']').next()) {
+            section = name.trim_matches(|c| c == '[' || c == ']').to_owned();
+        } else if let Some((key, _)) = line.split_once(" = ").filter(|(k, _)| !k.contains(' ') && !k.is_empty()) {
+            let full = format!("{section}.{key}");
+            if section == "roles" || section == "routes" || full == "oidc.issuer_url" || full == "oidc.audiences" {
+                if section == "oidc" {
+                    assert!(VARS.iter().any(|v| v.key == full), "{full}");
+                }
+                continue;
+            }
+            assert!(VARS.iter().any(|v| v.key == full), "{full} has no environment variable");
+        }
+    }
+}
+
+#[test]
+fn the_environment_names_the_variable_it_got_wrong() {
+    for (name, bad) in [
+        ("GATEHOUSE_GRPC_ADDR", "nowhere"),
+        ("GATEHOUSE_CACHE_TTL_SECONDS", "-5"),
+        ("GATEHOUSE_CONSOLE", "maybe"),
+        ("GATEHOUSE_POLICY_DEFAULT", "sometimes"),
+        ("GATEHOUSE_LOGIN_RATE_LIMIT", "fast"),
+        ("GATEHOUSE_ROLES_VIEWER", "read_models,fly"),
+        ("GATEHOUSE_LOG_FORMAT", "xml"),
+    ] {
+        let e = load(&[(name, bad)], None).unwrap_err().to_string();
+        assert!(e.contains(name), "{name}={bad}: {e}");
+    }
+    // A secret is never echoed, even when it is what is wrong.
+    let e = load(&[("JWT_SECRET", "short-but-secret")], None).unwrap_err().to_string();
+    assert!(!e.contains("short-but-secret"), "{e}");
+}
+
+#[test]
+fn settings_once_only_in_the_environment_are_in_the_file_too() {
+    let file = "[limits]\nlogin = \"5/60\"\nanonymous = \"off\"\n\n[redis]\nurl = \"redis://cache:6379\"\n\n\
+        [github]\nclient_id = \"id\"\nclient_secret = \"s\"\nallowed_orgs = [\"Acme\"]\n\n\
+        [accounts]\nbootstrap_admin_email = \"root@example.com\"\nbootstrap_admin_password = \"pw-long-enough-1\"\n\
+        password_hash_concurrency = 3\n\n[policy]\nreload_seconds = 0\n\n[roles]\nviewer = [\"read_models\"]\n";
+    let c = load(&[], Some(file)).unwrap();
+    assert_eq!(c.login_limit.unwrap().requests, 5);
+    assert!(c.anonymous_limit.is_none());
+    assert_eq!(c.redis_url.unwrap().expose(), "redis://cache:6379");
+    assert_eq!(c.github.unwrap().allowed_orgs, ["acme"]);
+    assert_eq!(c.bootstrap_admin.unwrap().0, "root@example.com");
+    assert_eq!(c.accounts.password_hashing.concurrency, 3);
+    assert_eq!(c.policy_reload_interval, Duration::ZERO);
+    assert_eq!(c.roles.viewer, PermissionSet::from_names(&["read_models".to_owned()]).unwrap());
+    assert_eq!(c.roles.admin, RolePermissions::default().admin, "roles not named keep their default");
+    // ...and the environment still wins over the file.
+    let c =
+        load(&[("GATEHOUSE_LOGIN_RATE_LIMIT", "7/60"), ("GATEHOUSE_POLICY_RELOAD_SECONDS", "9")], Some(file)).unwrap();
+    assert_eq!((c.login_limit.unwrap().requests, c.policy_reload_interval.as_secs()), (7, 9));
+    let e = load(&[], Some("[github]\nclient_id = \"id\"\n")).unwrap_err().to_string();
+    assert!(e.contains("github.client_secret"), "{e}");
+}
+
+#[test]
+fn the_environment_wins_over_a_policy_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[policy]\ndefault = \"public\"\nmode = \"enforce\"\n").unwrap();
+    let vars = HashMap::from([
+        ("GATEHOUSE_POLICY_FILE".to_owned(), policy.display().to_string()),
+        ("GATEHOUSE_REPORT_ONLY".to_owned(), "true".to_owned()),
+    ]);
+    let c = Config::load_with(None, &|k| vars.get(k).cloned()).unwrap();
+    assert_eq!(c.policy.default, crate::policy::Access::Public, "the policy file's default");
+    assert_eq!(c.policy.mode, crate::policy::Mode::ReportOnly, "the environment's mode");
+    std::fs::write(&policy, "[policy]\nreload_seconds = 1\n").unwrap();
+    assert!(Config::load_with(None, &|k| vars.get(k).cloned()).is_err(), "reload_seconds is not a policy-file key");
 }

@@ -70,10 +70,6 @@ impl AdminService {
     }
 }
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 fn denial_status(d: &Denial) -> Status {
     crate::render::grpc_status(d)
 }
@@ -117,7 +113,7 @@ impl KeyAdmin for AdminService {
         &self,
         request: Request<pb::CreateKeyRequest>,
     ) -> Result<Response<pb::CreateKeyResponse>, Status> {
-        let now = now();
+        let now = self.accounts.clock().now();
         let caller = self.admin(&request, "CreateKey", now).await?;
         let ip = request.remote_addr().map(|a| a.ip().to_string());
         let by = Acting::caller(&caller, Door::Grpc, ip.as_deref());
@@ -137,7 +133,7 @@ impl KeyAdmin for AdminService {
     }
 
     async fn list_keys(&self, request: Request<pb::ListKeysRequest>) -> Result<Response<pb::ListKeysResponse>, Status> {
-        self.admin(&request, "ListKeys", now()).await?;
+        self.admin(&request, "ListKeys", self.accounts.clock().now()).await?;
         let user = request.into_inner().user;
         let user_id = match user.as_str() {
             "" => None,
@@ -148,7 +144,7 @@ impl KeyAdmin for AdminService {
     }
 
     async fn revoke_key(&self, request: Request<pb::RevokeKeyRequest>) -> Result<Response<pb::ApiKey>, Status> {
-        let now = now();
+        let now = self.accounts.clock().now();
         let caller = self.admin(&request, "RevokeKey", now).await?;
         let ip = request.remote_addr().map(|a| a.ip().to_string());
         let by = Acting::caller(&caller, Door::Grpc, ip.as_deref());

@@ -35,11 +35,12 @@ pub const IDENTITY_PREFIX: &str = "x-auth-";
 pub struct ExtAuthz {
     authorizer: Arc<Authorizer>,
     strip_credentials: bool,
+    clock: crate::clock::SharedClock,
 }
 
 impl ExtAuthz {
-    pub fn new(authorizer: Arc<Authorizer>, strip_credentials: bool) -> Self {
-        ExtAuthz { authorizer, strip_credentials }
+    pub fn new(authorizer: Arc<Authorizer>, strip_credentials: bool, clock: crate::clock::SharedClock) -> Self {
+        ExtAuthz { authorizer, strip_credentials, clock }
     }
 
     /// The route table's body limit now (it can change on reload).
@@ -54,7 +55,7 @@ impl ExtAuthz {
             return deny(&Denial::InvalidRequest("no HTTP request attributes"));
         };
         let started = std::time::Instant::now();
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = self.clock.now();
         let restated: Vec<(&str, &str)> =
             headers(http).filter(|(k, _)| RESTATING_HEADERS.iter().any(|r| k.eq_ignore_ascii_case(r))).collect();
         let view = RequestView {

@@ -253,7 +253,7 @@ pub async fn update_key(
     };
     let key = s.accounts.update_key(&audited.acting(&caller.0), &id, &update).await?;
     tracing::info!(actor = %caller.0.user_id, key_id = %key.id, "API key changed");
-    respond(StatusCode::OK, KeyView::new(&key, crate::clock::now()))
+    respond(StatusCode::OK, KeyView::new(&key, s.clock.now()))
 }
 
 #[utoipa::path(get, path = "/admin/groups", tag = "admin", security(("bearer" = []), ("api_key" = [])), responses(

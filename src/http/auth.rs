@@ -20,7 +20,6 @@ use super::login::SESSION_COOKIE;
 use crate::accounts::{AccountError, KeyRequest, LoginName};
 use crate::audit::event;
 use crate::authn::jwt::IssuedToken;
-use crate::clock::now;
 use crate::domain::{AuditAction, Denial, Permission, User};
 use crate::ratelimit::{Limit, Limiter, address_bucket, ceil_secs};
 use crate::secret::Secret;
@@ -197,7 +196,7 @@ pub async fn login(
         }
     };
     attempt.succeeded();
-    let issued = s.authorizer.authn().jwt().issue(&user, now())?;
+    let issued = s.authorizer.authn().jwt().issue(&user, s.clock.now())?;
     tracing::info!(user_id = %user.id, "login");
     let method = event(AuditAction::LoginSucceeded).detail("password");
     audited.record(method.actor(&user.id).target(format!("user:{}", user.id))).await;
@@ -247,7 +246,7 @@ fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     (status = 401, body = super::openapi::ErrorEnvelope),
 ))]
 pub async fn refresh(State(s): State<HttpState>, headers: HeaderMap) -> Response {
-    let now = now();
+    let now = s.clock.now();
     let cookie_allowed =
         !headers.contains_key(axum::http::header::AUTHORIZATION) && headers.contains_key("x-requested-with");
     let from_cookie = cookie_allowed.then(|| SESSION_COOKIE.read(&headers)).flatten();
@@ -345,7 +344,7 @@ fn session_to_end(s: &HttpState, headers: &HeaderMap, now: i64) -> Result<crate:
     (status = 401, body = super::openapi::ErrorEnvelope),
 ))]
 pub async fn logout(State(s): State<HttpState>, audited: Audited, headers: HeaderMap) -> Result<Response, ApiError> {
-    let now = now();
+    let now = s.clock.now();
     let claims = session_to_end(&s, &headers, now)?;
     if !s.authorizer.authn().revocations().revoke(&claims.jti, &claims.sub, claims.exp, now).await? {
         return Err(Denial::Revoked.into());
@@ -368,7 +367,7 @@ pub async fn logout_all(
     audited: Audited,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let now = now();
+    let now = s.clock.now();
     let claims = session_to_end(&s, &headers, now)?;
     let user = s.accounts.user_by_id(&claims.sub).await?.ok_or(Denial::InvalidCredential)?;
     if claims.iat <= user.tokens_valid_after {
@@ -425,7 +424,7 @@ pub async fn change_password(
     }
     s.accounts.set_password(&user.id, Secret::new(body.new_password)).await?;
     let user = s.accounts.find_user(&user.id).await?;
-    let issued = s.authorizer.authn().jwt().issue(&user, now())?;
+    let issued = s.authorizer.authn().jwt().issue(&user, s.clock.now())?;
     tracing::info!(user_id = %user.id, "password changed");
     let changed = event(AuditAction::UserUpdated).detail("password changed; every session ended");
     audited.record(changed.actor(&*caller.user_id).target(format!("user:{}", user.id))).await;

@@ -28,7 +28,7 @@ fn respond(budgets: Vec<BudgetStatus>) -> Result<Response, ApiError> {
     (status = 503, description = "the budget ledger cannot be read", body = super::openapi::ErrorEnvelope),
 ))]
 pub async fn my_budget(State(s): State<HttpState>, Caller(caller): Caller) -> Result<Response, ApiError> {
-    let now = crate::clock::now();
+    let now = s.clock.now();
     let user = s.accounts.find_user(&caller.user_id).await?;
     let group = s.accounts.group(&user.group).await?.map(|g| g.budget).unwrap_or_default();
     let mut scopes: Vec<(String, Budget)> = Vec::new();

@@ -95,7 +95,7 @@ impl FromRequestParts<HttpState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &HttpState) -> Result<Self, ApiError> {
         let headers = parts.headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("\u{0}")));
-        let principal = match state.authorizer.authenticate(headers, crate::clock::now()).await {
+        let principal = match state.authorizer.authenticate(headers, state.clock.now()).await {
             Ok(principal) => principal,
             Err(denial) => {
                 // On administrative routes, a credential that was sent and

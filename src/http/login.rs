@@ -47,7 +47,6 @@ use crate::audit::event;
 use crate::authn::api_key::random_base62;
 use crate::authn::fetch::read_capped;
 use crate::authn::oidc::{ExternalIdentity, MAX_DOCUMENT_BYTES};
-use crate::clock::now;
 use crate::config::GithubConfig;
 use crate::domain::{AuditAction, Denial};
 
@@ -181,7 +180,7 @@ pub struct CallbackQuery {
 }
 
 fn redirect_with_state(s: &HttpState, location: &str, login: &LoginState) -> Result<Response, ApiError> {
-    let signed = s.authorizer.authn().jwt().sign_state(login, now(), STATE_TTL)?;
+    let signed = s.authorizer.authn().jwt().sign_state(login, s.clock.now(), STATE_TTL)?;
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
     headers.insert(header::LOCATION, HeaderValue::from_str(location).map_err(|_| ApiError::Internal)?);
@@ -207,7 +206,7 @@ fn take_state(s: &HttpState, headers: &HeaderMap, q: &CallbackQuery) -> Result<L
         .authorizer
         .authn()
         .jwt()
-        .verify_state(cookie, now())
+        .verify_state(cookie, s.clock.now())
         .map_err(|d| ApiError::validation("state", d.message()))?;
     let presented = q.state.as_deref().unwrap_or("");
     let matches: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), login.state.as_bytes()).into();
@@ -276,7 +275,7 @@ async fn finish(
             .await;
         return Err(Denial::AccountDisabled.into());
     }
-    let now = now();
+    let now = s.clock.now();
     tracing::info!(user_id = %user.id, provider = %identity.provider, "login through provider");
     audited.record(event(AuditAction::LoginSucceeded).actor(&user.id).target(subject).detail(via)).await;
     let mut response = if let Some(binding) = console {
@@ -444,7 +443,7 @@ pub async fn validate(
     headers: HeaderMap,
     JsonBody(body): JsonBody<ValidateBody>,
 ) -> Result<Response, ApiError> {
-    let now = now();
+    let now = s.clock.now();
     let sent = headers.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap_or("\u{0}")));
     let caller = match s.authorizer.authenticate(sent, now).await {
         Ok(caller) => Some(caller),

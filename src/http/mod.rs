@@ -64,6 +64,8 @@ pub struct HttpState {
     /// Cookies get `Secure`: browsers reach the API over https (the public
     /// URL says so, or Gatehouse serves TLS itself).
     pub secure_cookies: bool,
+    /// Where handlers read the time.
+    pub clock: crate::clock::SharedClock,
 }
 
 fn auth_routes() -> Router<HttpState> {

@@ -119,8 +119,8 @@ pub struct AdminUsageQuery {
 }
 
 /// The query's days and grouping, checked; the filters are the caller's.
-fn query(from: Option<&str>, to: Option<&str>, group_by: Option<&str>) -> Result<UsageQuery, ApiError> {
-    let (from, to) = day_range(from, to, crate::clock::now()).map_err(|e| ApiError::validation(e.field, e.message))?;
+fn query(from: Option<&str>, to: Option<&str>, group_by: Option<&str>, now: i64) -> Result<UsageQuery, ApiError> {
+    let (from, to) = day_range(from, to, now).map_err(|e| ApiError::validation(e.field, e.message))?;
     let group_by = match group_by {
         None => UsageGroupBy::Day,
         Some(g) => g.parse().map_err(|e: String| ApiError::validation("group_by", e))?,
@@ -161,7 +161,7 @@ pub async fn own_usage(
     Caller(caller): Caller,
     QueryParams(params): QueryParams<OwnUsageQuery>,
 ) -> Result<Response, ApiError> {
-    let mut q = query(params.from.as_deref(), params.to.as_deref(), params.group_by.as_deref())?;
+    let mut q = query(params.from.as_deref(), params.to.as_deref(), params.group_by.as_deref(), s.clock.now())?;
     if let Some(key_id) = params.key_id.as_deref().filter(|k| !k.is_empty()) {
         // One answer for someone else's key and for no key at all: the
         // endpoint does not tell which key ids exist.
@@ -190,7 +190,7 @@ pub async fn admin_usage(
     QueryParams(params): QueryParams<AdminUsageQuery>,
 ) -> Result<Response, ApiError> {
     audited.require(&caller, Permission::ManageUsers).await?;
-    let mut q = query(params.from.as_deref(), params.to.as_deref(), params.group_by.as_deref())?;
+    let mut q = query(params.from.as_deref(), params.to.as_deref(), params.group_by.as_deref(), s.clock.now())?;
     q.user_id = match params.user {
         // An email names a user who exists; an id is taken as it is (usage
         // outlives the account's state).

@@ -62,7 +62,7 @@ pub async fn fresh_database(backend: Backend) -> (String, database::TestDb) {
 
 pub fn test_config(database_url: &str) -> Config {
     Config {
-        database_url: database_url.to_owned(),
+        database_url: gatehouse::config::DatabaseUrl(database_url.to_owned()),
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         // The suite's providers (oidc-provider, stand-ins) serve plain http on 127.0.0.1.
@@ -111,10 +111,19 @@ impl TestServer {
     /// Like [`TestServer::start_config`], with `tweak` applied to the built
     /// app before it serves (e.g. its settlement of metered responses).
     pub async fn start_app(config: Config, tweak: impl FnOnce(&mut App)) -> TestServer {
+        TestServer::start_clocked(config, gatehouse::clock::system(), tweak).await
+    }
+
+    /// A server whose every door reads the time from `clock`.
+    pub async fn start_clocked(
+        config: Config,
+        clock: gatehouse::clock::SharedClock,
+        tweak: impl FnOnce(&mut App),
+    ) -> TestServer {
         let grpc_listener = TcpListener::bind(config.grpc_addr).await.unwrap();
         let http_listener = TcpListener::bind(config.http_addr).await.unwrap();
-        let database_url = config.database_url.clone();
-        let mut app = App::build(config).await.unwrap();
+        let database_url = config.database_url.0.clone();
+        let mut app = App::build_with_clock(config, clock).await.unwrap();
         tweak(&mut app);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = TestServer {

@@ -10,6 +10,7 @@
 //! next stored refusal says how many were left out. So refused calls cannot
 //! grow the audit table or the log faster than that.
 
+use crate::clock::SharedClock;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, OnceLock};
@@ -33,11 +34,12 @@ const CLIENT_IP_CAP: usize = 64;
 #[derive(Clone)]
 pub struct Audit {
     store: DynStore,
+    clock: SharedClock,
 }
 
 impl Audit {
-    pub fn new(store: DynStore) -> Self {
-        Audit { store }
+    pub fn new(store: DynStore, clock: SharedClock) -> Self {
+        Audit { store, clock }
     }
 
     /// Stores `event`. The operation it describes has already happened (or
@@ -45,6 +47,9 @@ impl Audit {
     /// reported to the caller.
     pub async fn record(&self, event: NewAuditEvent) {
         let mut event = bounded(event);
+        if event.at == 0 {
+            event.at = self.clock.now();
+        }
         if event.action == AuditAction::AdminDenied {
             match admit_denied(&event) {
                 Admit::Store { left_out: 0 } => {}
@@ -189,9 +194,10 @@ impl DeniedBudget {
     }
 }
 
-/// An event being described: `Audit::record(event(...).actor(..).target(..))`.
+/// An event being described: `Audit::record(event(...).actor(..).target(..))`
+/// stamps it with the audit's clock.
 pub fn event(action: AuditAction) -> NewAuditEvent {
-    NewAuditEvent { at: crate::clock::now(), action, actor_id: None, target: None, client_ip: None, detail: None }
+    NewAuditEvent { at: 0, action, actor_id: None, target: None, client_ip: None, detail: None }
 }
 
 impl NewAuditEvent {

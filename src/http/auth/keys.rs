@@ -38,7 +38,7 @@ pub async fn create_key(
         models: body.allowed_models.as_deref(),
         budget: crate::accounts::parse_budget(body.token_limit.as_deref(), body.spend_limit.as_deref())?,
     };
-    let now = now();
+    let now = s.clock.now();
     let by = audited.acting(&caller);
     let (key, secret) = s.accounts.create_key(&by, body.user.as_deref(), request, now).await?;
     tracing::info!(actor = %caller.user_id, owner = %key.user_id, key_id = %key.id, "API key created");
@@ -82,7 +82,7 @@ pub async fn list_keys(
             }
         }
     };
-    let now = now();
+    let now = s.clock.now();
     let keys = s.accounts.list_keys(user_id.as_deref()).await?;
     let views: Vec<KeyView> = keys.iter().map(|k| KeyView::new(k, now)).collect();
     Ok(list("keys", serde_json::to_value(views).map_err(|_| ApiError::Internal)?))
@@ -110,7 +110,7 @@ pub async fn rotate_key(
     Path(id): Path<String>,
     OptionalJsonBody(body): OptionalJsonBody<RotateKeyBody>,
 ) -> Result<Response, ApiError> {
-    let now = now();
+    let now = s.clock.now();
     let rotated = s.accounts.rotate_key(&audited.acting(&caller), &id, body.grace_seconds, now).await?;
     tracing::info!(actor = %caller.user_id, key_id = %rotated.key.id, "API key rotated");
     let view = CreatedKeyView { info: KeyView::new(&rotated.key, now), secret: rotated.secret };
@@ -128,7 +128,7 @@ pub async fn delete_key(
     audited: Audited,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    s.accounts.revoke_key(&audited.acting(&caller), &id, now()).await?;
+    s.accounts.revoke_key(&audited.acting(&caller), &id, s.clock.now()).await?;
     let key_id = crate::telemetry::escape(&id, crate::telemetry::VALUE_CAP);
     tracing::info!(actor = %caller.user_id, key_id = %key_id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)

@@ -8,6 +8,7 @@ mod keys;
 mod providers;
 mod validate;
 
+use crate::clock::SharedClock;
 pub use caches::{Caches, Invalidator};
 pub use validate::{LoginName, is_plain_email, normalize_email, validate_email, validate_group_name};
 use validate::{registrable, validate_text};
@@ -157,13 +158,25 @@ pub struct Accounts {
     audit: Audit,
     /// Every argon2id run of the process.
     hashing: password::Hashing,
+    clock: SharedClock,
 }
 
 impl Accounts {
-    pub fn new(store: DynStore, roles: RolePermissions, settings: AccountSettings, caches: Option<Caches>) -> Self {
-        let audit = Audit::new(store.clone());
+    pub fn new(
+        store: DynStore,
+        roles: RolePermissions,
+        settings: AccountSettings,
+        caches: Option<Caches>,
+        clock: SharedClock,
+    ) -> Self {
+        let audit = Audit::new(store.clone(), clock.clone());
         let hashing = password::Hashing::new(settings.password_hashing.clone());
-        Accounts { store, roles, settings, caches, audit, hashing }
+        Accounts { store, roles, settings, caches, audit, hashing, clock }
+    }
+
+    /// The service's clock: every door asks it for the time of a request.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
     }
 
     /// Evicts what a change affects here, and tells the other replicas.

@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::clock::now as unix_now;
+use crate::clock::SharedClock;
 use crate::store::bus::{Change, Publish};
 use crate::store::{DynStore, StoreResult};
 
@@ -68,14 +68,16 @@ pub struct Revocations {
     cursor: Arc<AtomicI64>,
     /// How long after its expiry Check still accepts a token (the leeway).
     after_expiry: i64,
+    clock: SharedClock,
 }
 
 impl Revocations {
     /// `after_expiry`: how long after its `exp` Check still accepts a token
     /// (the leeway).
-    pub fn new(store: DynStore, bus: Arc<dyn Publish>, after_expiry: i64) -> Self {
+    pub fn new(store: DynStore, bus: Arc<dyn Publish>, after_expiry: i64, clock: SharedClock) -> Self {
         let after_expiry = after_expiry.max(0);
-        Revocations { store, bus, revoked: Arc::default(), cursor: Arc::new(AtomicI64::new(0)), after_expiry }
+        let cursor = Arc::new(AtomicI64::new(0));
+        Revocations { store, bus, revoked: Arc::default(), cursor, after_expiry, clock }
     }
 
     /// Until when Check could accept a token that expires at `expires_at`.
@@ -85,7 +87,7 @@ impl Revocations {
 
     /// Records a revocation learnt from another replica.
     pub fn remember(&self, jti: &str, expires_at: i64) {
-        self.revoked.insert_all([(jti, self.until(expires_at))], unix_now());
+        self.revoked.insert_all([(jti, self.until(expires_at))], self.clock.now());
     }
 
     /// Whether `jti` was revoked, as of `now` (the Check's own time).
@@ -126,7 +128,7 @@ impl Revocations {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    if let Err(e) = self.sync(unix_now()).await {
+                    if let Err(e) = self.sync(self.clock.now()).await {
                         tracing::warn!(error = %e, "could not load token revocations");
                     }
                 }

@@ -56,6 +56,9 @@ pub struct PolicySettings {
     pub max_prompt_chars: Option<usize>,
     /// Read the route table from this file instead (config file only).
     pub file: Option<std::path::PathBuf>,
+    /// How often the policy source is checked for changes; 0: only on
+    /// SIGHUP (config file only).
+    pub reload_seconds: Option<u64>,
 }
 
 impl PolicySpec {
