@@ -44,8 +44,8 @@ use super::auth::{envelope, token_body};
 use super::error::ApiError;
 use super::extract::{Audited, JsonBody, QueryParams};
 use crate::audit::event;
-use crate::authn::api_key::random_base62;
 use crate::authn::fetch::read_capped;
+use crate::authn::login::{CallbackError, GITHUB, Pending};
 use crate::authn::oidc::{ExternalIdentity, MAX_DOCUMENT_BYTES};
 use crate::config::GithubConfig;
 use crate::domain::{AuditAction, Denial};
@@ -86,20 +86,6 @@ impl Cookie {
         let values: Vec<&str> = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
         crate::authn::credentials::cookie_values(&values, self.name).into_iter().next()
     }
-}
-
-#[derive(Serialize, Deserialize)]
-struct LoginState {
-    provider: String,
-    /// The issuer the login began with (GitHub: its OAuth URL).
-    issuer: String,
-    state: String,
-    nonce: String,
-    verifier: String,
-    /// Started from the web console: finish with a redirect to it, handing
-    /// the session over in a cookie bound to this (see [`handoff_binding`]).
-    #[serde(default)]
-    console: Option<String>,
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -179,7 +165,7 @@ pub struct CallbackQuery {
     error_description: Option<String>,
 }
 
-fn redirect_with_state(s: &HttpState, location: &str, login: &LoginState) -> Result<Response, ApiError> {
+fn redirect_with_state(s: &HttpState, location: &str, login: &Pending) -> Result<Response, ApiError> {
     let signed = s.authorizer.authn().jwt().sign_state(login, s.clock.now(), STATE_TTL)?;
     let mut response = StatusCode::FOUND.into_response();
     let headers = response.headers_mut();
@@ -190,7 +176,7 @@ fn redirect_with_state(s: &HttpState, location: &str, login: &LoginState) -> Res
 }
 
 /// The login state from the cookie, checked against the callback's `state`.
-fn take_state(s: &HttpState, headers: &HeaderMap, q: &CallbackQuery) -> Result<LoginState, ApiError> {
+fn take_state(s: &HttpState, headers: &HeaderMap, q: &CallbackQuery) -> Result<Pending, ApiError> {
     if let Some(error) = &q.error {
         // Both come from the URL: escaped and capped, never logged raw.
         let error = crate::telemetry::escape(error, crate::telemetry::VALUE_CAP);
@@ -202,36 +188,34 @@ fn take_state(s: &HttpState, headers: &HeaderMap, q: &CallbackQuery) -> Result<L
     let cookie = LOGIN_COOKIE
         .read(headers)
         .ok_or(ApiError::validation("state", "missing login state: start the login again"))?;
-    let login: LoginState = s
+    let login: Pending = s
         .authorizer
         .authn()
         .jwt()
         .verify_state(cookie, s.clock.now())
         .map_err(|d| ApiError::validation("state", d.message()))?;
-    let presented = q.state.as_deref().unwrap_or("");
-    let matches: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), login.state.as_bytes()).into();
-    if !matches {
-        return Err(ApiError::validation("state", "login state does not match: start the login again"));
-    }
+    login.check_state(q.state.as_deref()).map_err(refused)?;
     Ok(login)
 }
 
-fn pkce_challenge(verifier: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+/// A callback that does not belong to its login: the caller starts again.
+fn refused(e: CallbackError) -> ApiError {
+    let field = if e == CallbackError::OtherIssuer { "iss" } else { "state" };
+    ApiError::validation(field, e.to_string())
 }
 
-fn query_string(pairs: &[(&str, &str)]) -> String {
-    pairs.iter().map(|(k, v)| format!("{k}={}", urlencode(v))).collect::<Vec<_>>().join("&")
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+/// Where the browser goes to log in: `endpoint` with the login's parameters.
+fn authorization_url(
+    login: &Pending,
+    endpoint: &str,
+    client_id: &str,
+    redirect_uri: &str,
+    scope: &str,
+) -> Result<String, ApiError> {
+    login.authorization_url(endpoint, client_id, redirect_uri, scope).map(String::from).map_err(|e| {
+        tracing::warn!(provider = %login.provider, error = %e, "cannot send a login to the provider");
+        ApiError::Unavailable
+    })
 }
 
 /// `GET /auth/providers`: the external providers a user can log in with.
@@ -248,7 +232,7 @@ pub async fn providers(State(s): State<HttpState>) -> Response {
         .filter(|i| i.config().client_id.is_some())
         .map(|i| {
             let name = &i.config().name;
-            json!({"name": name, "type": "oidc", "login_url": format!("/auth/oidc/login?provider={}", urlencode(name))})
+            json!({"name": name, "type": "oidc", "login_url": format!("/auth/oidc/login?{}", url::form_urlencoded::Serializer::new(String::new()).append_pair("provider", name).finish())})
         })
         .collect();
     if s.github.is_some() {
@@ -316,27 +300,10 @@ pub async fn oidc_login(
     let client_id =
         issuer.config().client_id.clone().ok_or(ApiError::NotFound("OIDC login is not configured".into()))?;
     let endpoint = issuer.discovery().await.and_then(|d| d.authorization_endpoint).ok_or(ApiError::Unavailable)?;
-    let login = LoginState {
-        provider: name.to_owned(),
-        issuer: issuer.config().issuer_url.clone(),
-        state: random_base62(32),
-        nonce: random_base62(32),
-        verifier: random_base62(64),
-        console: q.console_binding()?,
-    };
+    let login = Pending::oidc(name, &issuer.config().issuer_url, q.console_binding()?);
     let redirect_uri = format!("{}/auth/oidc/callback", s.public_url);
-    let query = query_string(&[
-        ("response_type", "code"),
-        ("client_id", &client_id),
-        ("redirect_uri", &redirect_uri),
-        ("scope", "openid email profile"),
-        ("state", &login.state),
-        ("nonce", &login.nonce),
-        ("code_challenge", &pkce_challenge(&login.verifier)),
-        ("code_challenge_method", "S256"),
-    ]);
-    let separator = if endpoint.contains('?') { '&' } else { '?' };
-    redirect_with_state(&s, &format!("{endpoint}{separator}{query}"), &login)
+    let location = authorization_url(&login, &endpoint, &client_id, &redirect_uri, "openid email profile")?;
+    redirect_with_state(&s, &location, &login)
 }
 
 #[derive(Deserialize)]
@@ -367,15 +334,11 @@ pub async fn oidc_callback(
         .ok_or(ApiError::validation("state", "login state does not match: start the login again"))?;
     let config = issuer.config();
     let discovery = issuer.discovery().await.ok_or(ApiError::Unavailable)?;
-    let from_issuer = match q.iss.as_deref() {
-        Some(iss) => iss.trim_end_matches('/') == config.issuer_url,
-        None => !discovery.authorization_response_iss_parameter_supported,
-    };
-    if !from_issuer {
+    if let Err(e) = login.check_issuer(q.iss.as_deref(), discovery.authorization_response_iss_parameter_supported) {
         tracing::warn!(provider = %login.provider, "authorization response not from the login's provider");
         let detail = format!("provider {}: authorization response from another issuer", config.issuer_url);
         audited.record(event(AuditAction::LoginFailed).detail(detail)).await;
-        return Err(ApiError::validation("iss", "the answer is not from the provider this login began with"));
+        return Err(refused(e));
     }
     let endpoint = discovery.token_endpoint.ok_or(ApiError::Unavailable)?;
     let redirect_uri = format!("{}/auth/oidc/callback", s.public_url);
@@ -481,6 +444,3 @@ pub async fn validate(
 
 mod github;
 pub use github::{__path_github_callback, __path_github_login, github_callback, github_login};
-
-#[cfg(test)]
-mod tests;

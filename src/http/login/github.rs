@@ -15,26 +15,13 @@ pub async fn github_login(
     QueryParams(q): QueryParams<LoginQuery>,
 ) -> Result<Response, ApiError> {
     let gh = github(&s)?;
-    let login = LoginState {
-        provider: "github".into(),
-        issuer: gh.oauth_url.clone(),
-        state: random_base62(32),
-        nonce: String::new(),
-        verifier: random_base62(64),
-        console: q.console_binding()?,
-    };
+    let login = Pending::github(&gh.oauth_url, q.console_binding()?);
     let redirect_uri = format!("{}/auth/github/callback", s.public_url);
     // Organisation and team memberships need `read:org`.
     let scope = if gh.allowed_orgs.is_empty() { "read:user user:email" } else { "read:user user:email read:org" };
-    let query = query_string(&[
-        ("client_id", &gh.client_id),
-        ("redirect_uri", &redirect_uri),
-        ("scope", scope),
-        ("state", &login.state),
-        ("code_challenge", &pkce_challenge(&login.verifier)),
-        ("code_challenge_method", "S256"),
-    ]);
-    redirect_with_state(&s, &format!("{}/login/oauth/authorize?{query}", gh.oauth_url), &login)
+    let endpoint = format!("{}/login/oauth/authorize", gh.oauth_url);
+    let location = authorization_url(&login, &endpoint, &gh.client_id, &redirect_uri, scope)?;
+    redirect_with_state(&s, &location, &login)
 }
 
 #[derive(Deserialize)]
@@ -64,9 +51,7 @@ pub async fn github_callback(
 ) -> Result<Response, ApiError> {
     let gh = github(&s)?.clone();
     let login = take_state(&s, &headers, &q)?;
-    if login.provider != "github" || login.issuer != gh.oauth_url {
-        return Err(ApiError::validation("state", "login state does not match: start the login again"));
-    }
+    login.check_provider(GITHUB, &gh.oauth_url).map_err(refused)?;
     let code = q.code.clone().ok_or(ApiError::validation("code", "missing authorization code"))?;
     let redirect_uri = format!("{}/auth/github/callback", s.public_url);
     let form = [

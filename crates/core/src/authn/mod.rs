@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod credentials;
 pub mod jwt;
+pub mod login;
 pub mod oidc;
 pub mod password;
 pub mod revocation;
