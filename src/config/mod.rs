@@ -269,17 +269,47 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
-/// `postgres://user:secret@host/db` -> `postgres://user:***@host/db`.
+/// `postgres://user:secret@host/db?password=x` -> `postgres://user:***@host/db?password=***`:
+/// the password in the user information and in any query parameter that
+/// can carry one. A value that is not a URL shows only its scheme.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    const SECRET_PARAMS: &[&str] = &["password", "pass", "passwd", "sslpassword", "secret", "token"];
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return match url.split_once(':') {
+            Some((scheme, _)) if scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'+') => {
+                format!("{scheme}:[redacted]")
+            }
+            _ => "[redacted]".to_owned(),
+        };
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_owned();
-    };
-    match userinfo.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
+    if parsed.cannot_be_a_base() && (url.contains('@') || url.contains('=')) {
+        return format!("{}:[redacted]", parsed.scheme());
+    }
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRET_PARAMS.contains(&k.to_ascii_lowercase().as_str());
+                (k.into_owned(), if secret { "***".to_owned() } else { v.into_owned() })
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
+}
+
+/// A TOML error as "line N: what is wrong", without the line itself: the
+/// line may hold a secret (a password with a stray backslash, say).
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {}", e.message())
+        }
+        None => e.message().to_owned(),
     }
 }
 
@@ -409,9 +439,9 @@ impl Config {
                 let file_error = |reason: String| ConfigError::File { path: path.display().to_string(), reason };
                 let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
                 // The file alone first, so that its errors carry line numbers.
-                toml::from_str::<file::FileConfig>(&text).map_err(|e| file_error(e.to_string()))?;
+                toml::from_str::<file::FileConfig>(&text).map_err(|e| file_error(toml_error(&text, &e)))?;
                 config.config_file = Some(path.to_owned());
-                toml::from_str(&text).map_err(|e| file_error(e.to_string()))?
+                toml::from_str(&text).map_err(|e| file_error(toml_error(&text, &e)))?
             }
         };
         let settings: file::FileConfig = overlay.deserialize(&table)?;
@@ -431,7 +461,7 @@ impl Config {
             return Err(file_error("routes are defined both here and in the config file; keep one table".into()));
         }
         let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
-        let doc: PolicyDocument = toml::from_str(&text).map_err(|e| file_error(e.to_string()))?;
+        let doc: PolicyDocument = toml::from_str(&text).map_err(|e| file_error(toml_error(&text, &e)))?;
         if doc.policy.as_ref().is_some_and(|p| p.file.is_some() || p.reload_seconds.is_some()) {
             return Err(file_error(
                 "policy.file and policy.reload_seconds belong in the main configuration file".into(),

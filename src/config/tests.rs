@@ -286,3 +286,54 @@ fn the_environment_wins_over_a_policy_file() {
     std::fs::write(&policy, "[policy]\nreload_seconds = 1\n").unwrap();
     assert!(Config::load_with(None, &|k| vars.get(k).cloned()).is_err(), "reload_seconds is not a policy-file key");
 }
+
+#[test]
+fn a_broken_line_in_the_file_is_named_not_shown() {
+    // A secret with a stray backslash, a wrong type and trailing junk: the
+    // error says where, never what the line holds.
+    for text in [
+        "[jwt]\nsecret = \"Zk8\\q2pLmN0vB7xR4tY1uW9sE6dC3fG5hJ\"\n",
+        "[database]\nurl = [\"postgres://u:DBPASS6@h/db\"]\n",
+        "[redis]\nurl = \"redis://:Zk8q2pLmN0vB7@h\" x\n",
+    ] {
+        let e = load(&[], Some(text)).unwrap_err().to_string();
+        assert!(e.contains("line 2"), "{e}");
+        for secret in ["Zk8", "DBPASS6"] {
+            assert!(!e.contains(secret), "{e}");
+        }
+    }
+}
+
+#[test]
+fn urls_are_shown_without_any_password() {
+    for (url, hidden) in [
+        ("postgres://gate:s3cret@db/gate", "s3cret"),
+        ("postgres://127.0.0.1:1/db?password=DBPASSG", "DBPASSG"),
+        ("postgres:///db?host=/run&sslmode=require&password=DBPASSH", "DBPASSH"),
+        ("postgres://u:DBP%40SSC@127.0.0.1:1/db", "SSC"),
+        ("redis://:RP@SS1@cache:6379", "SS1"),
+        ("postgres:u:DBPASSI@h", "DBPASSI"),
+    ] {
+        let shown = redact_url(url);
+        assert!(!shown.contains(hidden), "{url} -> {shown}");
+    }
+    assert_eq!(redact_url("sqlite://gatehouse.db"), "sqlite://gatehouse.db");
+}
+
+#[test]
+fn provider_and_public_urls_carry_no_credentials() {
+    let e = load(&[("OIDC_ISSUER_URL", "https://u:ISSPASS9@idp.example/r"), ("OIDC_CLIENT_ID", "a")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("OIDC_ISSUER_URL") && !e.contains("ISSPASS9"), "{e}");
+    let github = [("GITHUB_CLIENT_ID", "id"), ("GITHUB_CLIENT_SECRET", "s")];
+    let e = load(&[github[0], github[1], ("GITHUB_OAUTH_URL", "https://svc:OAUTHPASS@github.example.com")], None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("GITHUB_OAUTH_URL") && !e.contains("OAUTHPASS"), "{e}");
+    for bad in ["javascript:alert(1)//", "http://h/p?a=b", "http://h/#c", "https://u:p@h", "HTTP://example.com:99999"] {
+        let e = load(&[("GATEHOUSE_PUBLIC_URL", bad)], None).unwrap_err().to_string();
+        assert!(e.contains("GATEHOUSE_PUBLIC_URL"), "{bad}: {e}");
+    }
+    assert!(load(&[("GATEHOUSE_PUBLIC_URL", "https://gw.example.com/gh/")], None).is_ok());
+}

@@ -55,19 +55,20 @@ impl Config {
             return Err(invalid("GATEHOUSE_PASSWORD_MIN_LENGTH", &n, "must be at least 8"));
         }
         let insecure = self.oidc_allow_insecure_http;
+        public_url(&self.public_url)?;
         for issuer in &self.oidc {
             if !issuer.issuer_url.starts_with("https://") && !issuer.issuer_url.starts_with("http://") {
-                return Err(invalid("OIDC_ISSUER_URL", &issuer.issuer_url, "must be an http(s) URL"));
+                return Err(invalid("OIDC_ISSUER_URL", &redact_url(&issuer.issuer_url), "must be an http(s) URL"));
             }
             crate::authn::oidc::check_url(&issuer.issuer_url, insecure)
-                .map_err(|e| invalid("OIDC_ISSUER_URL", &issuer.issuer_url, e))?;
+                .map_err(|e| invalid("OIDC_ISSUER_URL", &redact_url(&issuer.issuer_url), e))?;
             if issuer.audiences.is_empty() && issuer.client_id.is_none() {
                 return Err(invalid("OIDC_AUDIENCE", "", "set OIDC_AUDIENCE or OIDC_CLIENT_ID for each issuer"));
             }
         }
         if let Some(gh) = &self.github {
             for (name, url) in [("GITHUB_OAUTH_URL", &gh.oauth_url), ("GITHUB_API_URL", &gh.api_url)] {
-                crate::authn::oidc::check_url(url, insecure).map_err(|e| invalid(name, url, e))?;
+                crate::authn::oidc::check_url(url, insecure).map_err(|e| invalid(name, &redact_url(url), e))?;
             }
         }
         if !(10..=1000).contains(&self.change_poll_interval.as_millis()) {
@@ -124,4 +125,18 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// `GATEHOUSE_PUBLIC_URL`: an http(s) origin, optionally with a path; login
+/// callbacks are appended to it, so no query, fragment or credentials.
+fn public_url(value: &str) -> Result<(), ConfigError> {
+    let name = "GATEHOUSE_PUBLIC_URL";
+    let url = url::Url::parse(value).map_err(|e| invalid(name, &redact_url(value), e))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid(name, &redact_url(value), "must be an http(s) URL with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid(name, &redact_url(value), "must carry no user name, password, query or fragment"));
+    }
+    Ok(())
 }

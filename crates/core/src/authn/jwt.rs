@@ -100,7 +100,12 @@ impl JwtKeys {
     }
 
     pub fn from_pem_file(algorithm: Algorithm, path: &Path) -> Result<Self, KeyError> {
-        let pem = std::fs::read(path).map_err(|e| KeyError::Read(path.display().to_string(), e))?;
+        let pem = std::fs::read(path).map_err(|e| {
+            let shown = path.display().to_string();
+            // A key pasted where its file's path belongs: never print it.
+            let looks_like_a_key = shown.contains("-----BEGIN") || shown.contains('\n') || shown.len() > 4096;
+            KeyError::Read(if looks_like_a_key { "(the value is a key, not a file path)".into() } else { shown }, e)
+        })?;
         JwtKeys::from_pem(algorithm, &pem)
     }
 

@@ -432,7 +432,13 @@ async fn get_json<T: serde::de::DeserializeOwned>(http: &dyn Fetch, url: &str, l
 /// A provider URL Gatehouse may talk to: `https://`, or `http://` only when
 /// `allow_insecure_http` (OIDC_ALLOW_INSECURE_HTTP, for development).
 pub fn check_url(url: &str, allow_insecure_http: bool) -> Result<(), String> {
-    let parsed = url::Url::parse(url).map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let parsed = url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err("must carry no user name or password".into());
+    }
+    if parsed.fragment().is_some() {
+        return Err(format!("{url:?} must carry no fragment"));
+    }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));
     }
