@@ -237,7 +237,9 @@ pub(super) fn file_issuer(index: usize, o: FileOidc) -> Result<IssuerConfig, Con
 impl Config {
     /// Lays the file's settings (the environment's included) over `self`.
     /// Paths in the file are relative to `dir`, the file's directory.
-    pub(super) fn apply_file(&mut self, file: FileConfig, dir: &Path, names: &Overlay) -> Result<(), ConfigError> {
+    pub(super) fn apply_file(&mut self, mut file: FileConfig, dir: &Path, names: &Overlay) -> Result<(), ConfigError> {
+        // Relative to the file, like every path a file names.
+        file.jwt.private_key_file = file.jwt.private_key_file.map(|f| dir.join(f));
         let FileConfig { server, tls, database, auth, cache, log, usage, jwt, accounts, login, roles, .. } = file;
         set(&mut self.grpc_addr, server.grpc_addr);
         if server.admin_grpc_addr.is_some() {

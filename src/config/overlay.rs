@@ -155,6 +155,13 @@ impl Overlay {
             let Some(raw) = env(var.name).filter(|v| !v.trim().is_empty()) else { continue };
             set.push((var, value(var, &raw)?));
         }
+        // A client secret without its issuer: a typo in the issuer's name
+        // would otherwise leave the provider silently unset. (The other
+        // OIDC_* variables alone are ignored, as compose files set defaults.)
+        let secret = set.iter().find(|(v, _)| v.key == "oidc.client_secret");
+        if let Some((var, _)) = secret.filter(|_| !set.iter().any(|(v, _)| v.key == "oidc.issuer_url")) {
+            return Err(invalid(var.name, "", "set OIDC_ISSUER_URL too: the OIDC_* variables describe one provider"));
+        }
         Ok(Overlay { set })
     }
 

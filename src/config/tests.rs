@@ -337,3 +337,24 @@ fn provider_and_public_urls_carry_no_credentials() {
     }
     assert!(load(&[("GATEHOUSE_PUBLIC_URL", "https://gw.example.com/gh/")], None).is_ok());
 }
+
+#[test]
+fn provider_mistakes_are_refused() {
+    let two = "[[oidc]]\nname = \"dup\"\nissuer_url = \"https://a.example\"\naudiences = [\"gw\"]\n\n\
+               [[oidc]]\nname = \"dup\"\nissuer_url = \"https://b.example\"\naudiences = [\"gw\"]\n";
+    assert!(load(&[], Some(two)).unwrap_err().to_string().contains("dup"));
+    let github = [("GITHUB_CLIENT_ID", "id"), ("GITHUB_CLIENT_SECRET", "s")];
+    let named = "[[oidc]]\nname = \"github\"\nissuer_url = \"https://a.example\"\naudiences = [\"gw\"]\n";
+    assert!(load(&github, Some(named)).is_err(), "an OIDC provider named like GitHub login");
+    let e = load(&[("OIDC_CLIENT_SECRET", "s"), ("OIDC_CLIENT_ID", "c")], None).unwrap_err().to_string();
+    assert!(e.contains("OIDC_ISSUER_URL") && !e.contains("\"s\""), "{e}");
+}
+
+#[test]
+fn the_files_key_file_is_relative_to_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("g.toml");
+    std::fs::write(&path, "[jwt]\nprivate_key_file = \"keys/jwt.pem\"\n").unwrap();
+    let c = Config::layered(Some(&path), &|_| None).unwrap();
+    assert_eq!(c.jwt.private_key_file.unwrap(), dir.path().join("keys/jwt.pem"));
+}

@@ -62,6 +62,11 @@ impl Config {
             }
             crate::authn::oidc::check_url(&issuer.issuer_url, insecure)
                 .map_err(|e| invalid("OIDC_ISSUER_URL", &redact_url(&issuer.issuer_url), e))?;
+            let same_name = self.oidc.iter().filter(|i| i.name == issuer.name).count() > 1;
+            if same_name || (issuer.name == crate::authn::login::GITHUB && self.github.is_some()) {
+                let reason = "two providers have this name: give each [[oidc]] entry its own `name`";
+                return Err(invalid("oidc.name", &issuer.name, reason));
+            }
             if issuer.audiences.is_empty() && issuer.client_id.is_none() {
                 return Err(invalid("OIDC_AUDIENCE", "", "set OIDC_AUDIENCE or OIDC_CLIENT_ID for each issuer"));
             }
@@ -104,7 +109,7 @@ impl Config {
         if jwt.algorithm == Algorithm::HS256 {
             let short = jwt.secret.as_ref().is_some_and(|s| s.expose().len() < crate::authn::jwt::MIN_SECRET_LEN);
             if short && self.require_auth {
-                return Err(invalid("JWT_SECRET", "[redacted]", "must be at least 32 characters"));
+                return Err(invalid("JWT_SECRET", "[redacted]", "must be at least 32 bytes"));
             }
         } else if jwt.private_key_file.is_none() {
             return Err(invalid(

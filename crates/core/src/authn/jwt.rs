@@ -58,7 +58,7 @@ pub struct JwtSettings {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
-    #[error("JWT_SECRET must be at least {MIN_SECRET_LEN} characters")]
+    #[error("JWT_SECRET must be at least {MIN_SECRET_LEN} bytes")]
     ShortSecret,
     #[error("JWT_ALGORITHM {0:?} needs JWT_PRIVATE_KEY_FILE")]
     MissingKeyFile(Algorithm),
