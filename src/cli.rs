@@ -273,8 +273,9 @@ fn budget_summary(b: &Budget) -> String {
     )
 }
 
+/// The operator's command runs on the system's clock.
 fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    crate::clock::Clock::now(&crate::clock::SystemClock)
 }
 
 /// Prints `value` as JSON, or `text` for people.

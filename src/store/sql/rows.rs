@@ -45,7 +45,7 @@ pub(super) fn parse_hash(bytes: Vec<u8>) -> StoreResult<[u8; 32]> {
 }
 
 pub(super) fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
+    crate::clock::Clock::now(&crate::clock::SystemClock)
 }
 
 macro_rules! sql_rows {
