@@ -198,6 +198,14 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
         }
     }
 
+    /// Reads a record the cache does not hold; concurrent misses for one id
+    /// share one read.
+    async fn load_missing(&self, id: &str) -> Result<Entry<V>, Arc<StoreError>> {
+        let load = self.stats.timed(&self.breaker, self.lookup_timeout, (self.load)(self.store.clone(), id.to_owned()));
+        let fresh = async move { Ok(Stamped { value: load.await?.map(Arc::new), loaded: Instant::now() }) };
+        self.cache.try_get_with(id.to_owned(), fresh).await.map(|e| e.value)
+    }
+
     /// Re-reads an entry past its TTL; serves the old answer if the store is
     /// unavailable (the entry expires from the cache at TTL + stale limit).
     async fn refresh(&self, id: &str, stale: Stamped<V>) -> Result<Entry<V>, Arc<StoreError>> {
@@ -220,6 +228,10 @@ impl<V: Send + Sync + 'static> ReadThrough<V> {
 #[async_trait::async_trait]
 impl<V: Send + Sync + 'static> Lookup<V> for ReadThrough<V> {
     /// The record for `id`, from the cache or, on a miss, from the store.
+    ///
+    /// The reads behind a miss or a stale entry are boxed futures of their
+    /// own: this one, moved into a box on every Check, stays the size of a
+    /// cache hit.
     async fn get(&self, id: &str) -> Result<Entry<V>, Arc<StoreError>> {
         if let Some(entry) = self.cache.get(id).await {
             if entry.loaded.elapsed() < self.ttl {
@@ -227,12 +239,10 @@ impl<V: Send + Sync + 'static> Lookup<V> for ReadThrough<V> {
                 return Ok(entry.value);
             }
             self.stats.stale.increment(1);
-            return self.refresh(id, entry).await;
+            return Box::pin(self.refresh(id, entry)).await;
         }
         self.stats.misses.increment(1);
-        let load = self.stats.timed(&self.breaker, self.lookup_timeout, (self.load)(self.store.clone(), id.to_owned()));
-        let fresh = async move { Ok(Stamped { value: load.await?.map(Arc::new), loaded: Instant::now() }) };
-        self.cache.try_get_with(id.to_owned(), fresh).await.map(|e| e.value)
+        Box::pin(self.load_missing(id)).await
     }
 
     /// The longest a read behind this cache may take.
