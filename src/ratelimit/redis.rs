@@ -3,14 +3,6 @@
 //! own clock (so replicas with skewed clocks still agree). The bucket's key
 //! carries its subject in a hash tag, so it lives on one Redis Cluster slot.
 //!
-//! Decisions are batched: Checks waiting at the same moment hand theirs to
-//! one task, which sends them together, in arrival order, to one script call
-//! (per hash tag on a cluster, whose scripts may only touch one slot). The
-//! script decides them one after the other inside Redis, atomically, exactly
-//! as separate calls would: batching changes the cost, not the count. The
-//! first Check of a quiet moment is sent at once; the ones that arrive while
-//! a batch is out go in the next.
-//!
 //! Redis down: decisions fall back to the in-process limiter instead of
 //! failing every request. Each replica then enforces the limit on its own, so
 //! N replicas may together allow up to N times the budget until Redis returns;
@@ -20,54 +12,34 @@
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::{RwLock, Semaphore, mpsc, oneshot};
+use tokio::sync::RwLock;
 
 use super::local::LocalLimiter;
 use super::{Limit, Limiter, LimiterError, Outcome};
 use crate::redis_target::{Conn, RedisTarget};
 
-/// KEYS: the buckets; ARGV: emission interval (µs) and burst for each, in
-/// turn. Returns four numbers per bucket: allowed, remaining, retry_after
-/// (µs), reset_after (µs). Buckets are decided in order, so a bucket named
-/// twice counts twice.
+/// ARGV: emission interval (µs), burst. Returns allowed, remaining,
+/// retry_after (µs), reset_after (µs).
 const GCRA: &str = r"
+local emission = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local out = {}
-for i = 1, #KEYS do
-  local emission = tonumber(ARGV[2 * i - 1])
-  local tau = emission * tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  if tat < now then tat = now end
-  local new_tat = tat + emission
-  local n = #out
-  if new_tat - tau > now then
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 0, 0, new_tat - tau - now, tat - now
-  else
-    redis.call('SET', KEYS[i], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 1, math.floor((now + tau - new_tat) / emission), 0, new_tat - now
-  end
+local tau = emission * burst
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + emission
+if new_tat - tau > now then
+  return {0, 0, new_tat - tau - now, tat - now}
 end
-return out
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+return {1, math.floor((now + tau - new_tat) / emission), 0, new_tat - now}
 ";
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
-
-/// Most decisions in one script call.
-const MAX_BATCH: usize = 256;
-/// Batches out at once: a second keeps one slow answer from holding up
-/// every Check; more would make the batches smaller.
-const IN_FLIGHT: usize = 2;
-
-/// One Check's decision, waiting for its batch.
-struct Pending {
-    key: String,
-    limit: Limit,
-    reply: oneshot::Sender<Result<Outcome, String>>,
-}
 
 #[derive(Clone)]
 pub struct RedisLimiter {
@@ -76,19 +48,14 @@ pub struct RedisLimiter {
     fallback: LocalLimiter,
     degraded: Arc<AtomicBool>,
     timeout: Duration,
-    queue: mpsc::Sender<Pending>,
 }
 
 impl RedisLimiter {
     /// Never fails on an unreachable Redis: it connects in the background.
-    /// Starts the task that sends the batches (it ends with the last clone
-    /// of this limiter), so it must be called within a Tokio runtime.
     pub fn new(target: Arc<RedisTarget>, fallback: LocalLimiter, timeout: Duration) -> Self {
-        let conn: Arc<RwLock<Option<Conn>>> = Arc::default();
-        let (queue, pending) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(send_batches(pending, conn.clone(), target.kind() == "cluster", timeout));
-        RedisLimiter { target, conn, fallback, degraded: Arc::default(), timeout, queue }
+        RedisLimiter { target, conn: Arc::default(), fallback, degraded: Arc::default(), timeout }
     }
+
     /// Whether decisions are currently made without Redis.
     pub fn is_degraded(&self) -> bool {
         self.degraded.load(Ordering::Relaxed) || self.conn.try_read().map(|c| c.is_none()).unwrap_or(false)
@@ -134,116 +101,36 @@ impl RedisLimiter {
         }
     }
 
-    /// Queues the decision for the next batch and waits for it, within the
-    /// timeout. A decision still queued when its caller gave up is dropped
-    /// unsent, so the fallback's count is the only one.
     async fn shared(&self, key: &str, limit: Limit) -> Result<Outcome, String> {
-        let (reply, answer) = oneshot::channel();
-        let asked = async {
-            self.queue.send(Pending { key: key.to_owned(), limit, reply }).await.map_err(|_| "limiter stopped")?;
-            answer.await.map_err(|_| "limiter stopped".to_owned())?
-        };
-        tokio::time::timeout(self.timeout, asked).await.map_err(|_| "timed out".to_owned())?
-    }
-}
-
-/// Takes what is queued (at least one decision, at most [`MAX_BATCH`]) and
-/// sends it as one script call per group, up to [`IN_FLIGHT`] batches out at
-/// once; ends when every limiter handle is gone.
-async fn send_batches(
-    mut pending: mpsc::Receiver<Pending>,
-    conn: Arc<RwLock<Option<Conn>>>,
-    cluster: bool,
-    timeout: Duration,
-) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
-    loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        if pending.recv_many(&mut batch, MAX_BATCH).await == 0 {
-            return;
-        }
-        batch.retain(|p| !p.reply.is_closed());
-        let conn = conn.read().await.clone();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            match conn {
-                None => answer_all(batch, &Err("not connected".into())),
-                Some(conn) if cluster => {
-                    let groups = by_key(batch);
-                    let calls = groups.into_iter().map(|group| decide(conn.clone(), group, timeout));
-                    futures_util::future::join_all(calls).await;
-                }
-                Some(conn) => decide(conn, batch, timeout).await,
-            }
-            metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
-            drop(slot);
-        });
-    }
-}
-
-/// The batch split so that each group's buckets share a hash tag (one
-/// cluster slot); arrival order is kept within each group.
-fn by_key(batch: Vec<Pending>) -> Vec<Vec<Pending>> {
-    let mut groups: Vec<Vec<Pending>> = Vec::new();
-    for p in batch {
-        match groups.iter_mut().find(|g| g[0].key == p.key) {
-            Some(group) => group.push(p),
-            None => groups.push(vec![p]),
-        }
-    }
-    groups
-}
-
-/// One script call for the group, each caller answered with its bucket's
-/// outcome (or everyone with the error).
-async fn decide(mut conn: Conn, group: Vec<Pending>, timeout: Duration) {
-    if group.is_empty() {
-        return;
-    }
-    let mut invocation = SCRIPT.prepare_invoke();
-    for p in &group {
-        let limit = p.limit;
+        let Some(mut conn) = self.conn.read().await.clone() else { return Err("not connected".into()) };
+        let redis_key =
+            format!("gatehouse:rl:{{{key}}}:{}:{}:{}", limit.requests, limit.period.as_millis(), limit.burst);
         let emission = u64::try_from(limit.emission_interval().as_micros()).unwrap_or(u64::MAX).max(1);
-        invocation
-            .key(format!("gatehouse:rl:{{{}}}:{}:{}:{}", p.key, limit.requests, limit.period.as_millis(), limit.burst))
-            .arg(emission)
-            .arg(limit.burst);
-    }
-    let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
-    let answered = match tokio::time::timeout(timeout, call).await {
-        Err(_) => Err("timed out".to_owned()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Ok(Ok(numbers)) if numbers.len() != 4 * group.len() => Err("unexpected script answer".to_owned()),
-        Ok(Ok(numbers)) => Ok(numbers),
-    };
-    let numbers = match answered {
-        Ok(numbers) => numbers,
-        Err(e) => return answer_all(group, &Err(e)),
-    };
-    let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
-    for (p, n) in group.into_iter().zip(numbers.chunks_exact(4)) {
-        let outcome = Outcome {
-            allowed: n[0] == 1,
-            limit: p.limit.requests,
-            remaining: u32::try_from(n[1]).unwrap_or(0),
-            reset_after: micros(n[3]),
-            retry_after: micros(n[2]),
-        };
-        let _ = p.reply.send(Ok(outcome));
-    }
-}
-
-fn answer_all(group: Vec<Pending>, answer: &Result<Outcome, String>) {
-    for p in group {
-        let _ = p.reply.send(answer.clone());
+        let mut invocation = SCRIPT.key(redis_key);
+        invocation.arg(emission).arg(limit.burst);
+        let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
+        let (allowed, remaining, retry_us, reset_us) = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| "timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+        Ok(Outcome {
+            allowed: allowed == 1,
+            limit: limit.requests,
+            remaining: u32::try_from(remaining).unwrap_or(0),
+            reset_after: micros(reset_us),
+            retry_after: micros(retry_us),
+        })
     }
 }
 
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn check(&self, key: &str, limit: Limit) -> Result<Outcome, LimiterError> {
-        match self.shared(key, limit).await {
+        let started = std::time::Instant::now();
+        let shared = self.shared(key, limit).await;
+        metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
+        match shared {
             Ok(outcome) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     metrics::gauge!("gatehouse_ratelimit_redis_available").set(1.0);

@@ -109,11 +109,7 @@ pub const METRICS: &[Metric] = {
         metric("gatehouse_store_duration_seconds", Histogram, "Database reads behind the caches, by cache"),
         metric("gatehouse_store_errors_total", Counter, "Failed database reads behind the caches, by cache"),
         metric("gatehouse_store_queries_total", Counter, "Database lookups made for Checks, by query"),
-        metric(
-            "gatehouse_redis_duration_seconds",
-            Histogram,
-            "Shared rate-limit script calls in Redis (one per batch of decisions)",
-        ),
+        metric("gatehouse_redis_duration_seconds", Histogram, "Shared rate-limit decisions in Redis"),
         metric("gatehouse_redis_errors_total", Counter, "Failed or timed-out Redis rate-limit calls"),
         metric("gatehouse_jwks_refreshes_total", Counter, "Provider key (JWKS) fetches by issuer and result"),
         metric("gatehouse_audit_write_errors_total", Counter, "Audit events that could not be stored"),

@@ -1,6 +1,6 @@
 //! Rate limits: GCRA (a token bucket in one timestamp) behind one trait, with
 //! an in-process backend ([`local`], governor) and a shared one (the
-//! `gatehouse` crate's Redis limiter: atomic scripts, decisions batched, so any
+//! `gatehouse` crate's Redis limiter: one atomic script per decision, so any
 //! number of replicas share a budget).
 
 pub mod local;
