@@ -294,6 +294,48 @@ async fn concurrent_decisions_are_exact(url: &str) {
     }
 }
 
+/// Checks given up while their decision waits in a batch or is out in one
+/// (as when Envoy's timeout cancels them) neither stall the decisions behind
+/// them nor let too many through: the rest are all answered by Redis, with
+/// at most 10 allowed, and the bucket is spent for the next caller.
+async fn cancelled_decisions_leave_the_rest_answered(url: &str) {
+    use gatehouse::ratelimit::Limiter;
+    let bucket = format!("user:cancel-{}", uuid::Uuid::new_v4().simple());
+    let limit = Limit { requests: 10, period: Duration::from_secs(3600), burst: 10 };
+    let limiter = redis_limiter(url).await;
+    let mut tasks = Vec::new();
+    for _ in 0..300 {
+        let (limiter, bucket) = (limiter.clone(), bucket.clone());
+        tasks.push(tokio::spawn(async move { limiter.check(&bucket, limit).await.unwrap() }));
+    }
+    // Every third one is cancelled, a few at a time, wherever it is by then.
+    for (i, task) in tasks.iter().enumerate().filter(|(i, _)| i % 3 == 0) {
+        if i % 30 == 0 {
+            tokio::task::yield_now().await;
+        }
+        task.abort();
+    }
+    let mut allowed = 0;
+    for task in tasks {
+        match task.await {
+            Ok(outcome) => allowed += usize::from(outcome.allowed),
+            Err(e) => assert!(e.is_cancelled(), "{e}"),
+        }
+    }
+    assert!(!limiter.is_degraded(), "every decision that finished came from Redis");
+    assert!(allowed <= 10, "{allowed} allowed");
+    let next = limiter.check(&bucket, limit).await.unwrap();
+    assert!(!next.allowed && next.retry_after > Duration::from_secs(300), "{next:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_decisions_neither_stall_nor_overshoot_on_a_cluster_and_on_one_redis() {
+    for var in ["GATEHOUSE_TEST_REDIS_CLUSTER_URL", "GATEHOUSE_TEST_REDIS_URL"] {
+        let url = std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set: run scripts/test"));
+        cancelled_decisions_leave_the_rest_answered(&url).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_decisions_stay_exact_across_replicas_on_a_cluster_and_on_one_redis() {
     for var in ["GATEHOUSE_TEST_REDIS_CLUSTER_URL", "GATEHOUSE_TEST_REDIS_URL"] {

@@ -3,43 +3,151 @@
 //! own clock (so replicas with skewed clocks still agree). The bucket's key
 //! carries its subject in a hash tag, so it lives on one Redis Cluster slot.
 //!
+//! Decisions are batched. A Check that finds no batch out sends its
+//! decision at once; Checks that arrive meanwhile queue, and when the batch
+//! comes back the first of them sends the next: its own decision and the
+//! rest queued, in arrival order, as one script call (one per hash tag on a
+//! cluster, whose scripts touch one slot). The script decides them one after
+//! the other inside Redis, atomically, exactly as separate calls would:
+//! batching changes the cost, not the count. Each batch's call runs as a
+//! task of its own, so a Check cancelled while its batch is out leaves the
+//! others' decisions answered, counted once.
+//!
 //! Redis down: decisions fall back to the in-process limiter instead of
 //! failing every request. Each replica then enforces the limit on its own, so
 //! N replicas may together allow up to N times the budget until Redis returns;
 //! refusing all traffic because a counter store is unreachable would be worse
 //! for an inference gateway. The switch is logged once each way.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, oneshot};
 
 use super::local::LocalLimiter;
 use super::{Limit, Limiter, LimiterError, Outcome};
 use crate::redis_target::{Conn, RedisTarget};
 
-/// ARGV: emission interval (µs), burst. Returns allowed, remaining,
-/// retry_after (µs), reset_after (µs).
+/// KEYS: the buckets; ARGV: emission interval (µs) and burst for each, in
+/// turn. Returns four numbers per bucket: allowed, remaining, retry_after
+/// (µs), reset_after (µs). Buckets are decided in order, so a bucket named
+/// twice counts twice; each bucket is read once and written once per call.
 const GCRA: &str = r"
-local emission = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tau = emission * burst
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + emission
-if new_tat - tau > now then
-  return {0, 0, new_tat - tau - now, tat - now}
+local tats, spent, out = {}, {}, {}
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local emission = tonumber(ARGV[2 * i - 1])
+  local tau = emission * tonumber(ARGV[2 * i])
+  local tat = tats[key]
+  if tat == nil then tat = tonumber(redis.call('GET', key)) or now end
+  if tat < now then tat = now end
+  local new_tat = tat + emission
+  local n = #out
+  if new_tat - tau > now then
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 0, 0, new_tat - tau - now, tat - now
+    tats[key] = tat
+  else
+    out[n + 1], out[n + 2], out[n + 3], out[n + 4] = 1, math.floor((now + tau - new_tat) / emission), 0, new_tat - now
+    tats[key] = new_tat
+    spent[key] = true
+  end
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-return {1, math.floor((now + tau - new_tat) / emission), 0, new_tat - now}
+for key in pairs(spent) do
+  local tat = tats[key]
+  redis.call('SET', key, string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+end
+return out
 ";
 
 static SCRIPT: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA));
+
+/// Most decisions in one script call.
+const MAX_BATCH: usize = 128;
+
+/// Decisions waiting for the batch out at the moment to come back.
+#[derive(Default)]
+struct Queue {
+    /// Whether a batch is out (its lead passes to the first waiting).
+    sending: bool,
+    waiting: VecDeque<Waiting>,
+}
+
+/// One Check's decision, queued behind the batch out.
+struct Waiting {
+    key: String,
+    limit: Limit,
+    turn: oneshot::Sender<Turn>,
+}
+
+/// What a waiting Check is told.
+enum Turn {
+    /// Its decision, from the batch it went in.
+    Decided(Result<Outcome, Failed>),
+    /// It sends the next batch: its own decision and these.
+    Lead(Leadership),
+}
+
+/// Why a decision was not made in Redis.
+#[derive(Clone, Debug)]
+enum Failed {
+    /// Redis did not answer, or answered an error.
+    Redis(String),
+    /// The decision waited longer than the timeout for a batch to go in (the
+    /// queue is longer than Redis keeps up with); Redis is not at fault.
+    Queued,
+}
+
+/// The right to send the next batch, with the decisions queued behind it.
+/// Dropped, for whatever reason (its batch answered, or its Check cancelled
+/// before sending), it passes to the first decision still waiting, so the
+/// queue never stalls; decisions it held unsent are asked again by their
+/// Checks.
+struct Leadership {
+    /// `None` once passed on.
+    queue: Option<Arc<Mutex<Queue>>>,
+    batch: Vec<Waiting>,
+}
+
+impl Drop for Leadership {
+    fn drop(&mut self) {
+        self.batch.clear();
+        let Some(shared) = self.queue.take() else { return };
+        loop {
+            // Taken under the lock, handed on outside it.
+            let (first, batch) = {
+                let mut queue = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                while queue.waiting.front().is_some_and(|w| w.turn.is_closed()) {
+                    queue.waiting.pop_front();
+                }
+                let Some(first) = queue.waiting.pop_front() else {
+                    queue.sending = false;
+                    return;
+                };
+                let take = queue.waiting.len().min(MAX_BATCH - 1);
+                (first, queue.waiting.drain(..take).collect::<Vec<_>>())
+            };
+            let next = Leadership { queue: Some(Arc::clone(&shared)), batch };
+            match first.turn.send(Turn::Lead(next)) {
+                Ok(()) => return,
+                // Its Check gave up meanwhile: the rest go back in front.
+                Err(Turn::Lead(mut next)) => {
+                    next.queue = None;
+                    let mut queue = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    for waiting in std::mem::take(&mut next.batch).into_iter().rev() {
+                        queue.waiting.push_front(waiting);
+                    }
+                }
+                Err(Turn::Decided(_)) => unreachable!("only a lead is sent here"),
+            }
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct RedisLimiter {
@@ -48,12 +156,20 @@ pub struct RedisLimiter {
     fallback: LocalLimiter,
     degraded: Arc<AtomicBool>,
     timeout: Duration,
+    queue: Arc<Mutex<Queue>>,
 }
 
 impl RedisLimiter {
     /// Never fails on an unreachable Redis: it connects in the background.
     pub fn new(target: Arc<RedisTarget>, fallback: LocalLimiter, timeout: Duration) -> Self {
-        RedisLimiter { target, conn: Arc::default(), fallback, degraded: Arc::default(), timeout }
+        RedisLimiter {
+            target,
+            conn: Arc::default(),
+            fallback,
+            degraded: Arc::default(),
+            timeout,
+            queue: Arc::default(),
+        }
     }
 
     /// Whether decisions are currently made without Redis.
@@ -101,36 +217,153 @@ impl RedisLimiter {
         }
     }
 
-    async fn shared(&self, key: &str, limit: Limit) -> Result<Outcome, String> {
-        let Some(mut conn) = self.conn.read().await.clone() else { return Err("not connected".into()) };
-        let redis_key =
-            format!("gatehouse:rl:{{{key}}}:{}:{}:{}", limit.requests, limit.period.as_millis(), limit.burst);
-        let emission = u64::try_from(limit.emission_interval().as_micros()).unwrap_or(u64::MAX).max(1);
-        let mut invocation = SCRIPT.key(redis_key);
-        invocation.arg(emission).arg(limit.burst);
-        let call = invocation.invoke_async::<(i64, i64, i64, i64)>(&mut conn);
-        let (allowed, remaining, retry_us, reset_us) = tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
-        Ok(Outcome {
-            allowed: allowed == 1,
-            limit: limit.requests,
-            remaining: u32::try_from(remaining).unwrap_or(0),
-            reset_after: micros(reset_us),
-            retry_after: micros(retry_us),
-        })
+    /// This Check's decision, from Redis. With no batch out, it is sent at
+    /// once; otherwise it waits for the batch out to come back and goes in
+    /// the next one, which the first of those waiting sends. It waits at most
+    /// the timeout for its batch to go, then the timeout for Redis to answer.
+    async fn shared(&self, key: &str, limit: Limit) -> Result<Outcome, Failed> {
+        let queued_until = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let waiting = {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if queue.sending {
+                    let (turn, told) = oneshot::channel();
+                    queue.waiting.push_back(Waiting { key: key.to_owned(), limit, turn });
+                    Some(told)
+                } else {
+                    queue.sending = true;
+                    None
+                }
+            };
+            let leadership = match waiting {
+                None => Leadership { queue: Some(Arc::clone(&self.queue)), batch: Vec::new() },
+                Some(told) => match tokio::time::timeout_at(queued_until, told).await {
+                    // Skipped if still queued: the fallback's count is the only one.
+                    Err(_) => return Err(Failed::Queued),
+                    Ok(Ok(Turn::Decided(outcome))) => return outcome,
+                    Ok(Ok(Turn::Lead(leadership))) => leadership,
+                    // It was in a lead whose Check was cancelled before
+                    // sending it: not counted, so it is asked again.
+                    Ok(Err(_)) => continue,
+                },
+            };
+            return self.lead(key, limit, leadership).await;
+        }
     }
+
+    /// Sends this Check's decision and the batch queued behind it. The call
+    /// runs as a task of its own, so a Check cancelled now (Envoy's timeout,
+    /// a client gone) still has the batch answered and the lead passed on:
+    /// nobody's decision is counted twice for it.
+    async fn lead(&self, key: &str, limit: Limit, mut leadership: Leadership) -> Result<Outcome, Failed> {
+        let mut batch = std::mem::take(&mut leadership.batch);
+        batch.retain(|w| !w.turn.is_closed());
+        let (turn, told) = oneshot::channel();
+        batch.insert(0, Waiting { key: key.to_owned(), limit, turn });
+        let conn = self.conn.read().await.clone();
+        let cluster = self.target.kind() == "cluster";
+        tokio::spawn(send_batch(conn, cluster, batch, leadership, self.timeout));
+        match told.await {
+            Ok(Turn::Decided(outcome)) => outcome,
+            _ => Err(Failed::Redis("the batch was not answered".into())),
+        }
+    }
+}
+
+/// One script call for the batch, or on a cluster one per hash tag (a script
+/// touches one slot), each with its own timeout and answered as it comes
+/// back; then the lead passes on.
+async fn send_batch(conn: Option<Conn>, cluster: bool, batch: Vec<Waiting>, leadership: Leadership, timeout: Duration) {
+    use futures_util::StreamExt;
+    let mut turns = Vec::with_capacity(batch.len());
+    let buckets: Vec<(String, Limit)> = batch
+        .into_iter()
+        .map(|w| {
+            turns.push(Some(w.turn));
+            (w.key, w.limit)
+        })
+        .collect();
+    let mut answer = |i: usize, outcome: Result<Outcome, Failed>| {
+        if let Some(turn) = turns[i].take() {
+            let _ = turn.send(Turn::Decided(outcome));
+        }
+    };
+    let Some(conn) = conn else {
+        (0..buckets.len()).for_each(|i| answer(i, Err(Failed::Redis("not connected".into()))));
+        drop(leadership);
+        return;
+    };
+    let groups: Vec<Vec<usize>> = if cluster { by_hash_tag(&buckets) } else { vec![(0..buckets.len()).collect()] };
+    let started = Instant::now();
+    let mut calls: futures_util::stream::FuturesUnordered<_> = groups
+        .into_iter()
+        .map(|group| {
+            let grouped: Vec<(&str, Limit)> = group.iter().map(|&i| (buckets[i].0.as_str(), buckets[i].1)).collect();
+            let call = decide(conn.clone(), grouped.into_iter());
+            async move { (tokio::time::timeout(timeout, call).await, group) }
+        })
+        .collect();
+    while let Some((decided, group)) = calls.next().await {
+        match decided {
+            Ok(Ok(outcomes)) => group.into_iter().zip(outcomes).for_each(|(i, o)| answer(i, Ok(o))),
+            Ok(Err(e)) => group.into_iter().for_each(|i| answer(i, Err(Failed::Redis(e.clone())))),
+            Err(_) => group.into_iter().for_each(|i| answer(i, Err(Failed::Redis("timed out".into())))),
+        }
+    }
+    metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
+    drop(leadership);
+}
+
+/// The buckets' indexes grouped by subject (the hash tag), in order.
+fn by_hash_tag(buckets: &[(String, Limit)]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, (key, _)) in buckets.iter().enumerate() {
+        match groups.iter_mut().find(|g| buckets[g[0]].0 == *key) {
+            Some(group) => group.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
+/// One script call deciding these buckets in order.
+async fn decide<'a>(
+    mut conn: Conn,
+    buckets: impl ExactSizeIterator<Item = (&'a str, Limit)>,
+) -> Result<Vec<Outcome>, String> {
+    let count = buckets.len();
+    let mut invocation = SCRIPT.prepare_invoke();
+    let mut limits = Vec::with_capacity(count);
+    for (key, limit) in buckets {
+        let emission = u64::try_from(limit.emission_interval().as_micros()).unwrap_or(u64::MAX).max(1);
+        invocation
+            .key(format!("gatehouse:rl:{{{key}}}:{}:{}:{}", limit.requests, limit.period.as_millis(), limit.burst))
+            .arg(emission)
+            .arg(limit.burst);
+        limits.push(limit);
+    }
+    let numbers = invocation.invoke_async::<Vec<i64>>(&mut conn).await.map_err(|e| e.to_string())?;
+    if numbers.len() != 4 * count {
+        return Err("unexpected script answer".to_owned());
+    }
+    let micros = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
+    Ok(limits
+        .into_iter()
+        .zip(numbers.chunks_exact(4))
+        .map(|(limit, n)| Outcome {
+            allowed: n[0] == 1,
+            limit: limit.requests,
+            remaining: u32::try_from(n[1]).unwrap_or(0),
+            reset_after: micros(n[3]),
+            retry_after: micros(n[2]),
+        })
+        .collect())
 }
 
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn check(&self, key: &str, limit: Limit) -> Result<Outcome, LimiterError> {
-        let started = std::time::Instant::now();
-        let shared = self.shared(key, limit).await;
-        metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
-        match shared {
+        match self.shared(key, limit).await {
             Ok(outcome) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     metrics::gauge!("gatehouse_ratelimit_redis_available").set(1.0);
@@ -138,7 +371,11 @@ impl Limiter for RedisLimiter {
                 }
                 Ok(outcome)
             }
-            Err(e) => {
+            Err(Failed::Queued) => {
+                metrics::counter!("gatehouse_ratelimit_fallback_total").increment(1);
+                Ok(self.fallback.decide(key, limit))
+            }
+            Err(Failed::Redis(e)) => {
                 self.mark_degraded(&e);
                 if !self.target.reconnects_itself()
                     && let Ok(mut conn) = self.conn.try_write()
@@ -150,5 +387,129 @@ impl Limiter for RedisLimiter {
                 Ok(self.fallback.decide(key, limit))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::local::LocalLimiter;
+
+    /// A redis-server of the test's own: pausing it holds up no other test.
+    struct OwnRedis(std::process::Child, String);
+
+    impl OwnRedis {
+        fn start() -> OwnRedis {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is not installed: run scripts/test");
+            OwnRedis(child, format!("redis://127.0.0.1:{port}"))
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    async fn wait_for(what: &str, mut done: impl AsyncFnMut() -> bool) {
+        for _ in 0..500 {
+            if done().await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{what}: not within 5 s");
+    }
+
+    /// A limiter on the Redis at `url`, connected.
+    async fn connected(url: &str, timeout: Duration) -> RedisLimiter {
+        let limiter = RedisLimiter::new(Arc::new(RedisTarget::parse(url).unwrap()), LocalLimiter::default(), timeout);
+        tokio::spawn(limiter.clone().connect(std::future::pending()));
+        wait_for("connected", async || limiter.connection().await.is_some()).await;
+        limiter
+    }
+
+    /// A decision that waits longer than the timeout for its batch to go (a
+    /// queue longer than Redis keeps up with) is made in process, and Redis,
+    /// which never failed, is not taken for down. The queue then moves on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_queue_falls_back_without_calling_redis_down() {
+        let url =
+            std::env::var("GATEHOUSE_TEST_REDIS_URL").expect("GATEHOUSE_TEST_REDIS_URL is not set: run scripts/test");
+        let limiter = connected(&url, Duration::from_millis(200)).await;
+        let key = format!("user:queued-{}", uuid::Uuid::new_v4().simple());
+        let two = Limit { requests: 2, period: Duration::from_secs(3600), burst: 2 };
+
+        limiter.queue.lock().unwrap().sending = true; // a batch out that does not come back
+        let outcome = limiter.check(&key, two).await.unwrap();
+        assert!(outcome.allowed && outcome.remaining == 1, "decided in process: {outcome:?}");
+        assert!(!limiter.is_degraded(), "Redis did not fail");
+        assert_eq!(limiter.queue.lock().unwrap().waiting.len(), 1, "still queued, and skipped when the lead passes");
+
+        drop(Leadership { queue: Some(Arc::clone(&limiter.queue)), batch: Vec::new() });
+        let outcome = limiter.check(&key, two).await.unwrap();
+        assert!(outcome.allowed && outcome.remaining == 1, "the first decision in Redis: {outcome:?}");
+        assert!(!limiter.is_degraded());
+    }
+
+    /// A Check that leads a batch and is cancelled while the batch's script
+    /// is in Redis leaves the others in that batch answered by it. Asked
+    /// again instead, a decision would be counted twice: a caller with one
+    /// request left would be refused because someone else hung up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_leader_leaves_its_batch_answered_and_counted_once() {
+        let redis = OwnRedis::start();
+        let url = redis.1.clone();
+        let limiter = connected(&url, Duration::from_secs(10)).await;
+        let mut admin = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let run = uuid::Uuid::new_v4().simple().to_string();
+        let one = Limit { requests: 1, period: Duration::from_secs(3600), burst: 1 };
+
+        // A batch is out (as far as the queue knows): the leader's Check and
+        // the victim's queue behind it, in that order.
+        limiter.queue.lock().unwrap().sending = true;
+        let waiting = |n: usize| {
+            let queue = Arc::clone(&limiter.queue);
+            async move || queue.lock().unwrap().waiting.len() == n
+        };
+        let leader = tokio::spawn({
+            let (limiter, key) = (limiter.clone(), format!("user:leader-{run}"));
+            async move { limiter.check(&key, one).await }
+        });
+        wait_for("the leader queued", waiting(1)).await;
+        let victim = tokio::spawn({
+            let (limiter, key) = (limiter.clone(), format!("user:victim-{run}"));
+            async move { limiter.check(&key, one).await.unwrap() }
+        });
+        wait_for("the victim queued", waiting(2)).await;
+
+        // Redis holds scripts back; the batch out comes back: the leader
+        // sends both decisions, and is cancelled once they are in Redis.
+        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(5_000).arg("WRITE").query_async(&mut admin).await.unwrap();
+        drop(Leadership { queue: Some(Arc::clone(&limiter.queue)), batch: Vec::new() });
+        let mut info = admin.clone();
+        wait_for("the batch's script blocked in Redis", async || {
+            let clients: String = redis::cmd("INFO").arg("clients").query_async(&mut info).await.unwrap();
+            clients.lines().any(|l| l.strip_prefix("blocked_clients:").is_some_and(|n| n.trim() != "0"))
+        })
+        .await;
+        leader.abort();
+        assert!(leader.await.unwrap_err().is_cancelled());
+        let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query_async(&mut admin).await.unwrap();
+
+        let outcome = victim.await.unwrap();
+        assert!(outcome.allowed, "the victim's one request, counted once: {outcome:?}");
+        assert!(!limiter.is_degraded());
+        wait_for("the lead passed on and nothing left waiting", async || {
+            let queue = limiter.queue.lock().unwrap();
+            !queue.sending && queue.waiting.is_empty()
+        })
+        .await;
     }
 }
