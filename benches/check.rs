@@ -255,7 +255,7 @@ fn checks(c: &mut Criterion, f: &Fixture) {
 fn allocations(f: &Fixture) {
     const CALLS: usize = 10_000;
     println!("\nallocations per in-process Check (warm caches, mean of {CALLS} calls)");
-    println!("{:<24} {:>8} {:>10} {:>14}", "scenario", "allocs", "bytes", "future bytes");
+    println!("{:<24} {:>8} {:>10} {:>14} {:>14}", "scenario", "allocs", "bytes", "future bytes", "answer bytes");
     for (name, on_rs, request) in &f.scenarios {
         let app = if *on_rs { &f.rs } else { &f.hs };
         let region = Region::new(GLOBAL);
@@ -268,8 +268,12 @@ fn allocations(f: &Fixture) {
         // What a Check's future occupies: tonic and async_trait move it into
         // a box on every call.
         let future = std::mem::size_of_val(&app.ext_authz.check(request));
+        // The CheckResponse as sent (before gRPC's 5-byte prefix). Over
+        // 251 bytes, h2 writes it apart from its trailers (BENCHMARKS.md,
+        // "One write per answer").
+        let answer = prost::Message::encoded_len(&f.rt.block_on(app.ext_authz.check(request)));
         println!(
-            "{name:<24} {:>8.1} {:>10.0} {future:>14}",
+            "{name:<24} {:>8.1} {:>10.0} {future:>14} {answer:>14}",
             change.allocations as f64 / CALLS as f64,
             change.bytes_allocated as f64 / CALLS as f64
         );
