@@ -76,10 +76,13 @@ struct Queue {
     /// Whether a batch is out (its lead passes to the first waiting).
     sending: bool,
     waiting: VecDeque<Waiting>,
+    /// The next waiting decision's number.
+    tickets: u64,
 }
 
 /// One Check's decision, queued behind the batch out.
 struct Waiting {
+    ticket: u64,
     key: String,
     limit: Limit,
     turn: oneshot::Sender<Turn>,
@@ -228,8 +231,10 @@ impl RedisLimiter {
                 let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                 if queue.sending {
                     let (turn, told) = oneshot::channel();
-                    queue.waiting.push_back(Waiting { key: key.to_owned(), limit, turn });
-                    Some(told)
+                    let ticket = queue.tickets;
+                    queue.tickets += 1;
+                    queue.waiting.push_back(Waiting { ticket, key: key.to_owned(), limit, turn });
+                    Some((ticket, told))
                 } else {
                     queue.sending = true;
                     None
@@ -237,18 +242,40 @@ impl RedisLimiter {
             };
             let leadership = match waiting {
                 None => Leadership { queue: Some(Arc::clone(&self.queue)), batch: Vec::new() },
-                Some(told) => match tokio::time::timeout_at(queued_until, told).await {
-                    // Skipped if still queued: the fallback's count is the only one.
-                    Err(_) => return Err(Failed::Queued),
-                    Ok(Ok(Turn::Decided(outcome))) => return outcome,
-                    Ok(Ok(Turn::Lead(leadership))) => leadership,
-                    // It was in a lead whose Check was cancelled before
-                    // sending it: not counted, so it is asked again.
-                    Ok(Err(_)) => continue,
-                },
+                Some((ticket, mut told)) => {
+                    let turn = match tokio::time::timeout_at(queued_until, &mut told).await {
+                        Ok(turn) => turn,
+                        // Still queued, it leaves the queue and is decided in
+                        // process alone. Already taken into a batch, it waits
+                        // for that batch, whose call has its own timeout:
+                        // falling back then would count it twice.
+                        Err(_) => {
+                            if self.leave_queue(ticket) {
+                                return Err(Failed::Queued);
+                            }
+                            told.await
+                        }
+                    };
+                    match turn {
+                        Ok(Turn::Decided(outcome)) => return outcome,
+                        Ok(Turn::Lead(leadership)) => leadership,
+                        // Never sent: it was in a lead whose Check was
+                        // cancelled before sending. Asked again, in time.
+                        Err(_) if tokio::time::Instant::now() < queued_until => continue,
+                        Err(_) => return Err(Failed::Queued),
+                    }
+                }
             };
             return self.lead(key, limit, leadership).await;
         }
+    }
+
+    /// Takes the decision out of the queue if it is still there.
+    fn leave_queue(&self, ticket: u64) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(at) = queue.waiting.iter().position(|w| w.ticket == ticket) else { return false };
+        queue.waiting.remove(at);
+        true
     }
 
     /// Sends this Check's decision and the batch queued behind it. The call
@@ -259,7 +286,7 @@ impl RedisLimiter {
         let mut batch = std::mem::take(&mut leadership.batch);
         batch.retain(|w| !w.turn.is_closed());
         let (turn, told) = oneshot::channel();
-        batch.insert(0, Waiting { key: key.to_owned(), limit, turn });
+        batch.insert(0, Waiting { ticket: u64::MAX, key: key.to_owned(), limit, turn });
         let conn = self.conn.read().await.clone();
         let cluster = self.target.kind() == "cluster";
         tokio::spawn(send_batch(conn, cluster, batch, leadership, self.timeout));
@@ -275,19 +302,15 @@ impl RedisLimiter {
 /// back; then the lead passes on.
 async fn send_batch(conn: Option<Conn>, cluster: bool, batch: Vec<Waiting>, leadership: Leadership, timeout: Duration) {
     use futures_util::StreamExt;
-    let mut turns = Vec::with_capacity(batch.len());
+    let mut answers = Answers(Vec::with_capacity(batch.len()));
     let buckets: Vec<(String, Limit)> = batch
         .into_iter()
         .map(|w| {
-            turns.push(Some(w.turn));
+            answers.0.push(Some(w.turn));
             (w.key, w.limit)
         })
         .collect();
-    let mut answer = |i: usize, outcome: Result<Outcome, Failed>| {
-        if let Some(turn) = turns[i].take() {
-            let _ = turn.send(Turn::Decided(outcome));
-        }
-    };
+    let mut answer = |i: usize, outcome| answers.send(i, outcome);
     let Some(conn) = conn else {
         (0..buckets.len()).for_each(|i| answer(i, Err(Failed::Redis("not connected".into()))));
         drop(leadership);
@@ -312,6 +335,27 @@ async fn send_batch(conn: Option<Conn>, cluster: bool, batch: Vec<Waiting>, lead
     }
     metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
     drop(leadership);
+}
+
+/// A batch's callers, each answered once. Any still unanswered when this is
+/// dropped (a panic, the runtime stopping) are told Redis failed: a Check
+/// never asks again for a decision Redis may have counted.
+struct Answers(Vec<Option<oneshot::Sender<Turn>>>);
+
+impl Answers {
+    fn send(&mut self, i: usize, outcome: Result<Outcome, Failed>) {
+        if let Some(turn) = self.0[i].take() {
+            let _ = turn.send(Turn::Decided(outcome));
+        }
+    }
+}
+
+impl Drop for Answers {
+    fn drop(&mut self) {
+        for turn in self.0.iter_mut().filter_map(Option::take) {
+            let _ = turn.send(Turn::Decided(Err(Failed::Redis("the batch was not answered".into()))));
+        }
+    }
 }
 
 /// The buckets' indexes grouped by subject (the hash tag), in order.
@@ -427,6 +471,16 @@ mod tests {
         panic!("{what}: not within 5 s");
     }
 
+    /// Until no batch is out (the last one's task has passed the lead on).
+    async fn idle(limiter: &RedisLimiter) {
+        wait_for("no batch out", async || !limiter.queue.lock().unwrap().sending).await;
+    }
+
+    /// Until `n` decisions wait in the queue.
+    async fn queued(limiter: &RedisLimiter, n: usize, what: &str) {
+        wait_for(what, async || limiter.queue.lock().unwrap().waiting.len() == n).await;
+    }
+
     /// A limiter on the Redis at `url`, connected.
     async fn connected(url: &str, timeout: Duration) -> RedisLimiter {
         let limiter = RedisLimiter::new(Arc::new(RedisTarget::parse(url).unwrap()), LocalLimiter::default(), timeout);
@@ -442,7 +496,7 @@ mod tests {
     async fn a_long_queue_falls_back_without_calling_redis_down() {
         let url =
             std::env::var("GATEHOUSE_TEST_REDIS_URL").expect("GATEHOUSE_TEST_REDIS_URL is not set: run scripts/test");
-        let limiter = connected(&url, Duration::from_millis(200)).await;
+        let limiter = connected(&url, Duration::from_secs(1)).await;
         let key = format!("user:queued-{}", uuid::Uuid::new_v4().simple());
         let two = Limit { requests: 2, period: Duration::from_secs(3600), burst: 2 };
 
@@ -450,11 +504,55 @@ mod tests {
         let outcome = limiter.check(&key, two).await.unwrap();
         assert!(outcome.allowed && outcome.remaining == 1, "decided in process: {outcome:?}");
         assert!(!limiter.is_degraded(), "Redis did not fail");
-        assert_eq!(limiter.queue.lock().unwrap().waiting.len(), 1, "still queued, and skipped when the lead passes");
+        assert!(limiter.queue.lock().unwrap().waiting.is_empty(), "it left the queue: never sent");
 
         drop(Leadership { queue: Some(Arc::clone(&limiter.queue)), batch: Vec::new() });
         let outcome = limiter.check(&key, two).await.unwrap();
         assert!(outcome.allowed && outcome.remaining == 1, "the first decision in Redis: {outcome:?}");
+        assert!(!limiter.is_degraded());
+    }
+
+    /// A decision already taken into a batch when its wait runs out waits
+    /// for that batch (its call has its own timeout) instead of falling back:
+    /// decided in process too, it would be counted twice, and a refusal from
+    /// Redis would be overridden by the process's own fresh count.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_decision_in_a_batch_out_waits_for_it_past_its_own_wait() {
+        let redis = OwnRedis::start();
+        let timeout = Duration::from_secs(2);
+        let limiter = connected(&redis.1, timeout).await;
+        let mut admin =
+            redis::Client::open(redis.1.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let one = Limit { requests: 1, period: Duration::from_secs(3600), burst: 1 };
+        // The bucket's one request is spent (and the script loaded).
+        assert!(limiter.check("user:spent", one).await.unwrap().allowed);
+        idle(&limiter).await;
+
+        limiter.queue.lock().unwrap().sending = true;
+        let leader = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.check("user:other", one).await.unwrap() }
+        });
+        queued(&limiter, 1, "the leader queued").await;
+        let entered = tokio::time::Instant::now();
+        let late = tokio::spawn({
+            let limiter = limiter.clone();
+            async move { limiter.check("user:spent", one).await.unwrap() }
+        });
+        queued(&limiter, 2, "the late one queued").await;
+
+        // Its batch goes out half its wait later, and Redis holds it until
+        // that wait is over (the batch's own timeout is not).
+        tokio::time::sleep_until(entered + timeout / 2).await;
+        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(60_000).arg("WRITE").query_async(&mut admin).await.unwrap();
+        drop(Leadership { queue: Some(Arc::clone(&limiter.queue)), batch: Vec::new() });
+        queued(&limiter, 0, "both taken into the batch").await;
+        tokio::time::sleep_until(entered + timeout + timeout / 5).await;
+        let _: () = redis::cmd("CLIENT").arg("UNPAUSE").query_async(&mut admin).await.unwrap();
+
+        let outcome = late.await.unwrap();
+        assert!(!outcome.allowed, "Redis's answer, not a fresh count in process: {outcome:?}");
+        assert!(leader.await.unwrap().allowed);
         assert!(!limiter.is_degraded());
     }
 
@@ -470,28 +568,28 @@ mod tests {
         let mut admin = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
         let run = uuid::Uuid::new_v4().simple().to_string();
         let one = Limit { requests: 1, period: Duration::from_secs(3600), burst: 1 };
+        // The script loaded, so what Redis holds back below is the decision
+        // itself, not a NOSCRIPT answer to be followed by a load.
+        assert!(limiter.check(&format!("user:warm-{run}"), one).await.unwrap().allowed);
+        idle(&limiter).await;
 
         // A batch is out (as far as the queue knows): the leader's Check and
         // the victim's queue behind it, in that order.
         limiter.queue.lock().unwrap().sending = true;
-        let waiting = |n: usize| {
-            let queue = Arc::clone(&limiter.queue);
-            async move || queue.lock().unwrap().waiting.len() == n
-        };
         let leader = tokio::spawn({
             let (limiter, key) = (limiter.clone(), format!("user:leader-{run}"));
             async move { limiter.check(&key, one).await }
         });
-        wait_for("the leader queued", waiting(1)).await;
+        queued(&limiter, 1, "the leader queued").await;
         let victim = tokio::spawn({
             let (limiter, key) = (limiter.clone(), format!("user:victim-{run}"));
             async move { limiter.check(&key, one).await.unwrap() }
         });
-        wait_for("the victim queued", waiting(2)).await;
+        queued(&limiter, 2, "the victim queued").await;
 
         // Redis holds scripts back; the batch out comes back: the leader
         // sends both decisions, and is cancelled once they are in Redis.
-        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(5_000).arg("WRITE").query_async(&mut admin).await.unwrap();
+        let _: () = redis::cmd("CLIENT").arg("PAUSE").arg(60_000).arg("WRITE").query_async(&mut admin).await.unwrap();
         drop(Leadership { queue: Some(Arc::clone(&limiter.queue)), batch: Vec::new() });
         let mut info = admin.clone();
         wait_for("the batch's script blocked in Redis", async || {
