@@ -311,13 +311,15 @@ async fn send_batch(conn: Option<Conn>, cluster: bool, batch: Vec<Waiting>, lead
         })
         .collect();
     let mut answer = |i: usize, outcome| answers.send(i, outcome);
+    let started = Instant::now();
     let Some(conn) = conn else {
+        // Recorded too, so the histogram's series exists while Redis is away.
+        metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
         (0..buckets.len()).for_each(|i| answer(i, Err(Failed::Redis("not connected".into()))));
         drop(leadership);
         return;
     };
     let groups: Vec<Vec<usize>> = if cluster { by_hash_tag(&buckets) } else { vec![(0..buckets.len()).collect()] };
-    let started = Instant::now();
     let mut calls: futures_util::stream::FuturesUnordered<_> = groups
         .into_iter()
         .map(|group| {
