@@ -97,7 +97,7 @@ enum Turn {
 }
 
 /// Why a decision was not made in Redis.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 enum Failed {
     /// Redis did not answer, or answered an error.
     Redis(String),
@@ -310,31 +310,30 @@ async fn send_batch(conn: Option<Conn>, cluster: bool, batch: Vec<Waiting>, lead
             (w.key, w.limit)
         })
         .collect();
-    let mut answer = |i: usize, outcome| answers.send(i, outcome);
     let started = Instant::now();
-    let Some(conn) = conn else {
-        // Recorded too, so the histogram's series exists while Redis is away.
-        metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
-        (0..buckets.len()).for_each(|i| answer(i, Err(Failed::Redis("not connected".into()))));
-        drop(leadership);
-        return;
-    };
-    let groups: Vec<Vec<usize>> = if cluster { by_hash_tag(&buckets) } else { vec![(0..buckets.len()).collect()] };
-    let mut calls: futures_util::stream::FuturesUnordered<_> = groups
-        .into_iter()
-        .map(|group| {
-            let grouped: Vec<(&str, Limit)> = group.iter().map(|&i| (buckets[i].0.as_str(), buckets[i].1)).collect();
-            let call = decide(conn.clone(), grouped.into_iter());
-            async move { (tokio::time::timeout(timeout, call).await, group) }
-        })
-        .collect();
-    while let Some((decided, group)) = calls.next().await {
-        match decided {
-            Ok(Ok(outcomes)) => group.into_iter().zip(outcomes).for_each(|(i, o)| answer(i, Ok(o))),
-            Ok(Err(e)) => group.into_iter().for_each(|i| answer(i, Err(Failed::Redis(e.clone())))),
-            Err(_) => group.into_iter().for_each(|i| answer(i, Err(Failed::Redis("timed out".into())))),
+    match conn {
+        None => (0..buckets.len()).for_each(|i| answers.send(i, Err(Failed::Redis("not connected".into())))),
+        Some(conn) => {
+            let groups = if cluster { by_hash_tag(&buckets) } else { vec![(0..buckets.len()).collect()] };
+            let mut calls: futures_util::stream::FuturesUnordered<_> = groups
+                .into_iter()
+                .map(|group| {
+                    let grouped: Vec<(&str, Limit)> =
+                        group.iter().map(|&i| (buckets[i].0.as_str(), buckets[i].1)).collect();
+                    let call = decide(conn.clone(), grouped);
+                    async move { (tokio::time::timeout(timeout, call).await, group) }
+                })
+                .collect();
+            while let Some((decided, group)) = calls.next().await {
+                match decided {
+                    Ok(Ok(outcomes)) => group.into_iter().zip(outcomes).for_each(|(i, o)| answers.send(i, Ok(o))),
+                    Ok(Err(e)) => group.into_iter().for_each(|i| answers.send(i, Err(Failed::Redis(e.clone())))),
+                    Err(_) => group.into_iter().for_each(|i| answers.send(i, Err(Failed::Redis("timed out".into())))),
+                }
+            }
         }
     }
+    // Recorded when Redis is not connected too, so the series exists then.
     metrics::histogram!("gatehouse_redis_duration_seconds").record(started.elapsed().as_secs_f64());
     drop(leadership);
 }
@@ -373,10 +372,7 @@ fn by_hash_tag(buckets: &[(String, Limit)]) -> Vec<Vec<usize>> {
 }
 
 /// One script call deciding these buckets in order.
-async fn decide<'a>(
-    mut conn: Conn,
-    buckets: impl ExactSizeIterator<Item = (&'a str, Limit)>,
-) -> Result<Vec<Outcome>, String> {
+async fn decide(mut conn: Conn, buckets: Vec<(&str, Limit)>) -> Result<Vec<Outcome>, String> {
     let count = buckets.len();
     let mut invocation = SCRIPT.prepare_invoke();
     let mut limits = Vec::with_capacity(count);
