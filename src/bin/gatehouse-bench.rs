@@ -35,6 +35,13 @@ enum Command {
     Noop {
         #[arg(long, default_value = "127.0.0.1:9292")]
         addr: std::net::SocketAddr,
+        /// Ask this ext_authz server (e.g. Gatehouse) once, with the request
+        /// below, and answer every Check with its answer: a floor that gives
+        /// the same answer (headers to inject, metadata) at no cost of its own.
+        #[arg(long)]
+        replay_from: Option<String>,
+        #[command(flatten)]
+        request: RequestArgs,
     },
     /// Create an owner and many API keys in a database (migrating it first).
     Seed(SeedArgs),
@@ -62,17 +69,8 @@ struct LoadArgs {
     /// queueing). 0: closed loop.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
-    #[arg(long, default_value = "GET")]
-    method: String,
-    #[arg(long, default_value = "/v1/models")]
-    path: String,
-    /// A JSON request body, forwarded as Envoy does with `with_request_body`
-    /// (sets `content-type: application/json` and the partial-body marker).
-    #[arg(long)]
-    body: Option<String>,
-    /// A header for every request, `name: value` (repeat).
-    #[arg(short = 'H', long = "header")]
-    headers: Vec<String>,
+    #[command(flatten)]
+    request: RequestArgs,
     /// Header sets to rotate through: one per line, `name: value` pairs
     /// separated by `|` (e.g. `x-api-key: gk_...`).
     #[arg(long)]
@@ -88,6 +86,23 @@ struct LoadArgs {
     /// Print the report as one JSON object.
     #[arg(long)]
     json: bool,
+}
+
+/// The request a Check carries (the load generator's, or the one a replaying
+/// floor asks with).
+#[derive(Args)]
+struct RequestArgs {
+    #[arg(long, default_value = "GET")]
+    method: String,
+    #[arg(long, default_value = "/v1/models")]
+    path: String,
+    /// A JSON request body, forwarded as Envoy does with `with_request_body`
+    /// (sets `content-type: application/json` and the partial-body marker).
+    #[arg(long)]
+    body: Option<String>,
+    /// A header for every request, `name: value` (repeat).
+    #[arg(short = 'H', long = "header")]
+    headers: Vec<String>,
 }
 
 #[derive(Args)]
@@ -108,29 +123,43 @@ struct SeedArgs {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Load(args) => load(args).await,
-        Command::Noop { addr } => noop(addr).await,
+        Command::Noop { addr, replay_from, request } => noop(addr, replay_from, request).await,
         Command::Seed(args) => seed(args).await,
     }
 }
 
 // ---- the floor ---------------------------------------------------------------
 
-struct Noop;
+/// Answers every Check with `answer`: by default an allow with nothing in it.
+struct Noop {
+    answer: CheckResponse,
+}
 
 #[tonic::async_trait]
 impl Authorization for Noop {
     async fn check(&self, _: tonic::Request<CheckRequest>) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(CheckResponse {
-            status: Some(rpc::Status { code: 0, ..Default::default() }),
-            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
-            dynamic_metadata: None,
-        }))
+        Ok(tonic::Response::new(self.answer.clone()))
     }
 }
 
-async fn noop(addr: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn noop(addr: std::net::SocketAddr, replay_from: Option<String>, request: RequestArgs) -> anyhow::Result<()> {
+    let answer = match replay_from {
+        Some(from) => {
+            let fixed = parse_headers(request.headers.iter().map(String::as_str))?;
+            let channel = Endpoint::from_shared(from.clone())?.connect().await.with_context(|| from.clone())?;
+            let answer =
+                AuthorizationClient::new(channel).check(self::request(&request, &[], &fixed)).await?.into_inner();
+            eprintln!("replaying {from}'s answer ({} bytes)", prost::Message::encoded_len(&answer));
+            answer
+        }
+        None => CheckResponse {
+            status: Some(rpc::Status { code: 0, ..Default::default() }),
+            http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+            dynamic_metadata: None,
+        },
+    };
     eprintln!("no-op ext_authz server on {addr}");
-    tonic::transport::Server::builder().add_service(AuthorizationServer::new(Noop)).serve(addr).await?;
+    tonic::transport::Server::builder().add_service(AuthorizationServer::new(Noop { answer })).serve(addr).await?;
     Ok(())
 }
 
@@ -146,7 +175,7 @@ fn parse_headers<'a>(pairs: impl Iterator<Item = &'a str>) -> anyhow::Result<Vec
         .collect()
 }
 
-fn request(args: &LoadArgs, set: &[(String, String)], fixed: &[(String, String)]) -> CheckRequest {
+fn request(args: &RequestArgs, set: &[(String, String)], fixed: &[(String, String)]) -> CheckRequest {
     let mut headers: std::collections::HashMap<String, String> = fixed.iter().chain(set).cloned().collect();
     if let Some(body) = &args.body {
         headers.insert("content-type".into(), "application/json".into());
@@ -194,7 +223,7 @@ struct Tally {
 }
 
 async fn load(args: LoadArgs) -> anyhow::Result<()> {
-    let fixed = parse_headers(args.headers.iter().map(String::as_str))?;
+    let fixed = parse_headers(args.request.headers.iter().map(String::as_str))?;
     let sets: Vec<Vec<(String, String)>> = match &args.header_sets {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| path.display().to_string())?;
@@ -207,7 +236,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(!sets.is_empty(), "no header sets");
     // Requests are built once; the loop only clones them.
-    let requests: Arc<Vec<CheckRequest>> = Arc::new(sets.iter().map(|s| request(&args, s, &fixed)).collect());
+    let requests: Arc<Vec<CheckRequest>> = Arc::new(sets.iter().map(|s| request(&args.request, s, &fixed)).collect());
     let mut channels = Vec::new();
     for _ in 0..args.connections.max(1) {
         let channel: Channel = Endpoint::from_shared(args.addr.clone())?.tcp_nodelay(true).connect().await?;
