@@ -77,7 +77,8 @@ struct LoadArgs {
     header_sets: Option<PathBuf>,
     /// The server's process id: its CPU time over the measured window is
     /// reported per Check (`server_cpu_us_per_check`), a figure that does not
-    /// depend on how busy the machine was.
+    /// depend on how busy the machine was. The load generator's own is
+    /// reported too (`client_cpu_us_per_check`).
     #[arg(long)]
     server_pid: Option<u32>,
     /// A label for the report.
@@ -245,13 +246,12 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     let measure_from = start + Duration::from_secs_f64(args.warmup);
     let end = measure_from + Duration::from_secs_f64(args.duration);
-    // The server's CPU time when measuring starts (read on time by a task of
-    // its own) and when it ends.
-    let cpu_from = args.server_pid.map(|pid| {
-        tokio::spawn(async move {
-            tokio::time::sleep_until(measure_from.into()).await;
-            cpu_ticks(pid)
-        })
+    // The server's CPU time and the load generator's own when measuring
+    // starts (read on time by a task of its own) and when it ends.
+    let (server_pid, own_pid) = (args.server_pid, std::process::id());
+    let cpu_from = tokio::spawn(async move {
+        tokio::time::sleep_until(measure_from.into()).await;
+        (server_pid.and_then(cpu_ticks), cpu_ticks(own_pid))
     });
     let mut tasks = Vec::new();
     let tickets = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -319,15 +319,16 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         }
         all.errors += t.errors;
     }
-    let cpu_to = args.server_pid.and_then(cpu_ticks);
+    let cpu_to = (server_pid.and_then(cpu_ticks), cpu_ticks(own_pid));
     all.latencies_ns.sort_unstable();
     let n = all.latencies_ns.len();
-    let cpu_us_per_check = match (cpu_from, cpu_to) {
-        (Some(from), Some(to)) if n > 0 => {
-            from.await?.map(|from| to.saturating_sub(from) as f64 * 1e6 / USER_HZ / n as f64)
-        }
+    let cpu_from = cpu_from.await?;
+    let per_check = |from: Option<u64>, to: Option<u64>| match (from, to) {
+        (Some(from), Some(to)) if n > 0 => Some(to.saturating_sub(from) as f64 * 1e6 / USER_HZ / n as f64),
         _ => None,
     };
+    let cpu_us_per_check = per_check(cpu_from.0, cpu_to.0);
+    let client_cpu_us_per_check = per_check(cpu_from.1, cpu_to.1);
     let pct = |p: f64| -> f64 {
         if n == 0 {
             return 0.0;
@@ -349,6 +350,7 @@ async fn load(args: LoadArgs) -> anyhow::Result<()> {
         "errors": all.errors,
         "header_sets": sets.len(),
         "server_cpu_us_per_check": cpu_us_per_check,
+        "client_cpu_us_per_check": client_cpu_us_per_check,
     });
     let mut out = std::io::stdout().lock();
     if args.json {
