@@ -142,7 +142,7 @@ impl App {
         let authn = Authenticator::new(sources, roles);
         let policy = config.compile_policy()?;
         let local = LocalLimiter::default();
-        let redis = redis_target.map(|target| RedisLimiter::new(target, local.clone(), Duration::from_millis(100)));
+        let redis = redis_target.map(|target| RedisLimiter::new(target, local.clone(), config.redis_timeout));
         let limiter: Arc<dyn Limiter> = match &redis {
             Some(r) => Arc::new(r.clone()),
             None => Arc::new(local.clone()),

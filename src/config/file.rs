@@ -47,6 +47,7 @@ pub(super) struct FileConfig {
 #[serde(deny_unknown_fields)]
 pub(super) struct FileRedis {
     pub(super) url: Option<Secret>,
+    pub(super) timeout_ms: Option<u64>,
 }
 
 /// `[limits]`: `REQUESTS/PERIOD` (`100/60s`), or `off`.
@@ -270,6 +271,7 @@ impl Config {
         if file.redis.url.is_some() {
             self.redis_url = file.redis.url;
         }
+        set(&mut self.redis_timeout, file.redis.timeout_ms.map(Duration::from_millis));
         set(&mut self.require_auth, auth.require_auth);
         set(&mut self.strip_credentials, auth.strip_credentials);
         if let Some(paths) = auth.public_paths {

@@ -107,6 +107,9 @@ pub struct Config {
     pub public_url: String,
     /// Shared rate limits (and, later, revocations) live here when set.
     pub redis_url: Option<Secret>,
+    /// How long a rate-limit decision waits for its batch to go to Redis,
+    /// and then for Redis's answer, before it is decided in process.
+    pub redis_timeout: Duration,
     /// For users whose group has no limit; `None`: unlimited.
     pub default_limit: Option<Limit>,
     /// Per client address, for anonymous requests (public routes).
@@ -232,6 +235,7 @@ impl Default for Config {
             oidc_allow_insecure_http: false,
             public_url: "http://localhost:8080".to_owned(),
             redis_url: None,
+            redis_timeout: Duration::from_millis(100),
             default_limit: None,
             anonymous_limit: Some(Limit { requests: 120, period: Duration::from_secs(60), burst: 120 }),
             register_limit: Some(Limit { requests: 10, period: Duration::from_secs(600), burst: 10 }),

@@ -69,6 +69,7 @@ pub(super) const VARS: &[Var] = &[
     var("GATEHOUSE_DATABASE_MAX_CONNECTIONS", "database.max_connections", Integer),
     var("GATEHOUSE_DATABASE_STATEMENT_TIMEOUT_MS", "database.statement_timeout_ms", Integer),
     var("REDIS_URL", "redis.url", SecretUrl),
+    var("GATEHOUSE_REDIS_TIMEOUT_MS", "redis.timeout_ms", Integer),
     var("REQUIRE_AUTH", "auth.require_auth", Flag),
     var("GATEHOUSE_STRIP_CREDENTIALS", "auth.strip_credentials", Flag),
     var("GATEHOUSE_PUBLIC_PATHS", "auth.public_paths", List),

@@ -121,6 +121,19 @@ fn usage_flush_interval() {
 }
 
 #[test]
+fn redis_timeout() {
+    assert_eq!(load(&[], None).unwrap().redis_timeout, Duration::from_millis(100));
+    let c = load(&[("GATEHOUSE_REDIS_TIMEOUT_MS", "40")], Some("[redis]\ntimeout_ms = 500\n")).unwrap();
+    assert_eq!(c.redis_timeout, Duration::from_millis(40), "the environment wins");
+    let c = load(&[], Some("[redis]\ntimeout_ms = 500\n")).unwrap();
+    assert_eq!(c.redis_timeout, Duration::from_millis(500));
+    for bad in ["0", "-1", "soon"] {
+        let e = load(&[("GATEHOUSE_REDIS_TIMEOUT_MS", bad)], None).unwrap_err().to_string();
+        assert!(e.contains("GATEHOUSE_REDIS_TIMEOUT_MS"), "{bad}: {e}");
+    }
+}
+
+#[test]
 fn the_example_file_is_valid_and_matches_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("gatehouse.example.toml");
     let mut c = Config::load_with(Some(&path), &|_| None).unwrap();

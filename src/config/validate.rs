@@ -37,6 +37,9 @@ impl Config {
         if self.database_statement_timeout.is_zero() {
             return Err(invalid("GATEHOUSE_DATABASE_STATEMENT_TIMEOUT_MS", "0", "must be at least 1"));
         }
+        if self.redis_timeout.is_zero() {
+            return Err(invalid("GATEHOUSE_REDIS_TIMEOUT_MS", "0", "must be at least 1"));
+        }
         if self.cache.capacity == 0 {
             return Err(invalid("GATEHOUSE_CACHE_CAPACITY", "0", "must be at least 1"));
         }
