@@ -326,19 +326,7 @@ async fn local_ledger_is_exact_under_concurrency() {
 }
 
 async fn redis_ledger(url: &str) -> Arc<dyn Ledger> {
-    use gatehouse::ratelimit::local::LocalLimiter;
-    use gatehouse::ratelimit::redis::RedisLimiter;
-    let target = Arc::new(gatehouse::redis_target::RedisTarget::parse(url).unwrap());
-    let limiter = RedisLimiter::new(target, LocalLimiter::default(), std::time::Duration::from_secs(2));
-    let connecting = limiter.clone();
-    tokio::spawn(connecting.connect(std::future::pending()));
-    for _ in 0..200 {
-        if limiter.connection().await.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert!(limiter.connection().await.is_some(), "no Redis at {url}");
+    let limiter = common::connected_redis_limiter(url, std::time::Duration::from_secs(2)).await;
     Arc::new(gatehouse::budget::redis::RedisLedger::new(limiter, std::time::Duration::from_secs(2)))
 }
 

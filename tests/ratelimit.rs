@@ -246,22 +246,6 @@ async fn redis_going_away_falls_back_and_recovers() {
     s.finish().await;
 }
 
-/// A Redis limiter, connected.
-async fn redis_limiter(url: &str) -> gatehouse::ratelimit::redis::RedisLimiter {
-    use gatehouse::ratelimit::local::LocalLimiter;
-    use gatehouse::ratelimit::redis::RedisLimiter;
-    let target = std::sync::Arc::new(gatehouse::redis_target::RedisTarget::parse(url).unwrap());
-    let limiter = RedisLimiter::new(target, LocalLimiter::default(), Duration::from_secs(5));
-    tokio::spawn(limiter.clone().connect(std::future::pending()));
-    for _ in 0..200 {
-        if limiter.connection().await.is_some() {
-            return limiter;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no Redis at {url}");
-}
-
 /// 240 decisions at once on four buckets of 10 (two buckets on one subject's
 /// routes, so two hash tags, and two more subjects), through two limiters as
 /// two replicas would: exactly 10 allowed in each (a limiter deciding alone
@@ -272,7 +256,10 @@ async fn concurrent_decisions_are_exact(url: &str) {
     let buckets: Vec<String> =
         ["user:a", "user:a|route:chat", "user:b", "key:c"].iter().map(|b| format!("{b}-{run}")).collect();
     let limit = Limit { requests: 10, period: Duration::from_secs(3600), burst: 10 };
-    let replicas = [redis_limiter(url).await, redis_limiter(url).await];
+    let replicas = [
+        common::connected_redis_limiter(url, Duration::from_secs(5)).await,
+        common::connected_redis_limiter(url, Duration::from_secs(5)).await,
+    ];
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..240 {
         let (limiter, bucket) = (replicas[(i / 4) % 2].clone(), buckets[i % 4].clone());
@@ -302,7 +289,7 @@ async fn cancelled_decisions_leave_the_rest_answered(url: &str) {
     use gatehouse::ratelimit::Limiter;
     let bucket = format!("user:cancel-{}", uuid::Uuid::new_v4().simple());
     let limit = Limit { requests: 10, period: Duration::from_secs(3600), burst: 10 };
-    let limiter = redis_limiter(url).await;
+    let limiter = common::connected_redis_limiter(url, Duration::from_secs(5)).await;
     let mut tasks = Vec::new();
     for _ in 0..300 {
         let (limiter, bucket) = (limiter.clone(), bucket.clone());

@@ -397,6 +397,23 @@ pub async fn spawn_echo() -> SocketAddr {
     addr
 }
 
+/// A Redis limiter (`url`: one Redis or a cluster) with `timeout` per call,
+/// once it is connected.
+pub async fn connected_redis_limiter(url: &str, timeout: Duration) -> gatehouse::ratelimit::redis::RedisLimiter {
+    use gatehouse::ratelimit::local::LocalLimiter;
+    use gatehouse::ratelimit::redis::RedisLimiter;
+    let target = std::sync::Arc::new(gatehouse::redis_target::RedisTarget::parse(url).unwrap());
+    let limiter = RedisLimiter::new(target, LocalLimiter::default(), timeout);
+    tokio::spawn(limiter.clone().connect(std::future::pending()));
+    for _ in 0..200 {
+        if limiter.connection().await.is_some() {
+            return limiter;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no Redis at {url}");
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
