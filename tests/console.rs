@@ -107,6 +107,8 @@ async fn console_end_to_end() {
     b.type_into("//label[normalize-space()='Name']/input", "budget key").await;
     b.type_into("//label[contains(., 'Token budget')]/input", "5000/3600").await;
     b.click("//button[normalize-space()='Create key']").await;
+    // The rotated secret is still on the page until the new key replaces it.
+    b.wait_for_text("//*[@id='secret-title']", "budget key").await;
     let budgeted = b.text("//*[@id='new-key']").await;
     b.click("//button[normalize-space()='I have saved it']").await;
     b.wait_for_text("//tr[td[normalize-space()='budget key']]", "5000/3600").await;
