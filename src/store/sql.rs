@@ -17,8 +17,8 @@ use super::metering::{UsageCounters, UsageGroupBy, UsageQuery, UsageRow, UsageSu
 use super::{Db, DynStore, Store, StoreError, StoreResult};
 use crate::domain::budget::Budget;
 use crate::domain::{
-    ApiKey, AuditAction, AuditEvent, AuditOutcome, AuditQuery, Group, KeyGrant, KeyUpdate, ModelList, NewApiKey,
-    NewAuditEvent, NewUser, PermissionSet, Role, User, UserUpdate,
+    ApiKey, AuditAction, AuditEvent, AuditOutcome, AuditQuery, Group, KeyGrant, KeyTerms, KeyUpdate, ModelList,
+    NewApiKey, NewAuditEvent, NewUser, PermissionSet, Role, User, UserUpdate,
 };
 
 mod connect;

@@ -108,18 +108,24 @@ macro_rules! sql_rows {
                     role: parse_role(r.try_get("role").db()?)?,
                     group: Arc::from(r.try_get::<&str, _>("group_name").db()?),
                     user_disabled: r.try_get("disabled").db()?,
-                    key_rate_limit: parse_limit(r.try_get("rate_limit").db()?)?,
-                    user_rate_limit: parse_limit(r.try_get("user_rate_limit").db()?)?,
-                    key_models: parse_models(r.try_get("allowed_models").db()?)?,
-                    key_budget: parse_budget(r.try_get("token_limit").db()?, r.try_get("spend_limit").db()?)?,
-                    user_budget: parse_budget(r.try_get("user_token_limit").db()?, r.try_get("user_spend_limit").db()?)?,
-                    previous_secret: match (
-                        r.try_get::<Option<Vec<u8>>, _>("previous_secret_hash").db()?,
-                        r.try_get::<Option<i64>, _>("previous_secret_expires_at").db()?,
-                    ) {
-                        (Some(hash), Some(until)) => Some((parse_hash(hash)?, until)),
-                        _ => None,
-                    },
+                    terms: KeyTerms {
+                        key_rate_limit: parse_limit(r.try_get("rate_limit").db()?)?,
+                        user_rate_limit: parse_limit(r.try_get("user_rate_limit").db()?)?,
+                        key_models: parse_models(r.try_get("allowed_models").db()?)?,
+                        key_budget: parse_budget(r.try_get("token_limit").db()?, r.try_get("spend_limit").db()?)?,
+                        user_budget: parse_budget(
+                            r.try_get("user_token_limit").db()?,
+                            r.try_get("user_spend_limit").db()?,
+                        )?,
+                        previous_secret: match (
+                            r.try_get::<Option<Vec<u8>>, _>("previous_secret_hash").db()?,
+                            r.try_get::<Option<i64>, _>("previous_secret_expires_at").db()?,
+                        ) {
+                            (Some(hash), Some(until)) => Some((parse_hash(hash)?, until)),
+                            _ => None,
+                        },
+                    }
+                    .boxed(),
                 })
             }
 

@@ -130,8 +130,9 @@ impl Authenticator {
         // (revoked, expired, disabled owner).
         let current = api_key::verify(presented.secret, &grant.secret_hash);
         // After a rotation, the replaced secret works until its grace period ends.
+        let terms = grant.terms();
         let previous = || {
-            grant.previous_secret.is_some_and(|(hash, until)| now < until && api_key::verify(presented.secret, &hash))
+            terms.previous_secret.is_some_and(|(hash, until)| now < until && api_key::verify(presented.secret, &hash))
         };
         let previous_secret = !current && previous();
         if !current && !previous_secret {
@@ -151,12 +152,12 @@ impl Authenticator {
             key_id: Some(grant.key_id.clone()),
             permissions,
             session: None,
-            rate_limit: grant
+            rate_limit: terms
                 .key_rate_limit
                 .map(|limit| Override { limit, per_key: true })
-                .or(grant.user_rate_limit.map(|limit| Override { limit, per_key: false })),
-            models: grant.key_models.clone(),
-            budgets: CallerBudgets { key: grant.key_budget, user: grant.user_budget },
+                .or(terms.user_rate_limit.map(|limit| Override { limit, per_key: false })),
+            models: terms.key_models.clone(),
+            budgets: CallerBudgets { key: terms.key_budget, user: terms.user_budget },
             previous_secret,
         })
     }

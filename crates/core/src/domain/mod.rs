@@ -18,4 +18,4 @@ pub use models::{InvalidModelList, ModelList};
 pub use permission::{Permission, PermissionSet, UnknownPermission};
 pub use principal::{AuthMethod, Principal, Session};
 pub use role::{Role, RolePermissions, UnknownRole};
-pub use user::{ApiKey, DEFAULT_GROUP, Group, KeyGrant, KeyUpdate, NewApiKey, NewUser, User, UserUpdate};
+pub use user::{ApiKey, DEFAULT_GROUP, Group, KeyGrant, KeyTerms, KeyUpdate, NewApiKey, NewUser, User, UserUpdate};

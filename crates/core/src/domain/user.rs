@@ -118,6 +118,9 @@ pub struct KeyUpdate {
 }
 
 /// What Check needs to authenticate a key: the key joined with its owner.
+///
+/// One of these is cached per key Check has seen (up to the cache's
+/// capacity), so what most keys lack is kept apart in [`KeyTerms`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyGrant {
     pub key_id: Arc<str>,
@@ -130,6 +133,14 @@ pub struct KeyGrant {
     pub role: Role,
     pub group: Arc<str>,
     pub user_disabled: bool,
+    /// `None` when every term is unset: build it with [`KeyTerms::boxed`].
+    pub terms: Option<Box<KeyTerms>>,
+}
+
+/// A key's own limit, models and budget, its owner's limit and budget, and
+/// the secret a rotation replaced: each unset for most keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyTerms {
     pub key_rate_limit: Option<Limit>,
     pub user_rate_limit: Option<Limit>,
     pub key_models: Option<ModelList>,
@@ -138,4 +149,49 @@ pub struct KeyGrant {
     /// The hash of the secret replaced by the last rotation, and until when
     /// it still works (the grace period).
     pub previous_secret: Option<([u8; 32], i64)>,
+}
+
+static NO_TERMS: KeyTerms = KeyTerms {
+    key_rate_limit: None,
+    user_rate_limit: None,
+    key_models: None,
+    key_budget: Budget { tokens: None, spend: None },
+    user_budget: Budget { tokens: None, spend: None },
+    previous_secret: None,
+};
+
+impl KeyGrant {
+    /// The key's terms (all unset when it has none).
+    pub fn terms(&self) -> &KeyTerms {
+        self.terms.as_deref().unwrap_or(&NO_TERMS)
+    }
+}
+
+impl KeyTerms {
+    /// What [`KeyGrant::terms`] holds: nothing when every term is unset.
+    pub fn boxed(self) -> Option<Box<KeyTerms>> {
+        (self != NO_TERMS).then(|| Box::new(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn keys_without_terms_stay_small() {
+        // A cache holds up to `cache.capacity` of these (100,000 by default):
+        // the terms most keys lack (352 bytes inline) are boxed apart.
+        assert!(std::mem::size_of::<KeyGrant>() <= 160, "{} bytes", std::mem::size_of::<KeyGrant>());
+        assert!(KeyTerms::default().boxed().is_none());
+        let limited = KeyTerms {
+            key_rate_limit: Some(Limit { requests: 1, period: Duration::from_secs(1), burst: 1 }),
+            ..Default::default()
+        };
+        assert_eq!(limited.clone().boxed().as_deref(), Some(&limited));
+        let rotated = KeyTerms { previous_secret: Some(([1; 32], 5)), ..Default::default() };
+        assert_eq!(rotated.clone().boxed().as_deref(), Some(&rotated));
+    }
 }
