@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::world::{Cred, Fault, Inner, Outcome, Record, UserRec, WriteKind};
+use crate::world::{Cred, CredKind, Fault, Inner, Outcome, Record, UserRec, WriteKind};
 
 /// How long a change may take to reach every replica (the change feed polls
 /// every 250 ms; the documented bound is a second).
@@ -53,13 +53,26 @@ fn in_window(t: f64, w: (f64, f64)) -> bool {
     t >= w.0 && t <= w.1
 }
 
-/// Roles the user may have had at `t`: the one acknowledged a second before,
-/// and any sent before `t` but acknowledged after that.
-fn possible_roles(user: &UserRec, t: f64) -> Vec<bool> {
+/// When a change the database acknowledged at `acked` must be in effect on
+/// every replica: within `BOUND`, as they read the change feed; if the
+/// database went down before they could (an outage under way within `BOUND`
+/// of the change), within its window, which ends 2 s after it recovered.
+/// Replicas keep answering from their caches meanwhile (README, "Caching and
+/// consistency").
+fn in_effect_by(acked: f64, pg: &[(f64, f64)]) -> f64 {
+    pg.iter()
+        .filter(|&&(start, end)| start <= acked + BOUND && end >= acked)
+        .map(|&(_, end)| end)
+        .fold(acked + BOUND, f64::max)
+}
+
+/// Roles the user may have had at `t`: the one in effect by then, and any
+/// sent before `t` but not yet certainly in effect.
+fn possible_roles(user: &UserRec, t: f64, pg: &[(f64, f64)]) -> Vec<bool> {
     let mut settled = None;
     let mut out = Vec::new();
     for &(sent, acked, operator) in &user.roles {
-        if acked <= t - BOUND {
+        if in_effect_by(acked, pg) <= t {
             settled = Some(operator);
         } else if sent < t {
             out.push(operator);
@@ -75,13 +88,14 @@ fn describe(cred: &Cred, users: &[UserRec]) -> String {
 }
 
 /// Checks one allowed or denied answer; a wrong allow or deny, described.
-fn judge(r: &Record, cred: &Cred, users: &[UserRec]) -> (Option<String>, Option<String>) {
+fn judge(r: &Record, cred: &Cred, users: &[UserRec], pg: &[(f64, f64)]) -> (Option<String>, Option<String>) {
     let t = f64::from(r.t);
     let user = cred.user.map(|u| &users[u]);
     match r.outcome {
         Outcome::Allowed => {
-            let late = |what: &str, at: f64| {
-                (t > at + BOUND).then(|| {
+            // `what` happened at `at` and had to be in effect by `by`.
+            let late = |what: &str, at: f64, by: f64| {
+                (t > by).then(|| {
                     format!(
                         "{} allowed {:.1} s after {what} ({:?} at {t:.1} s)",
                         describe(cred, users),
@@ -92,13 +106,22 @@ fn judge(r: &Record, cred: &Cred, users: &[UserRec]) -> (Option<String>, Option<
             };
             let wrong = (r.identity_ok == Some(false))
                 .then(|| format!("{} allowed as another user", describe(cred, users)))
-                .or_else(|| cred.invalid.and_then(|at| late("it was revoked", at)))
-                .or_else(|| cred.expires.and_then(|at| late("it expired", at)))
-                .or_else(|| user.and_then(|u| u.disabled).and_then(|at| late("its owner was disabled", at)))
+                .or_else(|| cred.invalid.and_then(|at| late("it was revoked", at, in_effect_by(at, pg))))
+                .or_else(|| {
+                    // A key's expiry is a database change (sent when it
+                    // became uncertain); a token's is in the token.
+                    let written = cred.uncertain.filter(|_| cred.kind == CredKind::ApiKey);
+                    let by = |at: f64| written.map_or(at + BOUND, |w| in_effect_by(w, pg).max(at + BOUND));
+                    cred.expires.and_then(|at| late("it expired", at, by(at)))
+                })
+                .or_else(|| {
+                    user.and_then(|u| u.disabled)
+                        .and_then(|at| late("its owner was disabled", at, in_effect_by(at, pg)))
+                })
                 .or_else(|| {
                     let u = user?;
                     let unsure = u.unsure_at(t);
-                    let roles = possible_roles(u, t);
+                    let roles = possible_roles(u, t, pg);
                     (r.route.needs_operator() && !unsure && !u.roles.is_empty() && roles.iter().all(|op| !op))
                         .then(|| format!("{} allowed on {:?} as a viewer at {t:.1} s", describe(cred, users), r.route))
                 });
@@ -109,7 +132,7 @@ fn judge(r: &Record, cred: &Cred, users: &[UserRec]) -> (Option<String>, Option<
                 || cred.expires.is_some_and(|e| t > e - BOUND)
                 || user.is_some_and(|u| u.unsure_at(t) || u.disabled.is_some_and(|d| t >= d));
             let role_ok = !r.route.needs_operator()
-                || user.is_some_and(|u| !u.roles.is_empty() && possible_roles(u, t).iter().all(|op| *op));
+                || user.is_some_and(|u| !u.roles.is_empty() && possible_roles(u, t, pg).iter().all(|op| *op));
             let wrong = (!unsure && role_ok && t > cred.created + BOUND)
                 .then(|| format!("{} refused ({}) on {:?} at {t:.1} s", describe(cred, users), r.status, r.route));
             (None, wrong)
@@ -220,7 +243,7 @@ pub fn analyse(w: &Inner, limit: &Limit, metered_users: &[usize]) -> Findings {
         windows.iter().filter(|(f, _)| f.name.starts_with("Postgres")).map(|(_, win)| *win).collect();
     for (n, r) in w.records.iter().enumerate() {
         let cred = &w.creds[r.cred as usize];
-        let (wrong_allow, wrong_deny) = judge(r, cred, &w.users);
+        let (wrong_allow, wrong_deny) = judge(r, cred, &w.users, &pg);
         f.wrong_allows.extend(wrong_allow);
         f.wrong_denies.extend(wrong_deny);
         let t = f64::from(r.t);
@@ -544,4 +567,15 @@ pub fn decisions_csv(w: &Inner) -> String {
         );
     }
     out
+}
+
+#[test]
+fn a_change_just_before_the_database_goes_down_is_in_effect_after_it_recovers() {
+    let pg = [(12.0, 34.0)];
+    assert_eq!(in_effect_by(5.0, &pg), 5.0 + BOUND, "read from the feed before the outage");
+    assert_eq!(in_effect_by(11.5, &pg), 34.0, "the outage began before replicas had to read it");
+    assert_eq!(in_effect_by(40.0, &pg), 40.0 + BOUND, "after the outage's window");
+    let user = UserRec { roles: vec![(0.0, 0.0, true), (11.0, 11.6, false)], ..UserRec::default() };
+    assert_eq!(possible_roles(&user, 20.0, &pg), vec![false, true], "either role while the change may not be read");
+    assert_eq!(possible_roles(&user, 35.0, &pg), vec![false]);
 }

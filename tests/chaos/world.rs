@@ -74,7 +74,7 @@ impl Cred {
     }
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct UserRec {
     pub id: String,
     pub email: String,
