@@ -111,8 +111,8 @@ fn judge(r: &Record, cred: &Cred, users: &[UserRec], pg: &[(f64, f64)]) -> (Opti
                     // A key's expiry is a database change (sent when it
                     // became uncertain); a token's is in the token.
                     let written = cred.uncertain.filter(|_| cred.kind == CredKind::ApiKey);
-                    let by = |at: f64| written.map_or(at + BOUND, |w| in_effect_by(w, pg).max(at + BOUND));
-                    cred.expires.and_then(|at| late("it expired", at, by(at)))
+                    let known_by = written.map_or(0.0, |w| in_effect_by(w, pg));
+                    cred.expires.and_then(|at| late("it expired", at, known_by.max(at + BOUND)))
                 })
                 .or_else(|| {
                     user.and_then(|u| u.disabled)
