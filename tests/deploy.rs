@@ -467,36 +467,21 @@ fn kubernetes_manifests_agree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_script_walk_through() {
     let dir = tempfile::tempdir().unwrap();
-    let port = common::free_port();
-    let demo = std::process::Command::new(format!("{ROOT}/scripts/demo"))
-        .env("DEMO_PORT", port.to_string())
-        .env("GATEHOUSE_HTTP_PORT", common::free_port().to_string())
-        .env("GATEHOUSE_GRPC_PORT", common::free_port().to_string())
-        .env("UPSTREAM_PORT", common::free_port().to_string())
-        .env("ENVOY_ADMIN_PORT", common::free_port().to_string())
-        .env("DEMO_DIR", dir.path())
-        .env("DEMO_RATE_LIMIT", "5/60")
-        .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
-        .env("ENVOY_BIN", envoy_binary())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // A failed assertion must not leave the demo's Envoy and Gatehouse running.
-    let mut demo = StopOnDrop(demo);
+    let http = reqwest::Client::new();
+    // The ports are picked free, then released for the demo to bind: another
+    // test's socket can take one meanwhile. A demo that exits before it is up
+    // is started again on new ports, twice at most.
+    let mut failures = Vec::new();
+    let (mut demo, port) = loop {
+        let attempt = dir.path().join(failures.len().to_string());
+        match start_demo(&http, &attempt).await {
+            Ok(started) => break started,
+            Err(why) if failures.len() < 2 => failures.push(why),
+            Err(why) => panic!("scripts/demo exited early, three times: {failures:?} {why}"),
+        }
+    };
     let demo = &mut demo.0;
     let g = |path: &str| format!("http://127.0.0.1:{port}{path}");
-    let http = reqwest::Client::new();
-    let mut ready = false;
-    for _ in 0..300 {
-        if http.get(g("/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
-            ready = true;
-            break;
-        }
-        assert!(demo.try_wait().unwrap().is_none(), "scripts/demo exited early");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the demo gateway did not come up in 30 s");
 
     let creds = json!({"email": "me@example.com", "password": "correct horse battery"});
     assert_eq!(http.post(g("/auth/register")).json(&creds).send().await.unwrap().status(), 201);
@@ -531,6 +516,42 @@ async fn demo_script_walk_through() {
     assert!(status.success(), "scripts/demo stops cleanly on SIGTERM: {status}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(http.get(g("/healthz")).send().await.is_err(), "Envoy was stopped with the demo");
+}
+
+/// Starts `scripts/demo` on free ports, in `dir`, and waits until its gateway
+/// answers; the demo (stopped when dropped) and its port, or why it exited
+/// before (its error output).
+async fn start_demo(http: &reqwest::Client, dir: &std::path::Path) -> Result<(StopOnDrop, u16), String> {
+    std::fs::create_dir_all(dir).unwrap();
+    let errors = dir.join("demo.stderr");
+    let port = common::free_port();
+    let demo = std::process::Command::new(format!("{ROOT}/scripts/demo"))
+        .env("DEMO_PORT", port.to_string())
+        .env("GATEHOUSE_HTTP_PORT", common::free_port().to_string())
+        .env("GATEHOUSE_GRPC_PORT", common::free_port().to_string())
+        .env("UPSTREAM_PORT", common::free_port().to_string())
+        .env("ENVOY_ADMIN_PORT", common::free_port().to_string())
+        .env("DEMO_DIR", dir)
+        .env("DEMO_RATE_LIMIT", "5/60")
+        .env("GATEHOUSE_BIN", env!("CARGO_BIN_EXE_gatehouse"))
+        .env("ENVOY_BIN", envoy_binary())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&errors).unwrap())
+        .spawn()
+        .unwrap();
+    // A failed assertion must not leave the demo's Envoy and Gatehouse running.
+    let mut demo = StopOnDrop(demo);
+    for _ in 0..300 {
+        let url = format!("http://127.0.0.1:{port}/healthz");
+        if http.get(url).send().await.is_ok_and(|r| r.status() == 200) {
+            return Ok((demo, port));
+        }
+        if demo.0.try_wait().unwrap().is_some() {
+            return Err(std::fs::read_to_string(&errors).unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the demo gateway did not come up in 30 s");
 }
 
 /// Sends SIGTERM to a child still running when it goes out of scope.
